@@ -1,0 +1,164 @@
+"""Compute: AWS Batch compute environment(s) and job queue, and the IAM roles Batch and the
+Metaflow task containers use."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+
+from .policies import assume_role_policy, aws_managed_policy_arn, task_role_policy
+from .settings import ComputeSettings, ComputeType
+
+ROOT_VOLUME_GB = 100
+"""Room for the image, the code package and step scratch space; billed only while instances run."""
+
+IMAGE_TYPE = "ECS_AL2023"
+"""Batch blocks new environments on Amazon Linux 2 AMIs from 2026-06-30."""
+
+ALLOCATION_STRATEGY = {
+    ComputeType.SPOT: "SPOT_PRICE_CAPACITY_OPTIMIZED",
+    ComputeType.EC2: "BEST_FIT_PROGRESSIVE",
+}
+BATCH_TYPE = {
+    ComputeType.EC2: "EC2",
+    ComputeType.SPOT: "SPOT",
+    ComputeType.FARGATE: "FARGATE",
+    ComputeType.FARGATE_SPOT: "FARGATE_SPOT",
+}
+ON_DEMAND_FALLBACK = {ComputeType.SPOT: ComputeType.EC2, ComputeType.FARGATE_SPOT: ComputeType.FARGATE}
+"""The on-demand twin queued behind a spot environment when compute:onDemandFallback is on."""
+
+
+def environment_types(settings: ComputeSettings) -> list[ComputeType]:
+    """The compute environments of the job queue, in the order Batch tries them."""
+    fallback = ON_DEMAND_FALLBACK.get(settings.type) if settings.on_demand_fallback else None
+    return [settings.type] + ([fallback] if fallback else [])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where Batch puts instances or Fargate tasks."""
+
+    subnet_ids: pulumi.Input[list[str]]
+    security_group_id: pulumi.Input[str]
+
+
+class Compute(pulumi.ComponentResource):
+    job_queue_arn: pulumi.Output[str]
+    task_role_arn: pulumi.Output[str]
+    execution_role_arn: Optional[pulumi.Output[str]] = None
+
+    def __init__(
+        self,
+        name: str,
+        settings: ComputeSettings,
+        placement: Placement,
+        bucket_arn: pulumi.Input[str],
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ) -> None:
+        super().__init__("metaflow:infra:Compute", name, None, opts)
+        self._name = name
+        invoke = pulumi.InvokeOptions(parent=self)
+        self._partition = aws.get_partition(opts=invoke).partition
+        self._account = aws.get_caller_identity(opts=invoke).account_id
+
+        task_role = self._role("batch-task", "ecs-tasks.amazonaws.com")
+        aws.iam.RolePolicy(
+            f"{name}-batch-task-datastore", role=task_role.id,
+            policy=pulumi.Output.from_input(bucket_arn).apply(lambda arn: json.dumps(task_role_policy(arn))),
+            opts=self._child())
+        self.task_role_arn = task_role.arn
+
+        service_role = self._role("batch-service", "batch.amazonaws.com", "service-role/AWSBatchServiceRole")
+        types = environment_types(settings)
+        if settings.type.is_fargate:
+            execution_role = self._role("batch-execution", "ecs-tasks.amazonaws.com",
+                                        "service-role/AmazonECSTaskExecutionRolePolicy")
+            self.execution_role_arn = execution_role.arn
+            environments = [self._fargate_environment(t, settings, placement, service_role) for t in types]
+        else:
+            instance_role = self._role("batch-instance", "ec2.amazonaws.com",
+                                       "service-role/AmazonEC2ContainerServiceforEC2Role")
+            profile = aws.iam.InstanceProfile(f"{name}-batch-instance", role=instance_role.name, opts=self._child())
+            template = self._launch_template()
+            environments = [self._ec2_environment(t, settings, placement, service_role, profile, template)
+                            for t in types]
+
+        queue = aws.batch.JobQueue(
+            f"{name}-queue", state="ENABLED", priority=1,
+            compute_environment_orders=[
+                aws.batch.JobQueueComputeEnvironmentOrderArgs(order=order, compute_environment=environment.arn)
+                for order, environment in enumerate(environments, start=1)],
+            opts=self._child())
+        self.job_queue_arn = queue.arn
+        self.register_outputs({"jobQueueArn": self.job_queue_arn, "taskRoleArn": self.task_role_arn})
+
+    def _child(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self)
+
+    def _role(self, role: str, service: str, managed_policy: Optional[str] = None) -> aws.iam.Role:
+        created = aws.iam.Role(
+            f"{self._name}-{role}",
+            assume_role_policy=json.dumps(assume_role_policy(service, self._account)),
+            opts=self._child())
+        if managed_policy:
+            aws.iam.RolePolicyAttachment(
+                f"{self._name}-{role}", role=created.name,
+                policy_arn=aws_managed_policy_arn(self._partition, managed_policy), opts=self._child())
+        return created
+
+    def _launch_template(self) -> aws.ec2.LaunchTemplate:
+        return aws.ec2.LaunchTemplate(
+            f"{self._name}-batch",
+            # IMDSv2 only; hop limit 2 so containers (one hop further) can still read instance metadata.
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2),
+            block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda",
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_size=ROOT_VOLUME_GB, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
+            opts=self._child())
+
+    def _ec2_environment(
+        self, kind: ComputeType, settings: ComputeSettings, placement: Placement, service_role: aws.iam.Role,
+        profile: aws.iam.InstanceProfile, template: aws.ec2.LaunchTemplate,
+    ) -> aws.batch.ComputeEnvironment:
+        return aws.batch.ComputeEnvironment(
+            f"{self._name}-{kind.value}",
+            type="MANAGED",
+            service_role=service_role.arn,
+            compute_resources=aws.batch.ComputeEnvironmentComputeResourcesArgs(
+                type=BATCH_TYPE[kind],
+                allocation_strategy=ALLOCATION_STRATEGY[kind],
+                min_vcpus=settings.min_vcpus,
+                max_vcpus=settings.max_vcpus,
+                instance_types=list(settings.instance_types),
+                instance_role=profile.arn,
+                subnets=placement.subnet_ids,
+                security_group_ids=[placement.security_group_id],
+                launch_template=aws.batch.ComputeEnvironmentComputeResourcesLaunchTemplateArgs(
+                    launch_template_id=template.id, version=template.latest_version.apply(str)),
+                ec2_configurations=[aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(
+                    image_type=IMAGE_TYPE)],
+            ),
+            # Batch moves desired vCPUs by itself as jobs come and go.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["computeResources.desiredVcpus"]))
+
+    def _fargate_environment(
+        self, kind: ComputeType, settings: ComputeSettings, placement: Placement, service_role: aws.iam.Role,
+    ) -> aws.batch.ComputeEnvironment:
+        return aws.batch.ComputeEnvironment(
+            f"{self._name}-{kind.value.replace('_', '-')}",
+            type="MANAGED",
+            service_role=service_role.arn,
+            compute_resources=aws.batch.ComputeEnvironmentComputeResourcesArgs(
+                type=BATCH_TYPE[kind],
+                max_vcpus=settings.max_vcpus,
+                subnets=placement.subnet_ids,
+                security_group_ids=[placement.security_group_id],
+            ),
+            opts=self._child())

@@ -1,0 +1,175 @@
+"""Network: a VPC with public subnets (no NAT gateway), or the user's own VPC and subnets,
+plus the security groups of every tier, each admitting only the hops that exist."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from .settings import ConfigError, NetworkSettings
+
+MAX_AZS = 3
+"""More AZs give spot more capacity pools; three is what most regions offer to every account."""
+
+METADATA_PORT = 8080
+POSTGRES_PORT = 5432
+ANYWHERE_V4 = "0.0.0.0/0"
+
+
+def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
+    """The first `count` /(n+4) blocks of the VPC: 16 slots leave room for private subnets later."""
+    network = ipaddress.ip_network(vpc_cidr)
+    blocks = network.subnets(prefixlen_diff=4)
+    return [str(next(blocks)) for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class SubnetFacts:
+    """What decides whether instances in an existing subnet can reach ECS, ECR, S3 and PyPI."""
+
+    subnet_id: str
+    vpc_id: str
+    map_public_ip_on_launch: bool
+    default_route_targets: Sequence[str]
+    """Targets (igw-…, nat-…, tgw-…, eni-…) of the subnet's 0.0.0.0/0 route, if any."""
+
+
+def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> Optional[str]:
+    """Why Batch jobs would wait in RUNNABLE forever in this subnet, or None if it has a way out."""
+    if facts.vpc_id != expected_vpc:
+        return f"{facts.subnet_id} is in {facts.vpc_id}, not in network:vpcId {expected_vpc}"
+    targets = facts.default_route_targets
+    via_internet_gateway = any(t.startswith("igw-") for t in targets)
+    via_other = any(t.startswith(("nat-", "tgw-", "eni-", "pcx-", "vpce-")) for t in targets)
+    if via_internet_gateway and not facts.map_public_ip_on_launch:
+        return (f"{facts.subnet_id} routes to an internet gateway but does not give instances a public IP "
+                "(map_public_ip_on_launch is off): Batch instances could not reach ECS, ECR, S3 or PyPI")
+    if not via_internet_gateway and not via_other:
+        return (f"{facts.subnet_id} has no default route (0.0.0.0/0) to an internet gateway or NAT gateway: "
+                "Batch instances could not reach ECS, ECR, S3 or PyPI and jobs would stay RUNNABLE")
+    return None
+
+
+class Network(pulumi.ComponentResource):
+    vpc_id: pulumi.Output[str]
+    subnet_ids: pulumi.Output[list[str]]
+    batch_security_group_id: pulumi.Output[str]
+    metadata_security_group_id: Optional[pulumi.Output[str]] = None
+    database_security_group_id: Optional[pulumi.Output[str]] = None
+    endpoint_security_group_id: Optional[pulumi.Output[str]] = None
+
+    def __init__(
+        self,
+        name: str,
+        settings: NetworkSettings,
+        with_metadata_service: bool,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ) -> None:
+        super().__init__("metaflow:infra:Network", name, None, opts)
+        self._name = name
+        if settings.vpc_id is not None and settings.subnet_ids is not None:
+            self._check_existing_subnets(settings.vpc_id, settings.subnet_ids)
+            self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
+            self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
+        else:
+            self._create_vpc(settings.vpc_cidr)
+        self._create_security_groups(with_metadata_service)
+        self.register_outputs({
+            "vpcId": self.vpc_id,
+            "subnetIds": self.subnet_ids,
+            "batchSecurityGroupId": self.batch_security_group_id,
+        })
+
+    def _child(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self)
+
+    def _create_vpc(self, cidr: str) -> None:
+        zones = aws.get_availability_zones(
+            state="available",
+            filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+            opts=pulumi.InvokeOptions(parent=self),
+        ).names[:MAX_AZS]
+        if len(zones) < 2:
+            raise ConfigError(f"the region offers {len(zones)} availability zone(s); Batch needs subnets in at least two")
+        vpc = aws.ec2.Vpc(f"{self._name}-vpc", cidr_block=cidr, enable_dns_hostnames=True,
+                          enable_dns_support=True, tags={"Name": f"{self._name}-vpc"}, opts=self._child())
+        gateway = aws.ec2.InternetGateway(f"{self._name}-igw", vpc_id=vpc.id, opts=self._child())
+        routes = aws.ec2.RouteTable(f"{self._name}-public", vpc_id=vpc.id, opts=self._child())
+        # Without this route (and public IPs) instances never join ECS and jobs wait in RUNNABLE.
+        aws.ec2.Route(f"{self._name}-public-default", route_table_id=routes.id,
+                      destination_cidr_block=ANYWHERE_V4, gateway_id=gateway.id, opts=self._child())
+        subnets = []
+        for index, (zone, block) in enumerate(zip(zones, subnet_cidrs(cidr, len(zones)))):
+            subnet = aws.ec2.Subnet(
+                f"{self._name}-public-{index}", vpc_id=vpc.id, cidr_block=block, availability_zone=zone,
+                map_public_ip_on_launch=True, tags={"Name": f"{self._name}-public-{zone}"}, opts=self._child())
+            aws.ec2.RouteTableAssociation(f"{self._name}-public-{index}", subnet_id=subnet.id,
+                                          route_table_id=routes.id, opts=self._child())
+            subnets.append(subnet.id)
+        self.vpc_id = vpc.id
+        self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
+
+    def _check_existing_subnets(self, vpc_id: str, subnet_ids: Sequence[str]) -> None:
+        invoke = pulumi.InvokeOptions(parent=self)
+        problems = []
+        for subnet_id in subnet_ids:
+            subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
+            tables = aws.ec2.get_route_tables(
+                filters=[aws.ec2.GetRouteTablesFilterArgs(name="association.subnet-id", values=[subnet_id])],
+                opts=invoke).ids
+            if not tables:  # no explicit association: the VPC's main route table applies
+                tables = aws.ec2.get_route_tables(
+                    vpc_id=subnet.vpc_id,
+                    filters=[aws.ec2.GetRouteTablesFilterArgs(name="association.main", values=["true"])],
+                    opts=invoke).ids
+            targets: list[str] = []
+            for table_id in tables:
+                for route in aws.ec2.get_route_table(route_table_id=table_id, opts=invoke).routes:
+                    if route.cidr_block == ANYWHERE_V4:
+                        targets += [t for t in (route.gateway_id, route.nat_gateway_id, route.transit_gateway_id,
+                                                route.network_interface_id, route.vpc_peering_connection_id) if t]
+            problem = subnet_egress_problem(
+                SubnetFacts(subnet_id, subnet.vpc_id, subnet.map_public_ip_on_launch, targets), vpc_id)
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise ConfigError("network:subnetIds cannot host Batch jobs:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def _security_group(self, tier: str, description: str) -> aws.ec2.SecurityGroup:
+        return aws.ec2.SecurityGroup(f"{self._name}-{tier}", description=description, vpc_id=self.vpc_id,
+                                     tags={"Name": f"{self._name}-{tier}"}, opts=self._child())
+
+    def _egress_anywhere(self, tier: str, group: aws.ec2.SecurityGroup, why: str) -> None:
+        aws.vpc.SecurityGroupEgressRule(f"{self._name}-{tier}-egress", security_group_id=group.id,
+                                        ip_protocol="-1", cidr_ipv4=ANYWHERE_V4, description=why,
+                                        opts=self._child())
+
+    def _admit(self, rule: str, target: aws.ec2.SecurityGroup, source: aws.ec2.SecurityGroup, port: int) -> None:
+        aws.vpc.SecurityGroupIngressRule(f"{self._name}-{rule}", security_group_id=target.id,
+                                         referenced_security_group_id=source.id, ip_protocol="tcp",
+                                         from_port=port, to_port=port, description=rule, opts=self._child())
+
+    def _create_security_groups(self, with_metadata_service: bool) -> None:
+        batch = self._security_group("batch", "Metaflow Batch jobs: no ingress, egress to AWS APIs and PyPI")
+        self._egress_anywhere("batch", batch, "ECS, ECR, S3, PyPI and the metadata service")
+        self.batch_security_group_id = batch.id
+        if not with_metadata_service:
+            return
+        endpoint = self._security_group("endpoint", "Metaflow API endpoint (VPC link) to the metadata service")
+        metadata = self._security_group("metadata", "Metaflow metadata service tasks")
+        database = self._security_group("database", "Metaflow PostgreSQL: only the metadata service")
+        self._egress_anywhere("metadata", metadata, "image pull, Secrets Manager, logs, PostgreSQL")
+        aws.vpc.SecurityGroupEgressRule(f"{self._name}-endpoint-to-metadata", security_group_id=endpoint.id,
+                                        referenced_security_group_id=metadata.id, ip_protocol="tcp",
+                                        from_port=METADATA_PORT, to_port=METADATA_PORT,
+                                        description="endpoint-to-metadata", opts=self._child())
+        self._admit("metadata-from-endpoint", metadata, endpoint, METADATA_PORT)
+        self._admit("metadata-from-batch", metadata, batch, METADATA_PORT)
+        self._admit("database-from-metadata", database, metadata, POSTGRES_PORT)
+        self.endpoint_security_group_id = endpoint.id
+        self.metadata_security_group_id = metadata.id
+        self.database_security_group_id = database.id

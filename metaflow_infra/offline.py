@@ -1,0 +1,214 @@
+"""Run the program offline on Pulumi's mock runtime: no AWS credentials, no Pulumi CLI.
+
+Used by the tests and by `python -m metaflow_infra plan`. The mocks answer like AWS would for
+the attributes the program wires (ids, ARNs, auto-names, endpoints) and record every resource
+with its inputs, its parent and its provider, so the whole graph can be inspected.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.settings import ROOT
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from .platform import build
+from .settings import Settings, load_settings
+
+ACCOUNT_ID = "123456789012"
+PROJECT = "metaflow-infra"
+COMPONENT_PREFIX = "metaflow:infra:"
+
+# (service, resource path) of the ARN AWS gives each type; `{name}` is the physical name.
+ARN_SHAPES: dict[str, tuple[str, str]] = {
+    "aws:iam/role:Role": ("iam", "role/{name}"),
+    "aws:iam/instanceProfile:InstanceProfile": ("iam", "instance-profile/{name}"),
+    "aws:batch/jobQueue:JobQueue": ("batch", "job-queue/{name}"),
+    "aws:batch/computeEnvironment:ComputeEnvironment": ("batch", "compute-environment/{name}"),
+    "aws:secretsmanager/secret:Secret": ("secretsmanager", "secret:{name}-AbCdEf"),
+    "aws:lambda/function:Function": ("lambda", "function:{name}"),
+    "aws:ecs/cluster:Cluster": ("ecs", "cluster/{name}"),
+    "aws:ecs/taskDefinition:TaskDefinition": ("ecs", "task-definition/{name}:1"),
+    "aws:logs/logGroup:LogGroup": ("logs", "log-group:{name}"),
+    "aws:servicediscovery/service:Service": ("servicediscovery", "service/srv-{name}"),
+    "aws:rds/instance:Instance": ("rds", "db:{name}"),
+}
+GLOBAL_SERVICES = {"iam", "s3"}
+
+
+def _suffix(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:7]
+
+
+@dataclass
+class DeclaredResource:
+    urn: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    state: dict[str, Any]
+    parent_urn: str
+    provider: str
+
+    @property
+    def is_component(self) -> bool:
+        return self.type.startswith(COMPONENT_PREFIX)
+
+
+@dataclass(frozen=True)
+class SubnetFixture:
+    """An existing subnet as the mocked AWS describes it (for network:subnetIds)."""
+
+    vpc_id: str
+    map_public_ip_on_launch: bool = True
+    default_route_target: Optional[str] = "igw-0123456789abcdef0"
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self, region: str, subnets: Mapping[str, SubnetFixture]) -> None:
+        self.region = region
+        self.subnets = dict(subnets)
+
+    def _arn(self, type_: str, physical_name: str) -> str:
+        service, path = ARN_SHAPES.get(type_, (type_.split(":")[1].split("/")[0], "{name}"))
+        region = "" if service in GLOBAL_SERVICES else self.region
+        account = "" if service == "s3" else ACCOUNT_ID
+        return f"arn:aws:{service}:{region}:{account}:{path.format(name=physical_name)}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
+        state = dict(args.inputs)
+        auto_name = f"{args.name}-{_suffix(args.name)}"
+        state.setdefault("name", auto_name)
+        if args.typ == "aws:s3/bucket:Bucket":
+            state.setdefault("bucket", auto_name)
+            physical = state["bucket"]
+            state["bucketDomainName"] = f"{physical}.s3.amazonaws.com"
+        else:
+            physical = state["name"]
+        resource_id = f"{physical}-id" if args.typ != "aws:s3/bucket:Bucket" else physical
+        state.setdefault("arn", self._arn(args.typ, physical))
+        state.setdefault("latestVersion", 1)
+        state.setdefault("address", f"{physical}.cluster.{self.region}.rds.amazonaws.com")
+        state.setdefault("apiEndpoint", f"https://{_suffix(args.name)}.execute-api.{self.region}.amazonaws.com")
+        return resource_id, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
+        return self._answer(args.token, args.args), []
+
+    def _answer(self, token: str, a: dict[str, Any]) -> dict[str, Any]:
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            zones = [f"{self.region}{letter}" for letter in "abcd"]
+            return {"names": zones, "zoneIds": [f"use1-az{i}" for i in range(1, 5)], "id": self.region}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline",
+                    "userId": "OFFLINE", "id": ACCOUNT_ID}
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region, "id": self.region}
+        if token == "aws:ec2/getSubnet:getSubnet":
+            subnet = self.subnets[a["id"]]
+            return {"id": a["id"], "vpcId": subnet.vpc_id, "mapPublicIpOnLaunch": subnet.map_public_ip_on_launch}
+        if token == "aws:ec2/getRouteTables:getRouteTables":
+            subnet_filter = [f for f in a.get("filters", []) if f["name"] == "association.subnet-id"]
+            ids = [f"rtb-{subnet_filter[0]['values'][0]}"] if subnet_filter else []
+            return {"ids": ids, "id": "route-tables"}
+        if token == "aws:ec2/getRouteTable:getRouteTable":
+            subnet = self.subnets[a["routeTableId"].removeprefix("rtb-")]
+            target = subnet.default_route_target
+            routes = [] if target is None else [{
+                "cidrBlock": "0.0.0.0/0",
+                "gatewayId": target if target.startswith("igw-") else "",
+                "natGatewayId": target if target.startswith("nat-") else "",
+            }]
+            return {"routeTableId": a["routeTableId"], "routes": routes, "id": a["routeTableId"]}
+        raise NotImplementedError(f"the offline mocks do not answer {token}")
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """Remembers each registration's parent and provider, which MockResourceArgs leaves out."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.declared: list[DeclaredResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            registration = self.resources[response.urn]
+            self.declared.append(DeclaredResource(
+                urn=response.urn, type=request.type, name=request.name,
+                inputs=pulumi.runtime.rpc.deserialize_properties(request.object),
+                state=dict(registration.state), parent_urn=request.parent, provider=request.provider))
+        return response
+
+
+class _WarningLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@dataclass
+class OfflineRun:
+    settings: Settings
+    resources: list[DeclaredResource]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> DeclaredResource:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, found {[r.name for r in found]}"
+        return found[0]
+
+    def component_of(self, resource: DeclaredResource) -> Optional[DeclaredResource]:
+        """The nearest metaflow:infra component above a resource."""
+        by_urn = {r.urn: r for r in self.resources}
+        parent = by_urn.get(resource.parent_urn)
+        while parent is not None and not parent.is_component:
+            parent = by_urn.get(parent.parent_urn)
+        return parent
+
+
+def run_offline(
+    raw_config: Mapping[str, Any],
+    stack: str = "dev",
+    subnets: Optional[Mapping[str, SubnetFixture]] = None,
+    today: Optional[datetime.date] = None,
+) -> OfflineRun:
+    """Validate the config, declare the stack on mocks and resolve its outputs."""
+    settings = load_settings(raw_config, stack=stack, today=today)
+    mocks = RecordingMocks(settings.region, subnets or {})
+    monitor = _RecordingMonitor(mocks)
+    log = _WarningLog()
+    logger = logging.getLogger(f"metaflow_infra.offline.{stack}")
+    logger.propagate = False
+    logger.handlers = [log]
+    ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger, monitor=monitor)
+
+    outputs: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+
+    async def declare_and_resolve() -> None:
+        for output_name, output in build(settings).items():
+            outputs[output_name] = await output.future()
+            if await output.is_secret():
+                secret_outputs.add(output_name)
+
+    _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
+    return OfflineRun(settings, monitor.declared, outputs, secret_outputs, log.messages)

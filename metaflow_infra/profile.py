@@ -1,0 +1,49 @@
+"""The Metaflow profile: the flat `METAFLOW_*` JSON users put in `~/.metaflowconfig/`.
+
+A pure function of resource attributes. Every key is one the `metaflow` package reads
+(tests check each against `metaflow.metaflow_config`); every value is real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+ARTIFACTS_PREFIX = "metaflow"
+DATATOOLS_PREFIX = "data"
+
+
+@dataclass(frozen=True)
+class MetadataEndpoint:
+    url: str
+    """What laptops use: the public HTTPS endpoint."""
+    internal_url: str
+    """What Batch tasks use, from inside the VPC."""
+    auth_key: str
+
+
+@dataclass(frozen=True)
+class ProfileInputs:
+    bucket_name: str
+    job_queue_arn: str
+    task_role_arn: str
+    fargate_execution_role_arn: Optional[str] = None
+    metadata: Optional[MetadataEndpoint] = None
+
+
+def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
+    profile = {
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{inputs.bucket_name}/{ARTIFACTS_PREFIX}",
+        "METAFLOW_DATATOOLS_S3ROOT": f"s3://{inputs.bucket_name}/{DATATOOLS_PREFIX}",
+        "METAFLOW_BATCH_JOB_QUEUE": inputs.job_queue_arn,
+        "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": inputs.task_role_arn,
+        "METAFLOW_DEFAULT_METADATA": "service" if inputs.metadata else "local",
+    }
+    if inputs.fargate_execution_role_arn:
+        profile["METAFLOW_ECS_FARGATE_EXECUTION_ROLE"] = inputs.fargate_execution_role_arn
+    if inputs.metadata:
+        profile["METAFLOW_SERVICE_URL"] = inputs.metadata.url
+        profile["METAFLOW_SERVICE_INTERNAL_URL"] = inputs.metadata.internal_url
+        profile["METAFLOW_SERVICE_AUTH_KEY"] = inputs.metadata.auth_key
+    return profile

@@ -1,0 +1,486 @@
+"""Stack settings: every config key read once, merged over its preset, validated by pydantic.
+
+`load_settings(raw)` is pure: it takes a flat mapping of `namespace:key` to values (strings as
+Pulumi hands them over, or native values) and returns a frozen `Settings`, or raises one
+`pulumi.RunError` naming every bad key, its value and what is accepted. Components receive the
+typed result and never read `pulumi.Config` themselves.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from enum import Enum
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any, Mapping, Optional
+
+import pulumi
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+DEFAULT_PRESET = "dev"
+AVAILABLE_PRESETS = ("minimal", "dev")
+REGION_KEY = "aws:region"
+
+
+def _data(name: str) -> dict[str, Any]:
+    return tomllib.loads(resources.files("metaflow_infra").joinpath("data", name).read_text())
+
+
+@cache
+def presets() -> dict[str, dict[str, Any]]:
+    return _data("presets.toml")
+
+
+@cache
+def instance_families() -> dict[str, dict[str, Any]]:
+    return _data("instance_types.toml")["families"]
+
+
+@cache
+def postgres_end_of_standard_support() -> dict[int, datetime.date]:
+    return {int(k): v for k, v in _data("postgres.toml")["end_of_standard_support"].items()}
+
+
+# --- value parsers: Pulumi hands every config value over as a string --------------------------
+
+
+def _parse_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        raise ValueError("expected true or false")
+    if isinstance(value, bool):
+        return value
+    raise ValueError("expected true or false")
+
+
+def _parse_int(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise ValueError("expected a whole number")
+
+
+def _parse_json(value: Any) -> Any:
+    """Structured keys arrive as JSON text from `pulumi config set`; lists may be comma-separated."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"is not valid JSON ({err.msg})") from None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError("expected an IPv4 or IPv6 network in CIDR form, e.g. 10.0.0.0/16") from None
+
+
+Bool = Annotated[bool, BeforeValidator(_parse_bool)]
+Int = Annotated[int, BeforeValidator(_parse_int)]
+NonNegativeInt = Annotated[int, BeforeValidator(_parse_int), Field(ge=0)]
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+StrList = Annotated[list[str], BeforeValidator(_parse_json)]
+CidrList = Annotated[list[Cidr], BeforeValidator(_parse_json)]
+ARN_PATTERN = r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$"
+
+
+class _Namespace(BaseModel):
+    """One config namespace: camelCase keys, unknown keys refused, values immutable."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+
+
+class ComputeType(str, Enum):
+    EC2 = "ec2"
+    SPOT = "spot"
+    FARGATE = "fargate"
+    FARGATE_SPOT = "fargate_spot"
+
+    @property
+    def is_fargate(self) -> bool:
+        return self in (ComputeType.FARGATE, ComputeType.FARGATE_SPOT)
+
+
+class MetaflowSettings(_Namespace):
+    preset: str = DEFAULT_PRESET
+    prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=20)] = "metaflow"
+    tags: Annotated[dict[str, Annotated[str, Field(strict=True, max_length=256)]], BeforeValidator(_parse_json)] = {}
+
+    @model_validator(mode="after")
+    def _tag_keys(self) -> "MetaflowSettings":
+        for key in self.tags:
+            if key.lower().startswith("aws:") or not 0 < len(key) <= 128:
+                raise ValueError(f"tag key {key!r} is not allowed: 1-128 characters, not starting with 'aws:'")
+        return self
+
+
+class NetworkSettings(_Namespace):
+    vpc_id: Annotated[Optional[str], Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] = None
+    subnet_ids: Optional[StrList] = None
+    vpc_cidr: Cidr = "10.0.0.0/16"
+    private_subnets: Bool = False
+    nat_gateways: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _existing_network(self) -> "NetworkSettings":
+        if self.subnet_ids is not None:
+            for subnet in self.subnet_ids:
+                if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
+                    raise ValueError(f"network:subnetIds: {subnet!r} is not a subnet id (subnet-…)")
+        if (self.vpc_id is None) != (self.subnet_ids is None):
+            given, missing = ("network:vpcId", "network:subnetIds") if self.vpc_id else ("network:subnetIds", "network:vpcId")
+            raise ValueError(f"{given} is set but {missing} is not: an existing network needs both, or neither to create one")
+        if self.subnet_ids is not None and len(set(self.subnet_ids)) < 2:
+            raise ValueError(
+                f"network:subnetIds has {len(set(self.subnet_ids))} subnet(s): give at least two, in different availability zones"
+            )
+        network = ipaddress.ip_network(self.vpc_cidr)
+        if network.version != 4 or not 16 <= network.prefixlen <= 20:
+            raise ValueError(f"network:vpcCidr {self.vpc_cidr!r}: an IPv4 block from /16 to /20 is needed for the subnets")
+        return self
+
+
+class DatastoreSettings(_Namespace):
+    force_destroy: Bool = False
+    versioning: Bool = False
+    kms_key: Annotated[Optional[str], Field(pattern=ARN_PATTERN)] = None
+
+
+class DbSettings(_Namespace):
+    engine_version: Int = 17
+    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = "db.t4g.micro"
+    multi_az: Bool = False
+    deletion_protection: Bool = False
+    backup_retention_days: Annotated[int, BeforeValidator(_parse_int), Field(ge=0, le=35)] = 1
+    allow_extended_support: Bool = False
+    allocated_storage_gb: Annotated[int, BeforeValidator(_parse_int), Field(ge=20, le=65536)] = 20
+
+    @model_validator(mode="after")
+    def _current_classes(self) -> "DbSettings":
+        if self.instance_class.startswith(("db.t2.", "db.m4.", "db.r4.")):
+            raise ValueError(
+                f"db:instanceClass {self.instance_class!r} is a previous-generation class RDS no longer offers "
+                "for current PostgreSQL versions; use e.g. db.t4g.micro, db.t4g.small, db.t4g.medium or db.m7g.large"
+            )
+        return self
+
+
+FARGATE_MEMORY_BY_CPU: dict[int, range] = {
+    256: range(512, 2048 + 1, 512),
+    512: range(1024, 4096 + 1, 1024),
+    1024: range(2048, 8192 + 1, 1024),
+    2048: range(4096, 16384 + 1, 1024),
+    4096: range(8192, 30720 + 1, 1024),
+    8192: range(16384, 61440 + 1, 4096),
+    16384: range(32768, 122880 + 1, 8192),
+}
+"""AWS's valid Fargate task sizes (cpu units -> memory MiB)."""
+
+
+class MetadataSettings(_Namespace):
+    enabled: Bool = False
+    image: Annotated[str, Field(pattern=r"^[\w.\-/]+:v?\d+\.\d+\.\d+$")] = "netflixoss/metaflow_metadata_service:v2.5.1"
+    cpu: Int = 256
+    memory: Int = 1024
+    spot: Bool = False
+
+    @model_validator(mode="after")
+    def _fargate_size(self) -> "MetadataSettings":
+        if self.cpu not in FARGATE_MEMORY_BY_CPU:
+            raise ValueError(
+                f"metadata:cpu {self.cpu} is not a Fargate size; accepted: {', '.join(map(str, FARGATE_MEMORY_BY_CPU))}"
+            )
+        allowed = FARGATE_MEMORY_BY_CPU[self.cpu]
+        if self.memory not in allowed:
+            raise ValueError(
+                f"metadata:memory {self.memory} does not fit metadata:cpu {self.cpu} on Fargate; accepted: "
+                f"{allowed.start} to {allowed.stop - 1} MiB in steps of {allowed.step}"
+            )
+        return self
+
+
+class ComputeSettings(_Namespace):
+    type: ComputeType = ComputeType.SPOT
+    min_vcpus: NonNegativeInt = 0
+    max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = 32
+    instance_types: StrList = ["c5", "m5", "r5"]
+    on_demand_fallback: Bool = False
+    gpu: Bool = False
+    gpu_instance_types: StrList = ["g4dn", "g5"]
+    gpu_max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = 16
+    multi_node: Bool = False
+
+    @model_validator(mode="after")
+    def _vcpu_range(self) -> "ComputeSettings":
+        if self.min_vcpus > self.max_vcpus:
+            raise ValueError(
+                f"compute:minVcpus ({self.min_vcpus}) is greater than compute:maxVcpus ({self.max_vcpus}); "
+                "min must be at most max (0 keeps nothing running while no job is queued)"
+            )
+        return self
+
+
+class StepFunctionsSettings(_Namespace):
+    enabled: Bool = False
+
+
+class UiSettings(_Namespace):
+    enabled: Bool = False
+    certificate_arn: Annotated[Optional[str], Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")] = None
+    allowed_cidrs: Optional[CidrList] = None
+    domain: Optional[str] = None
+
+
+class EcrSettings(_Namespace):
+    enabled: Bool = False
+
+
+class SecretsSettings(_Namespace):
+    enabled: Bool = False
+
+
+class AlertsSettings(_Namespace):
+    email: Optional[str] = None
+
+
+class BudgetSettings(_Namespace):
+    monthly_usd: Optional[Annotated[int, BeforeValidator(_parse_int), Field(ge=1)]] = None
+    email: Optional[str] = None
+
+
+NAMESPACES: dict[str, type[_Namespace]] = {
+    "metaflow": MetaflowSettings,
+    "network": NetworkSettings,
+    "datastore": DatastoreSettings,
+    "db": DbSettings,
+    "metadata": MetadataSettings,
+    "compute": ComputeSettings,
+    "stepFunctions": StepFunctionsSettings,
+    "ui": UiSettings,
+    "ecr": EcrSettings,
+    "secrets": SecretsSettings,
+    "alerts": AlertsSettings,
+    "budget": BudgetSettings,
+}
+
+
+class Settings(BaseModel):
+    """Everything the program needs, validated; components receive this (or one namespace of it)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    region: str
+    stack: str
+    metaflow: MetaflowSettings
+    network: NetworkSettings
+    datastore: DatastoreSettings
+    db: DbSettings
+    metadata: MetadataSettings
+    compute: ComputeSettings
+    step_functions: StepFunctionsSettings = Field(alias="stepFunctions")
+    ui: UiSettings
+    ecr: EcrSettings
+    secrets: SecretsSettings
+    alerts: AlertsSettings
+    budget: BudgetSettings
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Tags every resource carries: the user's, plus the stack's name."""
+        return {**self.metaflow.tags, "metaflow:stack": self.stack}
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def config_key(namespace: str, field: str) -> str:
+    return f"{namespace}:{NAMESPACES[namespace].model_fields[field].alias}"
+
+
+def known_keys(namespace: str) -> list[str]:
+    return [f"{namespace}:{info.alias}" for info in NAMESPACES[namespace].model_fields.values()]
+
+
+class ConfigError(pulumi.RunError):
+    """A user's config mistake: Pulumi prints the message without a Python traceback."""
+
+
+def _fail(problems: list[str]) -> ConfigError:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return ConfigError(f"Invalid stack configuration:\n{lines}")
+
+
+def _unknown_key_problems(raw: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key in raw:
+        namespace, _, name = key.partition(":")
+        if namespace not in NAMESPACES:
+            continue
+        keys = known_keys(namespace)
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            problems.append(f"{key} is not a known key.{hint} Keys in '{namespace}': {', '.join(keys)}")
+    return problems
+
+
+def _region(raw: Mapping[str, Any]) -> str:
+    region = raw.get(REGION_KEY) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise _fail([f"{REGION_KEY} is not set: run `pulumi config set aws:region us-east-1` (or your region)"])
+    if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d", str(region)):
+        raise _fail([f"{REGION_KEY} = {region!r} is not an AWS region name; expected e.g. us-east-1, eu-west-1"])
+    return str(region)
+
+
+def _describe_error(error: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
+    namespace = loc[0] if loc else ""
+    message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "accepted: ")
+    if len(loc) < 2:  # a namespace-level check: its message names the keys
+        return message
+    key = f"{namespace}:{loc[1]}" + "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in loc[2:])
+    return f"{key} = {error['input']!r}: {message}"
+
+
+def _preset_name(raw: Mapping[str, Any]) -> str:
+    preset = str(raw.get("metaflow:preset", DEFAULT_PRESET))
+    if preset not in presets():
+        raise _fail([f"metaflow:preset = {preset!r} is not a preset; accepted: {', '.join(presets())}"])
+    if preset not in AVAILABLE_PRESETS:
+        raise _fail([
+            f"metaflow:preset = {preset!r} is not available yet in this release (it needs features that have not "
+            f"landed: private subnets with NAT, Step Functions). Available presets: {', '.join(AVAILABLE_PRESETS)}"
+        ])
+    return preset
+
+
+def _not_yet_available(settings: Settings) -> list[str]:
+    """Switches whose parts have not landed: refusing them beats a silent partial stack."""
+    unavailable = {
+        "network:privateSubnets": settings.network.private_subnets,
+        "network:natGateways": settings.network.nat_gateways > 0,
+        "datastore:kmsKey": settings.datastore.kms_key is not None,
+        "compute:gpu": settings.compute.gpu,
+        "compute:multiNode": settings.compute.multi_node,
+        "stepFunctions:enabled": settings.step_functions.enabled,
+        "ui:enabled": settings.ui.enabled,
+        "ecr:enabled": settings.ecr.enabled,
+        "secrets:enabled": settings.secrets.enabled,
+        "alerts:email": settings.alerts.email is not None,
+        "budget:monthlyUsd": settings.budget.monthly_usd is not None,
+    }
+    return [
+        f"{key} is not available yet in this release; leave it unset (or false) for now"
+        for key, requested in unavailable.items()
+        if requested
+    ]
+
+
+def _instance_type_problems(key: str, types: list[str], region: str, want_gpu: bool) -> list[str]:
+    families = instance_families()
+    kind = [f for f, spec in families.items() if bool(spec.get("gpu")) == want_gpu]
+    problems = []
+    for entry in types:
+        family, _, size = entry.partition(".")
+        spec = families.get(family)
+        if spec is None or bool(spec.get("gpu")) != want_gpu or (size and size not in spec["sizes"]):
+            problems.append(
+                f"{key}: {entry!r} is not a known instance type; accepted: a family ({', '.join(kind)}) "
+                "or family.size, e.g. c6i.xlarge"
+            )
+        elif "*" not in spec["regions"] and region not in spec["regions"]:
+            problems.append(f"{key}: {family} is not offered in {region}; families offered there: "
+                            f"{', '.join(offered_families(region, want_gpu))}")
+    if not types:
+        problems.append(f"{key} is empty: name at least one instance family or type")
+    return problems
+
+
+def offered_families(region: str, gpu: bool = False) -> list[str]:
+    return [
+        family
+        for family, spec in instance_families().items()
+        if bool(spec.get("gpu")) == gpu and ("*" in spec["regions"] or region in spec["regions"])
+    ]
+
+
+def _db_problems(db: DbSettings, today: datetime.date) -> list[str]:
+    calendar = postgres_end_of_standard_support()
+    if db.engine_version not in calendar:
+        return [f"db:engineVersion = {db.engine_version}: not an RDS PostgreSQL major version; accepted: "
+                f"{', '.join(map(str, calendar))}"]
+    end = calendar[db.engine_version]
+    if end < today and not db.allow_extended_support:
+        current = [str(v) for v, e in calendar.items() if e >= today]
+        return [
+            f"db:engineVersion = {db.engine_version}: PostgreSQL {db.engine_version} left RDS standard support on "
+            f"{end.isoformat()} and is billed as RDS Extended Support (about $0.10-0.20 per vCPU-hour on top of the "
+            f"instance). Choose one of {', '.join(current)}, or set db:allowExtendedSupport true to pay for it"
+        ]
+    return []
+
+
+def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.date] = None) -> Settings:
+    """Validate `namespace:key` config over its preset; raise one ConfigError listing every problem."""
+    today = today or datetime.date.today()
+    region = _region(raw)
+    preset = _preset_name(raw)
+    problems = _unknown_key_problems(raw)
+    if problems:
+        raise _fail(problems)
+
+    merged: dict[str, Any] = {**presets()[preset], **raw, "metaflow:preset": preset}
+    user_set_instance_types = "compute:instanceTypes" in raw
+    if not user_set_instance_types:
+        merged["compute:instanceTypes"] = [
+            f for f in merged["compute:instanceTypes"] if f in offered_families(region)
+        ]
+    nested: dict[str, dict[str, Any]] = {namespace: {} for namespace in NAMESPACES}
+    for key, value in merged.items():
+        namespace, _, name = key.partition(":")
+        if namespace in nested:
+            nested[namespace][name] = value
+    try:
+        settings = Settings.model_validate({"region": region, "stack": stack, **nested})
+    except ValidationError as err:
+        raise _fail([_describe_error(e) for e in err.errors()]) from None
+
+    problems = _not_yet_available(settings) + _db_problems(settings.db, today)
+    problems += _instance_type_problems("compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False)
+    if settings.compute.type.is_fargate and user_set_instance_types:
+        problems.append("compute:instanceTypes does not apply to Fargate compute (compute:type "
+                        f"{settings.compute.type.value}); unset it")
+    if problems:
+        raise _fail(problems)
+    return settings
+
+
+def raw_config_from_pulumi() -> dict[str, Any]:
+    """Every config value Pulumi passed to this program, keyed `namespace:key`."""
+    return {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}

@@ -1,0 +1,207 @@
+"""Settings: presets as data, single-key overrides, structured config, and one clear error per mistake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pytest
+
+from conftest import TODAY, stack_config
+from metaflow_infra.settings import (
+    AVAILABLE_PRESETS,
+    NAMESPACES,
+    ComputeType,
+    ConfigError,
+    Settings,
+    known_keys,
+    load_settings,
+    presets,
+)
+
+
+def load(preset: str = "minimal", overrides: dict[str, Any] | None = None, **kwargs: Any) -> Settings:
+    return load_settings(stack_config(preset, overrides, **kwargs), stack="dev", today=TODAY)
+
+
+def error_for(overrides: dict[str, Any], preset: str = "minimal", **kwargs: Any) -> str:
+    with pytest.raises(pulumi.RunError) as raised:
+        load(preset, overrides, **kwargs)
+    assert isinstance(raised.value, ConfigError)
+    return str(raised.value)
+
+
+def test_dev_is_the_default_preset() -> None:
+    raw = stack_config()
+    del raw["metaflow:preset"]
+    assert load_settings(raw, stack="dev", today=TODAY).metaflow.preset == "dev"
+
+
+def test_minimal_preset_values_come_from_the_preset_data() -> None:
+    settings = load("minimal")
+    assert settings.compute.type is ComputeType.SPOT
+    assert settings.compute.min_vcpus == 0
+    assert settings.compute.max_vcpus == presets()["minimal"]["compute:maxVcpus"] == 32
+    assert settings.datastore.force_destroy is True
+    assert settings.datastore.versioning is False
+    assert settings.metadata.enabled is False
+
+
+def test_single_key_overrides_its_preset_and_nothing_else() -> None:
+    settings = load("minimal", {"compute:maxVcpus": 8})
+    assert settings.compute.max_vcpus == 8
+    assert settings.compute.type is ComputeType.SPOT
+    assert settings.datastore.force_destroy is True
+
+
+def test_every_preset_key_is_a_known_config_key() -> None:
+    every_key = {key for namespace in NAMESPACES for key in known_keys(namespace)}
+    for preset, values in presets().items():
+        unknown = set(values) - every_key
+        assert not unknown, f"preset {preset} sets unknown keys {unknown}"
+
+
+def test_structured_tags_and_list_config_are_read() -> None:
+    settings = load("minimal", {"metaflow:tags": {"team": "ds", "cost-center": "42"},
+                                "compute:instanceTypes": ["c6i.xlarge", "m6i"]})
+    assert settings.metaflow.tags == {"team": "ds", "cost-center": "42"}
+    assert settings.tags == {"team": "ds", "cost-center": "42", "metaflow:stack": "dev"}
+    assert settings.compute.instance_types == ["c6i.xlarge", "m6i"]
+
+
+def test_instance_types_accept_a_comma_separated_string() -> None:
+    assert load("minimal", {"compute:instanceTypes": "c5, m5.large"}).compute.instance_types == ["c5", "m5.large"]
+
+
+def test_booleans_accept_pulumi_true_and_false_in_any_case() -> None:
+    assert load("minimal", {"datastore:versioning": "TRUE"}).datastore.versioning is True
+    assert load("minimal", {"datastore:forceDestroy": "false"}).datastore.force_destroy is False
+
+
+def test_default_instance_families_are_limited_to_those_offered_in_the_region() -> None:
+    families = load("minimal", region="sa-east-1").compute.instance_types
+    assert families == ["c5", "m5", "r5"]
+
+
+def test_unknown_preset_names_the_accepted_ones() -> None:
+    message = error_for({}, preset="tiny")
+    assert "metaflow:preset = 'tiny'" in message
+    assert "minimal, dev, production" in message
+
+
+def test_production_preset_is_not_available_yet() -> None:
+    assert "production" not in AVAILABLE_PRESETS
+    message = error_for({}, preset="production")
+    assert "not available yet" in message and "minimal, dev" in message
+
+
+def test_non_boolean_for_a_boolean_key() -> None:
+    message = error_for({"datastore:versioning": "yes"})
+    assert "datastore:versioning = 'yes'" in message and "expected true or false" in message
+
+
+@pytest.mark.parametrize("value", ["-4", "4.5", "lots"])
+def test_negative_or_non_integer_vcpus(value: str) -> None:
+    message = error_for({"compute:maxVcpus": value})
+    assert f"compute:maxVcpus = '{value}'" in message
+    assert "whole number" in message or "greater than or equal to 1" in message
+
+
+def test_negative_min_vcpus() -> None:
+    assert "compute:minVcpus = '-1'" in error_for({"compute:minVcpus": "-1"})
+
+
+def test_min_vcpus_above_max_vcpus() -> None:
+    message = error_for({"compute:minVcpus": 16, "compute:maxVcpus": 8})
+    assert "compute:minVcpus (16) is greater than compute:maxVcpus (8)" in message
+
+
+def test_unknown_compute_type_lists_the_accepted_types() -> None:
+    message = error_for({"compute:type": "gpu"})
+    assert "compute:type = 'gpu'" in message
+    for accepted in ("'ec2'", "'spot'", "'fargate'", "'fargate_spot'"):
+        assert accepted in message
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/33", "10.0.0.1/16", "not-a-cidr"])
+def test_malformed_vpc_cidr(cidr: str) -> None:
+    message = error_for({"network:vpcCidr": cidr})
+    assert f"network:vpcCidr = '{cidr}'" in message and "CIDR" in message
+
+
+def test_malformed_cidr_in_a_list() -> None:
+    message = error_for({"ui:allowedCidrs": ["192.168.0.0/24", "300.1.1.1/32"]})
+    assert "ui:allowedCidrs[1] = '300.1.1.1/32'" in message
+
+
+def test_subnet_ids_without_vpc_id() -> None:
+    message = error_for({"network:subnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]})
+    assert "network:subnetIds is set but network:vpcId is not" in message
+
+
+def test_vpc_id_without_subnet_ids() -> None:
+    assert "network:vpcId is set but network:subnetIds is not" in error_for({"network:vpcId": "vpc-0123456789abcdef0"})
+
+
+def test_fewer_than_two_subnets() -> None:
+    message = error_for({"network:vpcId": "vpc-0123456789abcdef0", "network:subnetIds": ["subnet-0123456789abcdef0"]})
+    assert "network:subnetIds has 1 subnet(s): give at least two" in message
+
+
+def test_unknown_instance_type_lists_the_known_families() -> None:
+    message = error_for({"compute:instanceTypes": ["c5", "x9z.large"]})
+    assert "'x9z.large' is not a known instance type" in message and "c6i" in message
+
+
+def test_unknown_size_of_a_known_family() -> None:
+    assert "'c5.8xlarge' is not a known instance type" in error_for({"compute:instanceTypes": ["c5.8xlarge"]})
+
+
+def test_family_not_offered_in_the_region() -> None:
+    message = error_for({"compute:instanceTypes": ["c7i"]}, region="sa-east-1")
+    assert "c7i is not offered in sa-east-1" in message and "c5" in message
+
+
+def test_unknown_key_in_a_known_namespace_suggests_the_right_one() -> None:
+    message = error_for({"compute:instanceType": "c5"})
+    assert "compute:instanceType is not a known key" in message
+    assert "Did you mean compute:instanceTypes?" in message
+    assert "compute:maxVcpus" in message
+
+
+def test_keys_of_other_namespaces_are_left_alone() -> None:
+    assert load("minimal", {"pulumi:template": "x", "aws:profile": "me"}).region == "us-east-1"
+
+
+def test_tag_value_that_is_not_a_string() -> None:
+    message = error_for({"metaflow:tags": {"team": "ds", "budget": 5}})
+    assert "metaflow:tags.budget = 5" in message and "string" in message
+
+
+def test_reserved_tag_key() -> None:
+    assert "tag key 'aws:owner' is not allowed" in error_for({"metaflow:tags": {"aws:owner": "me"}})
+
+
+def test_invalid_prefix() -> None:
+    assert "metaflow:prefix = 'Metaflow_Prod'" in error_for({"metaflow:prefix": "Metaflow_Prod"})
+
+
+def test_missing_region() -> None:
+    raw = stack_config()
+    del raw["aws:region"]
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("AWS_REGION", raising=False)
+        env.delenv("AWS_DEFAULT_REGION", raising=False)
+        with pytest.raises(ConfigError, match="aws:region is not set"):
+            load_settings(raw, stack="dev", today=TODAY)
+
+
+def test_features_that_have_not_landed_are_refused_not_ignored() -> None:
+    message = error_for({"ui:enabled": True, "compute:gpu": True})
+    assert "ui:enabled is not available yet" in message
+    assert "compute:gpu is not available yet" in message
+
+
+def test_every_problem_is_reported_in_one_message() -> None:
+    message = error_for({"compute:maxVcpus": "x", "datastore:versioning": "maybe"})
+    assert message.count("\n  - ") == 2
