@@ -11,13 +11,15 @@ import datetime
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import pulumi
+import pulumi_aws
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.settings import ROOT
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+from pydantic.alias_generators import to_camel
 
 from .platform import build
 from .settings import Settings, load_settings
@@ -41,6 +43,8 @@ ARN_SHAPES: dict[str, tuple[str, str]] = {
     "aws:rds/instance:Instance": ("rds", "db:{name}"),
 }
 GLOBAL_SERVICES = {"iam", "s3"}
+PYTHON_MODULES = {"lambda": "lambda_", "index": ""}
+"""Type-token modules whose Python module name differs."""
 
 
 def _suffix(name: str) -> str:
@@ -60,6 +64,24 @@ class DeclaredResource:
     @property
     def is_component(self) -> bool:
         return self.type.startswith(COMPONENT_PREFIX)
+
+    def deprecated_inputs(self) -> list[str]:
+        """Arguments set on this resource that pulumi-aws marks deprecated. The Python SDK warns only
+        when they go through an `...Args` object, so keyword arguments are checked here."""
+        if not self.type.startswith("aws:"):
+            return []
+        _, module_path, class_name = self.type.split(":")
+        module_name = PYTHON_MODULES.get(module_path.split("/")[0], module_path.split("/")[0])
+        module = getattr(pulumi_aws, module_name) if module_name else pulumi_aws
+        args_class = getattr(module, f"{class_name}Args", None)
+        deprecated = []
+        for python_name, member in vars(args_class or object).items():
+            original = getattr(getattr(member, "fget", None), "_pulumi_deprecated_callable", None)
+            if original is not None:
+                input_name = getattr(original, "_pulumi_name", None) or to_camel(python_name)
+                if input_name in self.inputs:
+                    deprecated.append(f"{self.type} {self.name}: argument {input_name} is deprecated")
+        return deprecated
 
 
 @dataclass(frozen=True)
@@ -166,6 +188,13 @@ class OfflineRun:
     outputs: dict[str, Any]
     secret_outputs: set[str]
     warnings: list[str] = field(default_factory=list)
+    """What the program logged at warning level, e.g. pulumi-aws's "X is deprecated"."""
+
+    @property
+    def deprecations(self) -> list[str]:
+        """Deprecated resources (logged by pulumi-aws) and deprecated arguments the program uses."""
+        logged = [w for w in self.warnings if "deprecated" in w]
+        return logged + [d for r in self.resources for d in r.deprecated_inputs()]
 
     def of_type(self, type_: str) -> list[DeclaredResource]:
         return [r for r in self.resources if r.type == type_]
@@ -189,8 +218,10 @@ def run_offline(
     stack: str = "dev",
     subnets: Optional[Mapping[str, SubnetFixture]] = None,
     today: Optional[datetime.date] = None,
+    declare: Callable[[Settings], dict[str, pulumi.Output[Any]]] = build,
 ) -> OfflineRun:
-    """Validate the config, declare the stack on mocks and resolve its outputs."""
+    """Validate the config, declare the stack (`build`, unless told otherwise) on mocks and resolve
+    its outputs."""
     settings = load_settings(raw_config, stack=stack, today=today)
     mocks = RecordingMocks(settings.region, subnets or {})
     monitor = _RecordingMonitor(mocks)
@@ -205,7 +236,7 @@ def run_offline(
     secret_outputs: set[str] = set()
 
     async def declare_and_resolve() -> None:
-        for output_name, output in build(settings).items():
+        for output_name, output in declare(settings).items():
             outputs[output_name] = await output.future()
             if await output.is_secret():
                 secret_outputs.add(output_name)

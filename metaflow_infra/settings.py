@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 DEFAULT_PRESET = "dev"
-AVAILABLE_PRESETS = ("minimal", "dev")
+AVAILABLE_PRESETS = ("minimal",)
 REGION_KEY = "aws:region"
 
 
@@ -127,9 +127,9 @@ class ComputeType(str, Enum):
 
 
 class MetaflowSettings(_Namespace):
-    preset: str = DEFAULT_PRESET
-    prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=20)] = "metaflow"
-    tags: Annotated[dict[str, Annotated[str, Field(strict=True, max_length=256)]], BeforeValidator(_parse_json)] = {}
+    preset: str = Field(DEFAULT_PRESET, description="one of minimal, dev, production: the defaults every other key starts from")
+    prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=20)] = Field("metaflow", description="name prefix for every resource (lowercase letters, digits, hyphens; at most 20)")
+    tags: Annotated[dict[str, Annotated[str, Field(strict=True, max_length=256)]], BeforeValidator(_parse_json)] = Field({}, description="extra tags for every resource (structured config: a map of strings)")
 
     @model_validator(mode="after")
     def _tag_keys(self) -> "MetaflowSettings":
@@ -140,11 +140,11 @@ class MetaflowSettings(_Namespace):
 
 
 class NetworkSettings(_Namespace):
-    vpc_id: Annotated[Optional[str], Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] = None
-    subnet_ids: Optional[StrList] = None
-    vpc_cidr: Cidr = "10.0.0.0/16"
-    private_subnets: Bool = False
-    nat_gateways: NonNegativeInt = 0
+    vpc_id: Annotated[Optional[str], Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] = Field(None, description="use this existing VPC instead of creating one (needs network:subnetIds)")
+    subnet_ids: Optional[StrList] = Field(None, description="existing subnets (at least two AZs) with a way out: public IPs + internet gateway, or NAT")
+    vpc_cidr: Cidr = Field("10.0.0.0/16", description="address block of the VPC this program creates (/16 to /20)")
+    private_subnets: Bool = Field(False, description="put tasks and the database in private subnets (needs NAT; not available yet)")
+    nat_gateways: NonNegativeInt = Field(0, description="NAT gateways for private subnets (not available yet)")
 
     @model_validator(mode="after")
     def _existing_network(self) -> "NetworkSettings":
@@ -166,19 +166,19 @@ class NetworkSettings(_Namespace):
 
 
 class DatastoreSettings(_Namespace):
-    force_destroy: Bool = False
-    versioning: Bool = False
-    kms_key: Annotated[Optional[str], Field(pattern=ARN_PATTERN)] = None
+    force_destroy: Bool = Field(False, description="let `pulumi destroy` delete the bucket with the artifacts in it")
+    versioning: Bool = Field(False, description="S3 versioning; old versions expire after 30 days")
+    kms_key: Annotated[Optional[str], Field(pattern=ARN_PATTERN)] = Field(None, description="KMS key ARN for SSE-KMS instead of SSE-S3 (not available yet)")
 
 
 class DbSettings(_Namespace):
-    engine_version: Int = 17
-    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = "db.t4g.micro"
-    multi_az: Bool = False
-    deletion_protection: Bool = False
-    backup_retention_days: Annotated[int, BeforeValidator(_parse_int), Field(ge=0, le=35)] = 1
-    allow_extended_support: Bool = False
-    allocated_storage_gb: Annotated[int, BeforeValidator(_parse_int), Field(ge=20, le=65536)] = 20
+    engine_version: Int = Field(17, description="PostgreSQL major version; versions in RDS extended support are refused unless db:allowExtendedSupport")
+    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = Field("db.t4g.micro", description="RDS instance class")
+    multi_az: Bool = Field(False, description="a standby in a second AZ (doubles the database cost)")
+    deletion_protection: Bool = Field(False, description="refuse to delete the database until this is turned off")
+    backup_retention_days: Annotated[int, BeforeValidator(_parse_int), Field(ge=0, le=35)] = Field(1, description="days of automated backups (0-35)")
+    allow_extended_support: Bool = Field(False, description="accept a PostgreSQL version billed as RDS Extended Support")
+    allocated_storage_gb: Annotated[int, BeforeValidator(_parse_int), Field(ge=20, le=65536)] = Field(20, description="gp3 storage in GiB (20 or more)")
 
     @model_validator(mode="after")
     def _current_classes(self) -> "DbSettings":
@@ -203,11 +203,11 @@ FARGATE_MEMORY_BY_CPU: dict[int, range] = {
 
 
 class MetadataSettings(_Namespace):
-    enabled: Bool = False
-    image: Annotated[str, Field(pattern=r"^[\w.\-/]+:v?\d+\.\d+\.\d+$")] = "netflixoss/metaflow_metadata_service:v2.5.1"
-    cpu: Int = 256
-    memory: Int = 1024
-    spot: Bool = False
+    enabled: Bool = Field(False, description="run the metadata service and its database (else Metaflow keeps metadata locally)")
+    image: Annotated[str, Field(pattern=r"^[\w.\-/]+:v?\d+\.\d+\.\d+$")] = Field("netflixoss/metaflow_metadata_service:v2.5.1", description="metadata service image, pinned to a release that speaks TLS to PostgreSQL")
+    cpu: Int = Field(256, description="Fargate CPU units of the metadata service (256, 512, 1024, ...)")
+    memory: Int = Field(1024, description="Fargate memory (MiB) of the metadata service; must fit metadata:cpu")
+    spot: Bool = Field(False, description="run the metadata service on Fargate Spot (about 70% cheaper, may restart)")
 
     @model_validator(mode="after")
     def _fargate_size(self) -> "MetadataSettings":
@@ -225,15 +225,15 @@ class MetadataSettings(_Namespace):
 
 
 class ComputeSettings(_Namespace):
-    type: ComputeType = ComputeType.SPOT
-    min_vcpus: NonNegativeInt = 0
-    max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = 32
-    instance_types: StrList = ["c5", "m5", "r5"]
-    on_demand_fallback: Bool = False
-    gpu: Bool = False
-    gpu_instance_types: StrList = ["g4dn", "g5"]
-    gpu_max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = 16
-    multi_node: Bool = False
+    type: ComputeType = Field(ComputeType.SPOT, description="ec2, spot, fargate or fargate_spot")
+    min_vcpus: NonNegativeInt = Field(0, description="vCPUs kept running with no job queued (0: nothing bills while idle)")
+    max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = Field(32, description="the most vCPUs Batch may run at once")
+    instance_types: StrList = Field(["c5", "m5", "r5"], description="instance families or types Batch may launch (EC2 and spot only)")
+    on_demand_fallback: Bool = Field(False, description="queue an on-demand environment behind spot (or Fargate behind Fargate Spot)")
+    gpu: Bool = Field(False, description="add a GPU environment and queue (not available yet)")
+    gpu_instance_types: StrList = Field(["g4dn", "g5"], description="GPU instance families (not available yet)")
+    gpu_max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = Field(16, description="the most vCPUs of the GPU environment (not available yet)")
+    multi_node: Bool = Field(False, description="an environment for @parallel multi-node jobs (not available yet)")
 
     @model_validator(mode="after")
     def _vcpu_range(self) -> "ComputeSettings":
@@ -246,31 +246,31 @@ class ComputeSettings(_Namespace):
 
 
 class StepFunctionsSettings(_Namespace):
-    enabled: Bool = False
+    enabled: Bool = Field(False, description="Step Functions, DynamoDB and EventBridge roles for `step-functions create` (not available yet)")
 
 
 class UiSettings(_Namespace):
-    enabled: Bool = False
-    certificate_arn: Annotated[Optional[str], Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")] = None
-    allowed_cidrs: Optional[CidrList] = None
-    domain: Optional[str] = None
+    enabled: Bool = Field(False, description="the Metaflow UI (not available yet)")
+    certificate_arn: Annotated[Optional[str], Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")] = Field(None, description="ACM certificate for HTTPS on the UI")
+    allowed_cidrs: Optional[CidrList] = Field(None, description="networks allowed to reach the UI (list of CIDRs)")
+    domain: Optional[str] = Field(None, description="domain name of the UI")
 
 
 class EcrSettings(_Namespace):
-    enabled: Bool = False
+    enabled: Bool = Field(False, description="an ECR repository for step images (not available yet)")
 
 
 class SecretsSettings(_Namespace):
-    enabled: Bool = False
+    enabled: Bool = Field(False, description="@secrets through Secrets Manager (not available yet)")
 
 
 class AlertsSettings(_Namespace):
-    email: Optional[str] = None
+    email: Optional[str] = Field(None, description="where alarms are sent (not available yet)")
 
 
 class BudgetSettings(_Namespace):
-    monthly_usd: Optional[Annotated[int, BeforeValidator(_parse_int), Field(ge=1)]] = None
-    email: Optional[str] = None
+    monthly_usd: Optional[Annotated[int, BeforeValidator(_parse_int), Field(ge=1)]] = Field(None, description="an AWS budget in USD per month (not available yet)")
+    email: Optional[str] = Field(None, description="where budget alerts are sent (not available yet)")
 
 
 NAMESPACES: dict[str, type[_Namespace]] = {
@@ -385,6 +385,7 @@ def _not_yet_available(settings: Settings) -> list[str]:
     unavailable = {
         "network:privateSubnets": settings.network.private_subnets,
         "network:natGateways": settings.network.nat_gateways > 0,
+        "metadata:enabled": settings.metadata.enabled,
         "datastore:kmsKey": settings.datastore.kms_key is not None,
         "compute:gpu": settings.compute.gpu,
         "compute:multiNode": settings.compute.multi_node,

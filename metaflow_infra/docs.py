@@ -1,0 +1,45 @@
+"""The README's config table, generated from the settings models and the preset data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .settings import NAMESPACES, presets
+
+PRESET_ORDER = ("minimal", "dev", "production")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if hasattr(value, "value"):
+        return str(value.value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value) if value else ("`{}`" if isinstance(value, dict) else "`[]`")
+    return str(value)
+
+
+def _preset_cell(preset: str, namespace: str, key: str, default: Any) -> str:
+    values = presets()[preset]
+    without_service = not values.get("metadata:enabled", False)
+    if without_service and namespace in ("db", "metadata") and key != "metadata:enabled":
+        return "—"  # no database or metadata service in this preset
+    return _shown(values.get(key, default))
+
+
+def config_table() -> str:
+    """Markdown: every config key, its default in each preset, and what it does."""
+    rows = ["| key | minimal | dev | production | meaning |", "|---|---|---|---|---|"]
+    for namespace, model in NAMESPACES.items():
+        for info in model.model_fields.values():
+            key = f"{namespace}:{info.alias}"
+            if key == "metaflow:preset":
+                cells = ["", "default", ""]
+            else:
+                cells = [_preset_cell(p, namespace, key, info.default) for p in PRESET_ORDER]
+            cells = [c.replace("|", "\\|") for c in cells]
+            rows.append(f"| `{key}` | {' | '.join(cells)} | {info.description} |")
+    return "\n".join(rows)

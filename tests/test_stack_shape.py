@@ -1,0 +1,65 @@
+"""Stack-wide properties: components and their children, tags on everything, no deprecated API."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+
+from conftest import offline, stack_config
+from metaflow_infra.offline import OfflineRun, run_offline
+from metaflow_infra.platform import build
+from metaflow_infra.settings import Settings
+
+COMPONENTS = {"metaflow:infra:Network", "metaflow:infra:Datastore", "metaflow:infra:Compute"}
+
+
+def test_every_resource_belongs_to_one_of_the_components(minimal: OfflineRun) -> None:
+    assert {r.type for r in minimal.resources if r.is_component} == COMPONENTS
+    for resource in minimal.resources:
+        if resource.type.startswith("aws:"):
+            component = minimal.component_of(resource)
+            assert component is not None, f"{resource.name} has no component parent"
+
+
+def test_every_aws_resource_uses_the_tagging_provider(minimal: OfflineRun) -> None:
+    [provider] = minimal.of_type("pulumi:providers:aws")
+    assert provider.inputs["region"] == "us-east-1"
+    reference = f"{provider.urn}::{provider.name}"
+    for resource in minimal.resources:
+        if resource.type.startswith("aws:"):
+            assert resource.provider.startswith(reference), resource.name
+
+
+def test_provider_tags_carry_user_tags_and_the_stack_name() -> None:
+    run = offline("minimal", {"metaflow:tags": {"team": "ds"}})
+    default_tags = json.loads(run.one("pulumi:providers:aws").inputs["defaultTags"])
+    assert default_tags == {"tags": {"team": "ds", "metaflow:stack": "dev"}}
+
+
+def test_a_deprecated_resource_is_caught() -> None:
+    def declare_legacy(settings: Settings) -> dict[str, pulumi.Output[Any]]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the import-time warning; the constructor's log is what we check
+            legacy = aws.s3.BucketV2("legacy")
+        return {**build(settings), "legacy": legacy.id}
+
+    run = run_offline(stack_config("minimal"), declare=declare_legacy)
+    assert any("BucketV2 is deprecated" in w for w in run.deprecations)
+
+
+def test_a_deprecated_argument_is_caught() -> None:
+    def declare_acl(settings: Settings) -> dict[str, pulumi.Output[Any]]:
+        return {**build(settings), "legacy": aws.s3.Bucket("legacy", acl="private").id}
+
+    run = run_offline(stack_config("minimal"), declare=declare_acl)
+    assert run.deprecations == ["aws:s3/bucket:Bucket legacy: argument acl is deprecated"]
+
+
+def test_a_deprecated_argument_in_an_args_object_fails_the_test_run() -> None:
+    with pytest.raises(DeprecationWarning):
+        aws.s3.BucketArgs(acl="private")
