@@ -54,13 +54,22 @@ def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> Optional[str
     return None
 
 
+@dataclass(frozen=True)
+class ServiceGroups:
+    """Security groups of the metadata service's hops: endpoint -> service -> database."""
+
+    endpoint: pulumi.Output[str]
+    service: pulumi.Output[str]
+    database: pulumi.Output[str]
+
+
 class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     subnet_ids: pulumi.Output[list[str]]
+    public_subnets: bool
+    """True when the subnets reach the internet through an internet gateway (so hosts need public IPs)."""
     batch_security_group_id: pulumi.Output[str]
-    metadata_security_group_id: Optional[pulumi.Output[str]] = None
-    database_security_group_id: Optional[pulumi.Output[str]] = None
-    endpoint_security_group_id: Optional[pulumi.Output[str]] = None
+    service_groups: Optional[ServiceGroups] = None
 
     def __init__(
         self,
@@ -72,11 +81,12 @@ class Network(pulumi.ComponentResource):
         super().__init__("metaflow:infra:Network", name, None, opts)
         self._name = name
         if settings.vpc_id is not None and settings.subnet_ids is not None:
-            self._check_existing_subnets(settings.vpc_id, settings.subnet_ids)
+            self.public_subnets = self._check_existing_subnets(settings.vpc_id, settings.subnet_ids)
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
         else:
             self._create_vpc(settings.vpc_cidr)
+            self.public_subnets = True
         self._create_security_groups(with_metadata_service)
         self.register_outputs({
             "vpcId": self.vpc_id,
@@ -113,9 +123,11 @@ class Network(pulumi.ComponentResource):
         self.vpc_id = vpc.id
         self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
 
-    def _check_existing_subnets(self, vpc_id: str, subnet_ids: Sequence[str]) -> None:
+    def _check_existing_subnets(self, vpc_id: str, subnet_ids: Sequence[str]) -> bool:
+        """Refuse subnets Batch jobs could not get out of; tell whether they go out through an IGW."""
         invoke = pulumi.InvokeOptions(parent=self)
         problems = []
+        through_internet_gateway = []
         for subnet_id in subnet_ids:
             subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
             tables = aws.ec2.get_route_tables(
@@ -136,8 +148,10 @@ class Network(pulumi.ComponentResource):
                 SubnetFacts(subnet_id, subnet.vpc_id, subnet.map_public_ip_on_launch, targets), vpc_id)
             if problem:
                 problems.append(problem)
+            through_internet_gateway.append(any(t.startswith("igw-") for t in targets))
         if problems:
             raise ConfigError("network:subnetIds cannot host Batch jobs:\n" + "\n".join(f"  - {p}" for p in problems))
+        return all(through_internet_gateway)
 
     def _security_group(self, tier: str, description: str) -> aws.ec2.SecurityGroup:
         return aws.ec2.SecurityGroup(f"{self._name}-{tier}", description=description, vpc_id=self.vpc_id,
@@ -168,8 +182,5 @@ class Network(pulumi.ComponentResource):
                                         from_port=METADATA_PORT, to_port=METADATA_PORT,
                                         description="endpoint-to-metadata", opts=self._child())
         self._admit("metadata-from-endpoint", metadata, endpoint, METADATA_PORT)
-        self._admit("metadata-from-batch", metadata, batch, METADATA_PORT)
         self._admit("database-from-metadata", database, metadata, POSTGRES_PORT)
-        self.endpoint_security_group_id = endpoint.id
-        self.metadata_security_group_id = metadata.id
-        self.database_security_group_id = database.id
+        self.service_groups = ServiceGroups(endpoint=endpoint.id, service=metadata.id, database=database.id)

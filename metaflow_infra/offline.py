@@ -116,10 +116,26 @@ class RecordingMocks(pulumi.runtime.Mocks):
             physical = state["name"]
         resource_id = f"{physical}-id" if args.typ != "aws:s3/bucket:Bucket" else physical
         state.setdefault("arn", self._arn(args.typ, physical))
-        state.setdefault("latestVersion", 1)
-        state.setdefault("address", f"{physical}.cluster.{self.region}.rds.amazonaws.com")
-        state.setdefault("apiEndpoint", f"https://{_suffix(args.name)}.execute-api.{self.region}.amazonaws.com")
+        for attribute, value in self._computed(args.typ, resource_id, state["arn"]).items():
+            state.setdefault(attribute, value)
         return resource_id, state
+
+    def _computed(self, type_: str, resource_id: str, arn: str) -> dict[str, Any]:
+        """Attributes AWS computes that the program wires into other resources."""
+        if type_ == "aws:ec2/launchTemplate:LaunchTemplate":
+            return {"latestVersion": 1}
+        if type_ == "aws:rds/instance:Instance":
+            return {"address": f"{resource_id}.abcdefghij.{self.region}.rds.amazonaws.com", "port": 5432}
+        if type_ == "aws:apigatewayv2/api:Api":
+            return {"apiEndpoint": f"https://{resource_id}.execute-api.{self.region}.amazonaws.com",
+                    "executionArn": f"arn:aws:execute-api:{self.region}:{ACCOUNT_ID}:{resource_id}"}
+        if type_ == "random:index/randomPassword:RandomPassword":
+            return {"result": hashlib.sha256(resource_id.encode()).hexdigest()[:40]}
+        if type_ == "random:index/randomId:RandomId":
+            return {"hex": _suffix(resource_id)}
+        if type_ == "aws:lambda/function:Function":
+            return {"invokeArn": f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations"}
+        return {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
         return self._answer(args.token, args.args), []

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
 
 from .compute import Compute, Placement
-from .datastore import Datastore
+from .datastore import DatabasePlacement, Datastore
+from .metadata import MetadataService, ServicePlacement
 from .network import Network
-from .profile import ProfileInputs, metaflow_profile
+from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
 from .settings import Settings
 
 
@@ -24,20 +25,44 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     opts = pulumi.ResourceOptions(providers=[provider])
 
     network = Network(name, settings.network, with_metadata_service=settings.metadata.enabled, opts=opts)
-    datastore = Datastore(name, settings.datastore, opts=opts)
+    groups = network.service_groups
+    database = None if groups is None else DatabasePlacement(settings.db, network.subnet_ids, groups.database)
+    datastore = Datastore(name, settings.datastore, database, opts=opts)
     compute = Compute(
         name, settings.compute,
         Placement(subnet_ids=network.subnet_ids, security_group_id=network.batch_security_group_id),
         bucket_arn=datastore.bucket_arn, opts=opts)
+    outputs: dict[str, pulumi.Output[Any]] = {
+        "bucketName": datastore.bucket_name,
+        "jobQueueArn": compute.job_queue_arn,
+    }
+
+    service: Optional[MetadataService] = None
+    if groups is not None and datastore.database is not None:
+        service = MetadataService(
+            name, settings.metadata,
+            ServicePlacement(subnet_ids=network.subnet_ids, vpc_id=network.vpc_id,
+                             service_security_group_id=groups.service, endpoint_security_group_id=groups.endpoint,
+                             assign_public_ip=network.public_subnets),
+            datastore.database, region=settings.region, stack=settings.stack, opts=opts)
+        outputs["serviceUrl"] = service.url
 
     profile = pulumi.Output.all(
         bucket_name=datastore.bucket_name,
         job_queue_arn=compute.job_queue_arn,
         task_role_arn=compute.task_role_arn,
         fargate_execution_role_arn=compute.execution_role_arn,
-    ).apply(lambda values: metaflow_profile(ProfileInputs(**values)))
-    return {
-        "metaflowProfile": profile,
-        "bucketName": datastore.bucket_name,
-        "jobQueueArn": compute.job_queue_arn,
-    }
+        service_url=service.url if service else None,
+        api_key=service.api_key if service else None,
+    ).apply(_profile)
+    # With the API key inside, the whole profile is a secret.
+    outputs["metaflowProfile"] = pulumi.Output.secret(profile) if service else profile
+    return outputs
+
+
+def _profile(values: dict[str, Any]) -> dict[str, str]:
+    service_url, api_key = values.pop("service_url"), values.pop("api_key")
+    # Batch tasks use the same HTTPS endpoint: they have internet egress, the key already travels
+    # with them (METAFLOW_SERVICE_HEADERS), and no extra network path needs opening.
+    metadata = MetadataEndpoint(url=service_url, internal_url=service_url, auth_key=api_key) if service_url else None
+    return metaflow_profile(ProfileInputs(**values, metadata=metadata))

@@ -63,3 +63,13 @@ def tls_only_bucket_policy(bucket_arn: str) -> Policy:
 
 def aws_managed_policy_arn(partition: str, name: str) -> str:
     return f"arn:{partition}:iam::aws:policy/{name}"
+
+
+def read_secret_and_write_logs(secret_arn: str, log_group_arn: str) -> Policy:
+    """For a task execution role or a Lambda: fetch one secret, write to one log group."""
+    return document(
+        {"Sid": "ReadOneSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": [secret_arn]},
+        {"Sid": "WriteOneLogGroup", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": [f"{log_group_arn}:log-stream:*"]},
+    )

@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 DEFAULT_PRESET = "dev"
-AVAILABLE_PRESETS = ("minimal",)
+AVAILABLE_PRESETS = ("minimal", "dev")
 REGION_KEY = "aws:region"
 
 
@@ -385,7 +385,6 @@ def _not_yet_available(settings: Settings) -> list[str]:
     unavailable = {
         "network:privateSubnets": settings.network.private_subnets,
         "network:natGateways": settings.network.nat_gateways > 0,
-        "metadata:enabled": settings.metadata.enabled,
         "datastore:kmsKey": settings.datastore.kms_key is not None,
         "compute:gpu": settings.compute.gpu,
         "compute:multiNode": settings.compute.multi_node,

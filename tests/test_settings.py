@@ -31,11 +31,11 @@ def error_for(overrides: dict[str, Any], preset: str = "minimal", **kwargs: Any)
     return str(raised.value)
 
 
-def test_dev_is_the_default_preset_and_not_available_yet() -> None:
+def test_dev_is_the_default_preset() -> None:
     raw = stack_config()
     del raw["metaflow:preset"]
-    with pytest.raises(ConfigError, match="metaflow:preset = 'dev' is not available yet"):
-        load_settings(raw, stack="dev", today=TODAY)
+    settings = load_settings(raw, stack="dev", today=TODAY)
+    assert settings.metaflow.preset == "dev" and settings.metadata.enabled is True
 
 
 def test_minimal_preset_values_come_from_the_preset_data() -> None:
@@ -93,7 +93,7 @@ def test_unknown_preset_names_the_accepted_ones() -> None:
 def test_production_preset_is_not_available_yet() -> None:
     assert "production" not in AVAILABLE_PRESETS
     message = error_for({}, preset="production")
-    assert "not available yet" in message and "Available presets: minimal" in message
+    assert "not available yet" in message and "Available presets: minimal, dev" in message
 
 
 def test_non_boolean_for_a_boolean_key() -> None:
