@@ -38,13 +38,25 @@ ARN_SHAPES: dict[str, tuple[str, str]] = {
     "aws:lambda/function:Function": ("lambda", "function:{name}"),
     "aws:ecs/cluster:Cluster": ("ecs", "cluster/{name}"),
     "aws:ecs/taskDefinition:TaskDefinition": ("ecs", "task-definition/{name}:1"),
-    "aws:logs/logGroup:LogGroup": ("logs", "log-group:{name}"),
+    "aws:cloudwatch/logGroup:LogGroup": ("logs", "log-group:{name}"),
     "aws:servicediscovery/service:Service": ("servicediscovery", "service/srv-{name}"),
     "aws:rds/instance:Instance": ("rds", "db:{name}"),
 }
 GLOBAL_SERVICES = {"iam", "s3"}
 PYTHON_MODULES = {"lambda": "lambda_", "index": ""}
 """Type-token modules whose Python module name differs."""
+
+
+def _reveal(value: Any, path: str, secret_paths: set[str]) -> Any:
+    """Unwrap Pulumi's secret envelopes, remembering where they were."""
+    if isinstance(value, dict):
+        if value.get(pulumi.runtime.rpc._special_sig_key) == pulumi.runtime.rpc._special_secret_sig:
+            secret_paths.add(path)
+            return _reveal(value["value"], path, secret_paths)
+        return {k: _reveal(v, f"{path}.{k}" if path else k, secret_paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reveal(v, f"{path}[{i}]", secret_paths) for i, v in enumerate(value)]
+    return value
 
 
 def _suffix(name: str) -> str:
@@ -60,6 +72,8 @@ class DeclaredResource:
     state: dict[str, Any]
     parent_urn: str
     provider: str
+    secret_inputs: set[str] = field(default_factory=set)
+    """Paths of inputs that were Pulumi secrets, e.g. `password`."""
 
     @property
     def is_component(self) -> bool:
@@ -181,10 +195,12 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             registration = self.resources[response.urn]
+            secret_paths: set[str] = set()
+            inputs = _reveal(pulumi.runtime.rpc.deserialize_properties(request.object), "", secret_paths)
             self.declared.append(DeclaredResource(
-                urn=response.urn, type=request.type, name=request.name,
-                inputs=pulumi.runtime.rpc.deserialize_properties(request.object),
-                state=dict(registration.state), parent_urn=request.parent, provider=request.provider))
+                urn=response.urn, type=request.type, name=request.name, inputs=inputs,
+                state=_reveal(dict(registration.state), "", set()), parent_urn=request.parent,
+                provider=request.provider, secret_inputs=secret_paths))
         return response
 
 

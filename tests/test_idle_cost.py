@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+from conftest import offline
 from metaflow_infra.offline import OfflineRun
 
 ALWAYS_ON_TYPES = {
@@ -29,3 +32,18 @@ def test_minimal_keeps_no_vcpus_running(minimal: OfflineRun) -> None:
     for environment in minimal.of_type("aws:batch/computeEnvironment:ComputeEnvironment"):
         resources = environment.inputs["computeResources"]
         assert resources.get("minVcpus", 0) == 0 and resources.get("desiredVcpus", 0) == 0
+
+
+def test_dev_always_on_resources_are_exactly_the_database_the_service_and_their_small_change() -> None:
+    always_on = Counter(r.type for r in offline("dev").resources if r.type in ALWAYS_ON_TYPES)
+    assert always_on == Counter({
+        "aws:rds/instance:Instance": 1,                 # db.t4g.micro, single-AZ
+        "aws:ecs/service:Service": 1,                   # one Fargate Spot task (and its public IPv4)
+        "aws:secretsmanager/secret:Secret": 2,          # DB password, API key
+        "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": 1,  # one Route 53 zone
+    })
+
+
+def test_dev_keeps_no_vcpus_running_either() -> None:
+    for environment in offline("dev").of_type("aws:batch/computeEnvironment:ComputeEnvironment"):
+        assert environment.inputs["computeResources"]["minVcpus"] == 0

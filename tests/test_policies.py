@@ -22,6 +22,8 @@ VARIANTS = {
     "minimal": ("minimal", {}),
     "minimal-fargate": ("minimal", {"compute:type": "fargate", "compute:onDemandFallback": True}),
     "minimal-versioned": ("minimal", {"datastore:versioning": True}),
+    "dev": ("dev", {}),
+    "dev-existing-settings": ("dev", {"metadata:spot": False, "db:multiAz": True, "compute:type": "ec2"}),
 }
 
 

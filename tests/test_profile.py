@@ -79,3 +79,19 @@ def test_fargate_profile_is_read_back_by_metaflow(tmp_path: Path) -> None:
     profile = offline("minimal", {"compute:type": "fargate"}).outputs["metaflowProfile"]
     assert "METAFLOW_ECS_FARGATE_EXECUTION_ROLE" in profile
     assert read_with_metaflow(profile, tmp_path) == profile
+
+
+def test_dev_profile_is_read_back_by_metaflow(tmp_path: Path) -> None:
+    profile = offline("dev").outputs["metaflowProfile"]
+    assert profile["METAFLOW_DEFAULT_METADATA"] == "service" and profile["METAFLOW_SERVICE_AUTH_KEY"]
+    assert read_with_metaflow(profile, tmp_path) == profile
+
+
+def test_metaflow_sends_the_profile_key_as_x_api_key(tmp_path: Path) -> None:
+    profile = offline("dev").outputs["metaflowProfile"]
+    (tmp_path / "config_dev.json").write_text(json.dumps(profile))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAFLOW_")}
+    env.update(METAFLOW_HOME=str(tmp_path), METAFLOW_PROFILE="dev", USERNAME="tester")
+    script = "import json; from metaflow.metaflow_config import SERVICE_HEADERS; print(json.dumps(SERVICE_HEADERS))"
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"x-api-key": profile["METAFLOW_SERVICE_AUTH_KEY"]}
