@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, Callable
 
 from .settings import NAMESPACES, presets
 
@@ -43,3 +45,14 @@ def config_table() -> str:
             cells = [c.replace("|", "\\|") for c in cells]
             rows.append(f"| `{key}` | {' | '.join(cells)} | {info.description} |")
     return "\n".join(rows)
+
+
+def update_readme(path: Path, sections: dict[str, Callable[[], str]]) -> None:
+    """Rewrite each generated `<!-- name: ... -->` ... `<!-- /name -->` section of the README."""
+    text = path.read_text()
+    for name, generate in sections.items():
+        pattern = re.compile(rf"(<!-- {name}:[^>]*-->\n).*?(<!-- /{name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"{path} has no <!-- {name}: --> section")
+        text = pattern.sub(lambda match: f"{match.group(1)}{generate()}\n{match.group(2)}", text)
+    path.write_text(text)

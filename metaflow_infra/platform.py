@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .compute import Compute, Placement
+from .costs import estimate_output
 from .datastore import DatabasePlacement, Datastore
 from .metadata import MetadataService, ServicePlacement
 from .network import Network
@@ -35,6 +36,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     outputs: dict[str, pulumi.Output[Any]] = {
         "bucketName": datastore.bucket_name,
         "jobQueueArn": compute.job_queue_arn,
+        "estimatedMonthlyCost": pulumi.Output.from_input(estimate_output(settings, network.public_subnets)),
     }
 
     service: Optional[MetadataService] = None

@@ -368,11 +368,11 @@ def _describe_error(error: Any) -> str:
     return f"{key} = {error['input']!r}: {message}"
 
 
-def _preset_name(raw: Mapping[str, Any]) -> str:
+def _preset_name(raw: Mapping[str, Any], check_availability: bool) -> str:
     preset = str(raw.get("metaflow:preset", DEFAULT_PRESET))
     if preset not in presets():
         raise _fail([f"metaflow:preset = {preset!r} is not a preset; accepted: {', '.join(presets())}"])
-    if preset not in AVAILABLE_PRESETS:
+    if check_availability and preset not in AVAILABLE_PRESETS:
         raise _fail([
             f"metaflow:preset = {preset!r} is not available yet in this release (it needs features that have not "
             f"landed: private subnets with NAT, Step Functions). Available presets: {', '.join(AVAILABLE_PRESETS)}"
@@ -446,11 +446,13 @@ def _db_problems(db: DbSettings, today: datetime.date) -> list[str]:
     return []
 
 
-def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.date] = None) -> Settings:
-    """Validate `namespace:key` config over its preset; raise one ConfigError listing every problem."""
+def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.date] = None,
+                  check_availability: bool = True) -> Settings:
+    """Validate `namespace:key` config over its preset; raise one ConfigError listing every problem.
+    `check_availability=False` lets cost comparisons price presets and switches not deployable yet."""
     today = today or datetime.date.today()
     region = _region(raw)
-    preset = _preset_name(raw)
+    preset = _preset_name(raw, check_availability)
     problems = _unknown_key_problems(raw)
     if problems:
         raise _fail(problems)
@@ -471,7 +473,7 @@ def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.d
     except ValidationError as err:
         raise _fail([_describe_error(e) for e in err.errors()]) from None
 
-    problems = _not_yet_available(settings) + _db_problems(settings.db, today)
+    problems = (_not_yet_available(settings) if check_availability else []) + _db_problems(settings.db, today)
     problems += _instance_type_problems("compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False)
     if settings.compute.type.is_fargate and user_set_instance_types:
         problems.append("compute:instanceTypes does not apply to Fargate compute (compute:type "

@@ -5,27 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 from conftest import offline
+from metaflow_infra.costs import BILLED_WHILE_IDLE
 from metaflow_infra.offline import OfflineRun
 
-ALWAYS_ON_TYPES = {
-    "aws:ec2/natGateway:NatGateway",
-    "aws:ec2/eip:Eip",
-    "aws:lb/loadBalancer:LoadBalancer",
-    "aws:alb/loadBalancer:LoadBalancer",
-    "aws:rds/instance:Instance",
-    "aws:rds/cluster:Cluster",
-    "aws:ecs/service:Service",
-    "aws:ec2/instance:Instance",
-    "aws:ec2/vpcEndpoint:VpcEndpoint",
-    "aws:kms/key:Key",
-    "aws:secretsmanager/secret:Secret",
-    "aws:route53/zone:Zone",
-    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
-}
 
 
 def test_minimal_declares_nothing_that_bills_while_idle(minimal: OfflineRun) -> None:
-    assert [r.type for r in minimal.resources if r.type in ALWAYS_ON_TYPES] == []
+    billed = [r for r in minimal.resources if r.type in BILLED_WHILE_IDLE]
+    assert [r.type for r in billed if r.type != "aws:batch/computeEnvironment:ComputeEnvironment"] == []
 
 
 def test_minimal_keeps_no_vcpus_running(minimal: OfflineRun) -> None:
@@ -35,7 +22,8 @@ def test_minimal_keeps_no_vcpus_running(minimal: OfflineRun) -> None:
 
 
 def test_dev_always_on_resources_are_exactly_the_database_the_service_and_their_small_change() -> None:
-    always_on = Counter(r.type for r in offline("dev").resources if r.type in ALWAYS_ON_TYPES)
+    always_on = Counter(r.type for r in offline("dev").resources
+                        if r.type in BILLED_WHILE_IDLE and r.type != "aws:batch/computeEnvironment:ComputeEnvironment")
     assert always_on == Counter({
         "aws:rds/instance:Instance": 1,                 # db.t4g.micro, single-AZ
         "aws:ecs/service:Service": 1,                   # one Fargate Spot task (and its public IPv4)

@@ -1,0 +1,293 @@
+"""The always-on monthly cost of a stack: a pure function of validated settings and the dated
+price table shipped in `data/prices.json`.
+
+Only what bills while no job runs is itemized (730 hours a month). Usage-based costs — S3
+storage and requests, Batch instance hours, API requests, Lambda, logs, data transfer — are
+listed as not included. A region without a figure for an item uses the us-east-1 figure times
+that region's cited ratio, and the line says so; a region without data at all is an error,
+never a silent wrong number.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Optional
+
+from .compute import environment_types
+from .settings import ComputeType, Settings, instance_families, postgres_end_of_standard_support
+
+BASE_REGION = "us-east-1"
+BILLED_WHILE_IDLE = frozenset({
+    "aws:batch/computeEnvironment:ComputeEnvironment",  # only with compute:minVcpus > 0
+    "aws:rds/instance:Instance",
+    "aws:rds/cluster:Cluster",
+    "aws:ecs/service:Service",
+    "aws:ec2/instance:Instance",
+    "aws:ec2/natGateway:NatGateway",
+    "aws:ec2/eip:Eip",
+    "aws:lb/loadBalancer:LoadBalancer",
+    "aws:alb/loadBalancer:LoadBalancer",
+    "aws:ec2/vpcEndpoint:VpcEndpoint",
+    "aws:kms/key:Key",
+    "aws:secretsmanager/secret:Secret",
+    "aws:route53/zone:Zone",
+    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
+    "aws:cloudwatch/metricAlarm:MetricAlarm",
+})
+"""Resource types that bill by the hour or month whether or not a job runs."""
+SECRETS_WITH_METADATA_SERVICE = 2
+"""The database password and the API key."""
+EXTENDED_SUPPORT_YEAR_3_AFTER_DAYS = 2 * 365
+
+USAGE_NOT_INCLUDED = (
+    "S3 storage, requests and data transfer",
+    "Batch instance or Fargate hours while jobs run (and their public IPv4 addresses)",
+    "API Gateway requests ($1.00 per million) and Lambda authorizer invocations",
+    "CloudWatch Logs ingestion and storage",
+    "RDS backup storage beyond the database size",
+    "Cloud Map registered instances and lookups",
+)
+
+
+class PriceDataError(ValueError):
+    """No price data for what was asked (region or item)."""
+
+
+@dataclass(frozen=True)
+class Price:
+    usd: float
+    source: str
+    estimated_from: Optional[str] = None
+    """Set when the figure is the base region's times a ratio: says how it was derived."""
+
+
+@dataclass(frozen=True)
+class CostLine:
+    item: str
+    resource_type: str
+    """The Pulumi type token of the resource this line prices."""
+    resources: int
+    """How many declared resources of that type this line accounts for (0 for a resource's second line)."""
+    quantity: float
+    unit: str
+    unit_usd: float
+    monthly_usd: float
+    source: str
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    region: str
+    lines: list[CostLine]
+    prices_read_on: str
+    estimated_items: list[str] = field(default_factory=list)
+    not_included: tuple[str, ...] = USAGE_NOT_INCLUDED
+
+    @property
+    def total_usd(self) -> float:
+        return round(sum(line.monthly_usd for line in self.lines), 2)
+
+    def as_output(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "currency": "USD",
+            "hoursPerMonth": HOURS_PER_MONTH,
+            "totalUsd": self.total_usd,
+            "pricesReadOn": self.prices_read_on,
+            "lines": [{"item": line.item, "quantity": line.quantity, "unit": line.unit, "unitUsd": line.unit_usd,
+                       "monthlyUsd": line.monthly_usd, "source": line.source} for line in self.lines],
+            "estimatedItems": self.estimated_items,
+            "notIncluded": list(self.not_included),
+        }
+
+
+HOURS_PER_MONTH = 730
+
+
+class PriceTable:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted(self.data["regions"])
+
+    @property
+    def read_on(self) -> str:
+        return max(source["read_on"] for source in self.data["sources"].values())
+
+    def _lookup(self, region: str, path: tuple[str, ...]) -> Optional[dict[str, Any]]:
+        node: Any = self.data["regions"].get(region, {})
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node if isinstance(node, dict) and "usd" in node else None
+
+    def price(self, region: str, *path: str) -> Price:
+        if region not in self.data["regions"]:
+            raise PriceDataError(
+                f"no price data for region {region}; the table (read on {self.read_on}) covers "
+                f"{', '.join(self.regions)}. Add the region to metaflow_infra/data/prices.json")
+        found = self._lookup(region, path)
+        if found is not None:
+            return Price(found["usd"], found["source"])
+        base = self._lookup(BASE_REGION, path)
+        factor = self._lookup(region, ("estimate_factor",))
+        if base is None or factor is None:
+            raise PriceDataError(f"no price for {'.'.join(path)} in {region} (nor a way to estimate it)")
+        return Price(round(base["usd"] * factor["usd"], 6), base["source"],
+                     estimated_from=f"{BASE_REGION} x {factor['usd']:.3f}")
+
+    def vcpus(self, table: str, instance_type: str) -> int:
+        return int(self.data[table][instance_type])
+
+
+@cache
+def price_table() -> PriceTable:
+    return PriceTable(json.loads(resources.files("metaflow_infra").joinpath("data", "prices.json").read_text()))
+
+
+class _Lines:
+    """Collects cost lines for one region."""
+
+    def __init__(self, table: PriceTable, region: str) -> None:
+        self.table, self.region = table, region
+        self.lines: list[CostLine] = []
+        self.estimated: list[str] = []
+
+    def add(self, item: str, resource_type: str, resources: int, quantity: float, unit: str,
+            price: Price, multiplier: float = 1.0) -> None:
+        unit_usd = round(price.usd * multiplier, 6)
+        source = price.source
+        if price.estimated_from:
+            source = f"estimate: {price.estimated_from} ({price.source})"
+            self.estimated.append(item)
+        self.lines.append(CostLine(item, resource_type, resources, quantity, unit, unit_usd,
+                                   round(quantity * unit_usd, 2), source))
+
+    def hourly(self, item: str, resource_type: str, resources: int, count: float, price: Price,
+               unit: str = "hour", multiplier: float = 1.0) -> None:
+        self.add(item, resource_type, resources, count * HOURS_PER_MONTH, unit, price, multiplier)
+
+
+def _extended_support_rate(settings: Settings, today: datetime.date) -> Optional[str]:
+    end = postgres_end_of_standard_support()[settings.db.engine_version]
+    if today <= end:
+        return None
+    return "year_3" if (today - end).days > EXTENDED_SUPPORT_YEAR_3_AFTER_DAYS else "year_1_2"
+
+
+def _cheapest_on_demand_vcpu_hour(table: PriceTable, region: str, families: list[str]) -> tuple[str, Price]:
+    """The lowest on-demand per-vCPU price among the allowed families' `.large` types we price."""
+    candidates = []
+    for entry in families:
+        family = entry.partition(".")[0]
+        instance = entry if "." in entry else f"{family}.{instance_families()[family]['sizes'][0]}"
+        try:
+            price = table.price(region, "ec2_instance_hour", instance)
+        except PriceDataError:
+            continue
+        per_vcpu = Price(price.usd / table.vcpus("ec2_instance_vcpus", instance), price.source, price.estimated_from)
+        candidates.append((per_vcpu.usd, instance, per_vcpu))
+    if not candidates:
+        raise PriceDataError(f"no EC2 price for any of {families} in {region}")
+    _, instance, price = min(candidates)
+    return instance, price
+
+
+def estimate_monthly_cost(settings: Settings, public_subnets: bool = True, today: Optional[datetime.date] = None,
+                          table: Optional[PriceTable] = None) -> CostEstimate:
+    """Itemized always-on monthly cost of the stack these settings declare. `public_subnets`: the
+    services run in subnets that reach the internet through an internet gateway (public IPv4s)."""
+    table = table or price_table()
+    today = today or datetime.date.today()
+    region = settings.region
+    lines = _Lines(table, region)
+
+    compute = settings.compute
+    if compute.min_vcpus > 0 and not compute.type.is_fargate:
+        instance, per_vcpu = _cheapest_on_demand_vcpu_hour(table, region, compute.instance_types)
+        lines.hourly(f"Batch: {compute.min_vcpus} vCPUs kept running (on-demand rate of {instance})",
+                     "aws:batch/computeEnvironment:ComputeEnvironment", len(environment_types(compute)),
+                     compute.min_vcpus, per_vcpu, unit="vCPU-hour")
+
+    if settings.network.nat_gateways > 0:
+        count = settings.network.nat_gateways
+        lines.hourly("NAT gateway", "aws:ec2/natGateway:NatGateway", count, count, table.price(region, "nat_gateway_hour"))
+        lines.hourly("NAT gateway Elastic IP (public IPv4)", "aws:ec2/eip:Eip", count, count,
+                     table.price(region, "public_ipv4_hour"))
+
+    if settings.metadata.enabled:
+        _database_lines(lines, settings, today)
+        _metadata_service_lines(lines, settings, public_ip=public_subnets and not settings.network.private_subnets)
+
+    return CostEstimate(region, lines.lines, table.read_on, lines.estimated)
+
+
+def _database_lines(lines: _Lines, settings: Settings, today: datetime.date) -> None:
+    db, table, region = settings.db, lines.table, lines.region
+    copies = 2 if db.multi_az else 1
+    deployment = "multi-AZ" if db.multi_az else "single-AZ"
+    instance = table.price(region, "rds_instance_hour", db.instance_class)
+    lines.hourly(f"RDS PostgreSQL {db.engine_version} {db.instance_class} ({deployment})",
+                 "aws:rds/instance:Instance", 1, copies, instance, unit="instance-hour")
+    storage = table.price(region, "rds_storage_gb_month", "gp3")
+    lines.add(f"RDS gp3 storage ({deployment})", "aws:rds/instance:Instance", 0,
+              db.allocated_storage_gb * copies, "GB-month", storage)
+    band = _extended_support_rate(settings, today)
+    if band:
+        vcpus = table.vcpus("rds_instance_vcpus", db.instance_class) * copies
+        lines.hourly(f"RDS Extended Support for PostgreSQL {db.engine_version} ({band.replace('_', ' ')})",
+                     "aws:rds/instance:Instance", 0, vcpus,
+                     table.price(region, "rds_extended_support_vcpu_hour", band), unit="vCPU-hour")
+
+
+def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
+    service, table, region = settings.metadata, lines.table, lines.region
+    discount = 1.0
+    kind = "Fargate"
+    if service.spot:
+        spot = table.price(region, "fargate", "spot_discount")
+        discount, kind = 1.0 - spot.usd, f"Fargate Spot (~{spot.usd:.0%} below on-demand)"
+    vcpus, gigabytes = service.cpu / 1024, service.memory / 1024
+    lines.hourly(f"Metadata service: {kind}, {vcpus:g} vCPU", "aws:ecs/service:Service", 1, vcpus,
+                 table.price(region, "fargate", "x86_vcpu_hour"), unit="vCPU-hour", multiplier=discount)
+    lines.hourly(f"Metadata service: {kind}, {gigabytes:g} GB", "aws:ecs/service:Service", 0, gigabytes,
+                 table.price(region, "fargate", "x86_gb_hour"), unit="GB-hour", multiplier=discount)
+    if public_ip:
+        lines.hourly("Metadata service task's public IPv4 address (to pull its image; no NAT)",
+                     "aws:ecs/service:Service", 0, 1, table.price(region, "public_ipv4_hour"))
+    lines.add("Secrets Manager: database password and API key", "aws:secretsmanager/secret:Secret",
+              SECRETS_WITH_METADATA_SERVICE, SECRETS_WITH_METADATA_SERVICE, "secret-month",
+              table.price(region, "secrets_manager_secret_month"))
+    lines.add("Cloud Map private DNS namespace (a Route 53 hosted zone)",
+              "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace", 1, 1, "zone-month",
+              table.price(region, "route53_hosted_zone_month"))
+
+
+def terraform_defaults_estimate(region: str, table: Optional[PriceTable] = None) -> CostEstimate:
+    """The Terraform module's default always-on resources, priced with the same table."""
+    table = table or price_table()
+    inventory = tomllib.loads(resources.files("metaflow_infra").joinpath("data", "terraform_defaults.toml").read_text())
+    lines = _Lines(table, region)
+    for entry in inventory["items"]:
+        price = table.price(region, *entry["price"])
+        if entry.get("monthly"):
+            lines.add(entry["item"], "terraform", 0, entry["quantity"], entry["unit"], price)
+        else:
+            lines.hourly(entry["item"], "terraform", 0, entry["quantity"], price, unit=entry["unit"])
+    return CostEstimate(region, lines.lines, table.read_on, lines.estimated)
+
+
+def estimate_output(settings: Settings, public_subnets: bool) -> dict[str, Any]:
+    """The `estimatedMonthlyCost` stack output; an explicit error instead of a guess when data is missing."""
+    try:
+        return estimate_monthly_cost(settings, public_subnets).as_output()
+    except PriceDataError as err:
+        return {"region": settings.region, "error": str(err), "totalUsd": None}

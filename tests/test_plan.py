@@ -1,0 +1,89 @@
+"""`python -m metaflow_infra plan`: offline resources, masked profile and cost; clear errors; compare."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaflow_infra.__main__ import main
+from metaflow_infra.plan import comparison_document, render_comparison
+from test_docs import README, readme_section
+
+PROJECT = README.parent
+
+
+def plan(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["plan", "--dir", str(PROJECT), *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_plan_of_the_dev_stack_shows_resources_profile_and_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = plan(capsys)
+    assert code == 0
+    assert "Stack dev (dev preset) in us-east-1" in out
+    for component in ("Network (", "Datastore (", "Compute (", "MetadataService ("):
+        assert f"  {component}" in out
+    assert "METAFLOW_SERVICE_AUTH_KEY = [secret]" in out
+    assert "aws:rds/instance:Instance" in out
+    total = float(out.split("  total")[1].split()[0])
+    assert 0 < total <= 25
+
+
+def test_plan_json_is_machine_readable_and_masks_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = plan(capsys, "--json")
+    document = json.loads(out)
+    assert code == 0 and document["preset"] == "dev"
+    assert document["metaflowProfile"]["METAFLOW_SERVICE_AUTH_KEY"] == "[secret]"
+    assert any(r["type"] == "aws:ecs/service:Service" for r in document["resources"]["MetadataService"])
+    assert document["estimatedMonthlyCost"]["totalUsd"] <= 25
+
+
+def test_set_overrides_one_key_like_pulumi_config_set(capsys: pytest.CaptureFixture[str]) -> None:
+    _, base, _ = plan(capsys, "--json")
+    _, bigger, _ = plan(capsys, "--json", "--set", "db:instanceClass=db.t4g.small", "--set", "metaflow:preset=dev")
+    difference = json.loads(bigger)["estimatedMonthlyCost"]["totalUsd"] - json.loads(base)["estimatedMonthlyCost"]["totalUsd"]
+    assert difference == pytest.approx((0.032 - 0.016) * 730, abs=0.02)
+
+
+def test_minimal_plan_costs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = plan(capsys, "--json", "--set", "metaflow:preset=minimal")
+    document = json.loads(out)
+    assert code == 0 and document["estimatedMonthlyCost"]["totalUsd"] == 0
+    assert "MetadataService" not in document["resources"]
+
+
+def test_bad_config_exits_non_zero_with_the_same_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = plan(capsys, "--set", "compute:maxVcpus=-1")
+    assert code == 2 and out == ""
+    assert "compute:maxVcpus = '-1'" in err and "Traceback" not in err
+
+
+def test_missing_stack_file_and_malformed_set_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = plan(capsys, "--stack", "nope")
+    assert code == 2 and "no Pulumi.nope.yaml" in err
+    code, _, err = plan(capsys, "--set", "maxVcpus")
+    assert code == 2 and "expected namespace:key=value" in err
+
+
+def test_plan_runs_as_a_module_without_pulumi_or_aws(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no AWS credentials, no pulumi on PATH
+    result = subprocess.run([sys.executable, "-m", "metaflow_infra", "plan", "--dir", str(PROJECT)],
+                            cwd=PROJECT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Always-on monthly cost" in result.stdout
+
+
+def test_compare_lists_every_preset_and_the_terraform_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = plan(capsys, "--compare")
+    assert code == 0
+    for label in ("`minimal` preset | 0.00", "`dev` preset", "`production` preset", "terraform-aws-metaflow defaults"):
+        assert label in out
+
+
+def test_readme_cost_table_is_generated_by_compare() -> None:
+    assert readme_section("cost-comparison") == render_comparison(comparison_document("us-east-1"))
