@@ -132,6 +132,7 @@ class Datastore(pulumi.ComponentResource):
             engine_version=str(settings.engine_version),
             engine_lifecycle_support=extended_support_choice(settings),
             auto_minor_version_upgrade=True,
+            allow_major_version_upgrade=True,  # changing db:engineVersion upgrades in place
             instance_class=settings.instance_class,
             allocated_storage=settings.allocated_storage_gb,
             storage_type="gp3",

@@ -171,7 +171,7 @@ class MetadataService(pulumi.ComponentResource):
             f"{name}-metadata",
             settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="disabled")],
             opts=self._child())
-        aws.ecs.ClusterCapacityProviders(
+        capacity = aws.ecs.ClusterCapacityProviders(
             f"{name}-metadata", cluster_name=cluster.name, capacity_providers=["FARGATE", "FARGATE_SPOT"],
             opts=self._child())
         task = aws.ecs.TaskDefinition(
@@ -223,7 +223,8 @@ class MetadataService(pulumi.ComponentResource):
                 registry_arn=discovery.arn, container_name=SERVICE_CONTAINER, container_port=METADATA_PORT),
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
-            opts=self._child())
+            # The capacity provider must be attached to the cluster before the service asks for it.
+            opts=self._child(capacity))
         return discovery
 
     def _secret(self, purpose: str, description: str, value: pulumi.Output[str]) -> aws.secretsmanager.Secret:

@@ -74,6 +74,8 @@ class DeclaredResource:
     provider: str
     secret_inputs: set[str] = field(default_factory=set)
     """Paths of inputs that were Pulumi secrets, e.g. `password`."""
+    dependencies: list[str] = field(default_factory=list)
+    """URNs this resource waits for (explicit `depends_on` and those its inputs come from)."""
 
     @property
     def is_component(self) -> bool:
@@ -200,7 +202,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             self.declared.append(DeclaredResource(
                 urn=response.urn, type=request.type, name=request.name, inputs=inputs,
                 state=_reveal(dict(registration.state), "", set()), parent_urn=request.parent,
-                provider=request.provider, secret_inputs=secret_paths))
+                provider=request.provider, secret_inputs=secret_paths, dependencies=list(request.dependencies)))
         return response
 
 

@@ -115,6 +115,13 @@ def test_dev_service_runs_one_spot_task_with_a_public_ip_and_registers_in_cloud_
     assert service["deploymentMinimumHealthyPercent"] == 0 and service["deploymentMaximumPercent"] == 100
 
 
+def test_service_waits_for_the_capacity_providers_of_its_cluster(dev: OfflineRun) -> None:
+    service = dev.one("aws:ecs/service:Service")
+    capacity = dev.one("aws:ecs/clusterCapacityProviders:ClusterCapacityProviders")
+    assert set(capacity.inputs["capacityProviders"]) == {"FARGATE", "FARGATE_SPOT"}
+    assert capacity.urn in service.dependencies
+
+
 def test_on_demand_fargate_when_spot_is_off() -> None:
     service = offline("dev", {"metadata:spot": False}).one("aws:ecs/service:Service").inputs
     assert service["capacityProviderStrategies"] == [{"capacityProvider": "FARGATE", "weight": 1}]
