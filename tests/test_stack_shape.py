@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import runpy
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -69,3 +71,21 @@ def test_a_deprecated_argument_is_caught() -> None:
 def test_a_deprecated_argument_in_an_args_object_fails_the_test_run() -> None:
     with pytest.raises(DeprecationWarning):
         aws.s3.BucketArgs(acl="private")
+
+
+def test_the_pulumi_program_reads_stack_config_and_exports_every_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`__main__.py` as `pulumi up` runs it: config arrives in PULUMI_CONFIG, outputs leave by export."""
+    config = {"aws:region": "us-east-1", "metaflow:preset": "dev", "metaflow:tags": '{"team": "ds"}'}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config))
+    exported: dict[str, pulumi.Output[Any]] = {}
+    monkeypatch.setattr(pulumi, "export", lambda name, value: exported.setdefault(name, value))
+
+    def run_program(_: Settings) -> dict[str, pulumi.Output[Any]]:
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / "__main__.py"))
+        return exported
+
+    run = run_offline(stack_config("minimal"), declare=run_program)
+    assert set(run.outputs) == {"metaflowProfile", "estimatedMonthlyCost", "bucketName", "jobQueueArn", "serviceUrl"}
+    assert run.settings.metaflow.preset == "minimal"  # the harness's own settings…
+    assert run.one("aws:rds/instance:Instance")  # …but the program declared the dev stack from PULUMI_CONFIG
+    assert "metaflowProfile" in run.secret_outputs
