@@ -1,5 +1,11 @@
 """Compute: AWS Batch compute environment(s) and job queue, and the IAM roles Batch and the
-Metaflow task containers use."""
+Metaflow task containers use.
+
+No custom Batch service role: environments use the service-linked role `AWSServiceRoleForBatch`,
+which Batch creates on first use. Only with it can Batch update an environment in place (instance
+types, subnets, launch template); with a custom role every such change replaces the environment
+and kills the jobs running in it.
+"""
 
 from __future__ import annotations
 
@@ -73,20 +79,18 @@ class Compute(pulumi.ComponentResource):
             opts=self._child())
         self.task_role_arn = task_role.arn
 
-        service_role = self._role("batch-service", "batch.amazonaws.com", "service-role/AWSBatchServiceRole")
         types = environment_types(settings)
         if settings.type.is_fargate:
             execution_role = self._role("batch-execution", "ecs-tasks.amazonaws.com",
                                         "service-role/AmazonECSTaskExecutionRolePolicy")
             self.execution_role_arn = execution_role.arn
-            environments = [self._fargate_environment(t, settings, placement, service_role) for t in types]
+            environments = [self._fargate_environment(t, settings, placement) for t in types]
         else:
             instance_role = self._role("batch-instance", "ec2.amazonaws.com",
                                        "service-role/AmazonEC2ContainerServiceforEC2Role")
             profile = aws.iam.InstanceProfile(f"{name}-batch-instance", role=instance_role.name, opts=self._child())
             template = self._launch_template()
-            environments = [self._ec2_environment(t, settings, placement, service_role, profile, template)
-                            for t in types]
+            environments = [self._ec2_environment(t, settings, placement, profile, template) for t in types]
 
         queue = aws.batch.JobQueue(
             f"{name}-queue", state="ENABLED", priority=1,
@@ -124,17 +128,17 @@ class Compute(pulumi.ComponentResource):
             opts=self._child())
 
     def _ec2_environment(
-        self, kind: ComputeType, settings: ComputeSettings, placement: Placement, service_role: aws.iam.Role,
+        self, kind: ComputeType, settings: ComputeSettings, placement: Placement,
         profile: aws.iam.InstanceProfile, template: aws.ec2.LaunchTemplate,
     ) -> aws.batch.ComputeEnvironment:
         return aws.batch.ComputeEnvironment(
             f"{self._name}-{kind.value}",
             type="MANAGED",
-            service_role=service_role.arn,
             compute_resources=aws.batch.ComputeEnvironmentComputeResourcesArgs(
                 type=BATCH_TYPE[kind],
                 allocation_strategy=ALLOCATION_STRATEGY[kind],
-                min_vcpus=settings.min_vcpus,
+                # Kept-running vCPUs belong to the first environment only; the fallback starts from zero.
+                min_vcpus=settings.min_vcpus if kind is settings.type else 0,
                 max_vcpus=settings.max_vcpus,
                 instance_types=list(settings.instance_types),
                 instance_role=profile.arn,
@@ -149,12 +153,11 @@ class Compute(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["computeResources.desiredVcpus"]))
 
     def _fargate_environment(
-        self, kind: ComputeType, settings: ComputeSettings, placement: Placement, service_role: aws.iam.Role,
+        self, kind: ComputeType, settings: ComputeSettings, placement: Placement,
     ) -> aws.batch.ComputeEnvironment:
         return aws.batch.ComputeEnvironment(
             f"{self._name}-{kind.value.replace('_', '-')}",
             type="MANAGED",
-            service_role=service_role.arn,
             compute_resources=aws.batch.ComputeEnvironmentComputeResourcesArgs(
                 type=BATCH_TYPE[kind],
                 max_vcpus=settings.max_vcpus,

@@ -18,7 +18,6 @@ from functools import cache
 from importlib import resources
 from typing import Any, Optional
 
-from .compute import environment_types
 from .settings import ComputeType, Settings, instance_families, postgres_end_of_standard_support
 
 BASE_REGION = "us-east-1"
@@ -213,9 +212,11 @@ def estimate_monthly_cost(settings: Settings, public_subnets: bool = True, today
     compute = settings.compute
     if compute.min_vcpus > 0 and not compute.type.is_fargate:
         instance, per_vcpu = _cheapest_on_demand_vcpu_hour(table, region, compute.instance_types)
-        lines.hourly(f"Batch: {compute.min_vcpus} vCPUs kept running (on-demand rate of {instance})",
-                     "aws:batch/computeEnvironment:ComputeEnvironment", len(environment_types(compute)),
-                     compute.min_vcpus, per_vcpu, unit="vCPU-hour")
+        rate = f"on-demand rate of {instance}" + ("; spot usually costs less" if compute.type is ComputeType.SPOT else "")
+        # Only the first environment keeps vCPUs running (the on-demand fallback starts from zero).
+        lines.hourly(f"Batch: {compute.min_vcpus} vCPUs kept running ({rate})",
+                     "aws:batch/computeEnvironment:ComputeEnvironment", 1, compute.min_vcpus, per_vcpu,
+                     unit="vCPU-hour")
 
     if settings.network.nat_gateways > 0:
         count = settings.network.nat_gateways

@@ -133,6 +133,9 @@ class Datastore(pulumi.ComponentResource):
             engine_lifecycle_support=extended_support_choice(settings),
             auto_minor_version_upgrade=True,
             allow_major_version_upgrade=True,  # changing db:engineVersion upgrades in place
+            # Apply config changes on `pulumi up`, not at the next maintenance window: a new
+            # parameter group (new major version) could not replace the old one until then.
+            apply_immediately=True,
             instance_class=settings.instance_class,
             allocated_storage=settings.allocated_storage_gb,
             storage_type="gp3",

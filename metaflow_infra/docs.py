@@ -40,6 +40,8 @@ def config_table() -> str:
             key = f"{namespace}:{info.alias}"
             if key == "metaflow:preset":
                 cells = ["", "default", ""]
+            elif info.is_required():
+                cells = ["required"] * len(PRESET_ORDER)
             else:
                 cells = [_preset_cell(p, namespace, key, info.default) for p in PRESET_ORDER]
             cells = [c.replace("|", "\\|") for c in cells]

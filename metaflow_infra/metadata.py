@@ -34,8 +34,6 @@ from .settings import MetadataSettings
 LOG_RETENTION_DAYS = 14
 API_KEY_HEADER = "x-api-key"
 AUTHORIZER_CACHE_SECONDS = 300
-THROTTLE_RATE_PER_SECOND = 50
-THROTTLE_BURST = 100
 SERVICE_CONTAINER = "metadata"
 MIGRATION_CONTAINER = "migrate"
 PYTHON = "/opt/latest/bin/python3"
@@ -221,6 +219,8 @@ class MetadataService(pulumi.ComponentResource):
                 assign_public_ip=placement.assign_public_ip),
             service_registries=aws.ecs.ServiceServiceRegistriesArgs(
                 registry_arn=discovery.arn, container_name=SERVICE_CONTAINER, container_port=METADATA_PORT),
+            # Needed to move between FARGATE and FARGATE_SPOT (metadata:spot) on an existing service.
+            force_new_deployment=True,
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
             # The capacity provider must be attached to the cluster before the service asks for it.
@@ -275,9 +275,8 @@ class MetadataService(pulumi.ComponentResource):
             f"{name}-metadata", api_id=api.id, route_key="$default",
             target=pulumi.Output.concat("integrations/", integration.id),
             authorization_type="CUSTOM", authorizer_id=authorizer.id, opts=self._child())
-        stage = aws.apigatewayv2.Stage(
-            f"{name}-metadata", api_id=api.id, name="$default", auto_deploy=True,
-            default_route_settings=aws.apigatewayv2.StageDefaultRouteSettingsArgs(
-                throttling_rate_limit=THROTTLE_RATE_PER_SECOND, throttling_burst_limit=THROTTLE_BURST),
-            opts=self._child())
+        # No stage throttling: Metaflow does not retry a 429, so a wide foreach would fail; the
+        # account's API Gateway limits still apply, and requests without the key never pass.
+        stage = aws.apigatewayv2.Stage(f"{name}-metadata", api_id=api.id, name="$default", auto_deploy=True,
+                                       opts=self._child())
         return pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0])

@@ -20,9 +20,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     """Declare every resource of the stack; return the stack outputs by name."""
     name = settings.metaflow.prefix
     # One provider carries the tags, so every taggable resource gets them without repeating them.
-    provider = aws.Provider(
-        f"{name}-aws", region=settings.region,
-        default_tags=aws.ProviderDefaultTagsArgs(tags=settings.tags))
+    provider = aws_provider(name, settings)
     opts = pulumi.ResourceOptions(providers=[provider])
 
     network = Network(name, settings.network, with_metadata_service=settings.metadata.enabled, opts=opts)
@@ -60,6 +58,21 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     # With the API key inside, the whole profile is a secret.
     outputs["metaflowProfile"] = pulumi.Output.secret(profile) if service else profile
     return outputs
+
+
+def aws_provider(name: str, settings: Settings) -> aws.Provider:
+    """An explicit provider ignores `aws:*` stack config, so forward every key the settings accept."""
+    account = settings.aws
+    return aws.Provider(
+        f"{name}-aws",
+        region=account.region,
+        profile=account.profile,
+        allowed_account_ids=account.allowed_account_ids,
+        forbidden_account_ids=account.forbidden_account_ids,
+        assume_roles=[aws.ProviderAssumeRoleArgs(role_arn=role.role_arn, session_name=role.session_name,
+                                                 external_id=role.external_id)
+                      for role in account.assume_roles or []] or None,
+        default_tags=aws.ProviderDefaultTagsArgs(tags=settings.tags))
 
 
 def _profile(values: dict[str, Any]) -> dict[str, str]:

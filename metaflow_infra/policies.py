@@ -15,7 +15,7 @@ def document(*statements: dict[str, Any]) -> Policy:
     return {"Version": VERSION, "Statement": list(statements)}
 
 
-SERVICES_SENDING_SOURCE_ACCOUNT = frozenset({"ecs-tasks.amazonaws.com", "batch.amazonaws.com"})
+SERVICES_SENDING_SOURCE_ACCOUNT = frozenset({"ecs-tasks.amazonaws.com"})
 """Services that set aws:SourceAccount when they assume a role. EC2 does not, for instance
 profiles: the condition there would leave instances without credentials (and jobs RUNNABLE)."""
 

@@ -126,6 +126,29 @@ class ComputeType(str, Enum):
         return self in (ComputeType.FARGATE, ComputeType.FARGATE_SPOT)
 
 
+class AssumeRole(_Namespace):
+    role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")]
+    session_name: Optional[str] = None
+    external_id: Optional[str] = None
+
+
+AccountIds = Annotated[list[Annotated[str, Field(pattern=r"^\d{12}$")]], BeforeValidator(_parse_json)]
+
+
+class AwsSettings(_Namespace):
+    """The `aws:` keys this program forwards to its AWS provider (it uses its own, to tag everything)."""
+
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")] = Field(
+        description="the AWS region of the stack (or AWS_REGION from the environment)")
+    profile: Optional[str] = Field(None, description="the AWS CLI profile to deploy with")
+    allowed_account_ids: Optional[AccountIds] = Field(
+        None, description="refuse to deploy to any other AWS account (list of account ids)")
+    forbidden_account_ids: Optional[AccountIds] = Field(
+        None, description="refuse to deploy to these AWS accounts (list of account ids)")
+    assume_roles: Optional[Annotated[list[AssumeRole], BeforeValidator(_parse_json)]] = Field(
+        None, description="roles to assume in turn: a list of {roleArn, sessionName, externalId}")
+
+
 class MetaflowSettings(_Namespace):
     preset: str = Field(DEFAULT_PRESET, description="one of minimal, dev, production: the defaults every other key starts from")
     prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=20)] = Field("metaflow", description="name prefix for every resource (lowercase letters, digits, hyphens; at most 20)")
@@ -202,12 +225,26 @@ FARGATE_MEMORY_BY_CPU: dict[int, range] = {
 """AWS's valid Fargate task sizes (cpu units -> memory MiB)."""
 
 
+MINIMUM_SERVICE_VERSION = (2, 4, 6)
+"""The first metadata-service release whose run_goose.py and service both honour MF_METADATA_DB_SSL_MODE."""
+
+
 class MetadataSettings(_Namespace):
     enabled: Bool = Field(False, description="run the metadata service and its database (else Metaflow keeps metadata locally)")
     image: Annotated[str, Field(pattern=r"^[\w.\-/]+:v?\d+\.\d+\.\d+$")] = Field("netflixoss/metaflow_metadata_service:v2.5.1", description="metadata service image, pinned to a release that speaks TLS to PostgreSQL")
     cpu: Int = Field(256, description="Fargate CPU units of the metadata service (256, 512, 1024, ...)")
     memory: Int = Field(1024, description="Fargate memory (MiB) of the metadata service; must fit metadata:cpu")
     spot: Bool = Field(False, description="run the metadata service on Fargate Spot (about 70% cheaper, may restart)")
+
+    @model_validator(mode="after")
+    def _tls_capable_image(self) -> "MetadataSettings":
+        version = tuple(int(part) for part in re.findall(r"\d+", self.image.rpartition(":")[2])[:3])
+        if version < MINIMUM_SERVICE_VERSION:
+            floor = ".".join(map(str, MINIMUM_SERVICE_VERSION))
+            raise ValueError(
+                f"metadata:image {self.image!r} is older than v{floor}: earlier releases cannot speak TLS to "
+                "PostgreSQL 15+ (rds.force_ssl) or migrate the schema non-interactively; use v2.5.1 or later")
+        return self
 
     @model_validator(mode="after")
     def _fargate_size(self) -> "MetadataSettings":
@@ -227,7 +264,7 @@ class MetadataSettings(_Namespace):
 class ComputeSettings(_Namespace):
     type: ComputeType = Field(ComputeType.SPOT, description="ec2, spot, fargate or fargate_spot")
     min_vcpus: NonNegativeInt = Field(0, description="vCPUs kept running with no job queued (0: nothing bills while idle)")
-    max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = Field(32, description="the most vCPUs Batch may run at once")
+    max_vcpus: Annotated[int, BeforeValidator(_parse_int), Field(ge=1)] = Field(32, description="the most vCPUs each compute environment may run at once (the on-demand fallback has its own)")
     instance_types: StrList = Field(["c5", "m5", "r5"], description="instance families or types Batch may launch (EC2 and spot only)")
     on_demand_fallback: Bool = Field(False, description="queue an on-demand environment behind spot (or Fargate behind Fargate Spot)")
     gpu: Bool = Field(False, description="add a GPU environment and queue (not available yet)")
@@ -274,6 +311,7 @@ class BudgetSettings(_Namespace):
 
 
 NAMESPACES: dict[str, type[_Namespace]] = {
+    "aws": AwsSettings,
     "metaflow": MetaflowSettings,
     "network": NetworkSettings,
     "datastore": DatastoreSettings,
@@ -294,8 +332,8 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    region: str
     stack: str
+    aws: AwsSettings
     metaflow: MetaflowSettings
     network: NetworkSettings
     datastore: DatastoreSettings
@@ -308,6 +346,10 @@ class Settings(BaseModel):
     secrets: SecretsSettings
     alerts: AlertsSettings
     budget: BudgetSettings
+
+    @property
+    def region(self) -> str:
+        return self.aws.region
 
     @property
     def tags(self) -> dict[str, str]:
@@ -335,11 +377,28 @@ def _fail(problems: list[str]) -> ConfigError:
     return ConfigError(f"Invalid stack configuration:\n{lines}")
 
 
+OTHER_NAMESPACES = ("pulumi",)
+"""Config namespaces this program leaves alone."""
+
+
+def _unknown_namespace_problem(key: str, namespace: str, name: str) -> str:
+    owners = [n for n in NAMESPACES if f"{n}:{name}" in known_keys(n)]
+    if owners:
+        hint = f"did you mean {owners[0]}:{name}?"
+    else:
+        close = difflib.get_close_matches(namespace, list(NAMESPACES), n=1)
+        hint = f"did you mean {close[0]}:{name}?" if close else f"namespaces: {', '.join(NAMESPACES)}"
+    return f"{key}: '{namespace}' is not a config namespace of this program ({hint})"
+
+
 def _unknown_key_problems(raw: Mapping[str, Any]) -> list[str]:
     problems = []
     for key in raw:
         namespace, _, name = key.partition(":")
+        if namespace in OTHER_NAMESPACES:
+            continue
         if namespace not in NAMESPACES:
+            problems.append(_unknown_namespace_problem(key, namespace, name))
             continue
         keys = known_keys(namespace)
         if key not in keys:
@@ -353,8 +412,6 @@ def _region(raw: Mapping[str, Any]) -> str:
     region = raw.get(REGION_KEY) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
         raise _fail([f"{REGION_KEY} is not set: run `pulumi config set aws:region us-east-1` (or your region)"])
-    if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d", str(region)):
-        raise _fail([f"{REGION_KEY} = {region!r} is not an AWS region name; expected e.g. us-east-1, eu-west-1"])
     return str(region)
 
 
@@ -457,7 +514,7 @@ def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.d
     if problems:
         raise _fail(problems)
 
-    merged: dict[str, Any] = {**presets()[preset], **raw, "metaflow:preset": preset}
+    merged: dict[str, Any] = {**presets()[preset], **raw, "metaflow:preset": preset, REGION_KEY: region}
     user_set_instance_types = "compute:instanceTypes" in raw
     if not user_set_instance_types:
         merged["compute:instanceTypes"] = [
@@ -469,7 +526,7 @@ def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.d
         if namespace in nested:
             nested[namespace][name] = value
     try:
-        settings = Settings.model_validate({"region": region, "stack": stack, **nested})
+        settings = Settings.model_validate({"stack": stack, **nested})
     except ValidationError as err:
         raise _fail([_describe_error(e) for e in err.errors()]) from None
 

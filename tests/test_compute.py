@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import botocore.session
 import pytest
 
@@ -72,6 +74,13 @@ def test_spot_with_fallback_queues_on_demand_behind_spot() -> None:
     assert [environments[o["computeEnvironment"]] for o in orders] == ["SPOT", "EC2"]
 
 
+def test_kept_running_vcpus_belong_to_the_first_environment_only() -> None:
+    run = offline("minimal", {"compute:onDemandFallback": True, "compute:minVcpus": 4})
+    minimums = {e.inputs["computeResources"]["type"]: e.inputs["computeResources"]["minVcpus"]
+                for e in run.of_type(ENVIRONMENT)}
+    assert minimums == {"SPOT": 4, "EC2": 0}
+
+
 def test_queue_is_enabled_and_tries_the_environment(minimal: OfflineRun) -> None:
     queue = minimal.one(QUEUE).inputs
     environment = minimal.one(ENVIRONMENT)
@@ -101,12 +110,19 @@ def test_instances_get_the_ecs_instance_role_through_a_profile(minimal: OfflineR
     assert minimal.one(ENVIRONMENT).inputs["computeResources"]["instanceRole"] == profile.state["arn"]
 
 
-def test_batch_service_role_is_trusted_by_batch_for_this_account_only(minimal: OfflineRun) -> None:
-    service = role(minimal, "batch-service")
-    assert policy_of(service, "assumeRolePolicy")["Statement"][0] == {
-        "Effect": "Allow", "Principal": {"Service": "batch.amazonaws.com"}, "Action": "sts:AssumeRole",
+@pytest.mark.parametrize("kind", ["spot", "fargate"])
+def test_batch_uses_its_service_linked_role_so_environments_update_in_place(kind: str) -> None:
+    run = offline("minimal", {"compute:type": kind})
+    assert "serviceRole" not in run.one(ENVIRONMENT).inputs
+    trusted = [json.loads(r.inputs["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"]
+               for r in run.of_type(ROLE)]
+    assert "batch.amazonaws.com" not in trusted
+
+
+def test_task_role_is_trusted_by_ecs_tasks_for_this_account_only(minimal: OfflineRun) -> None:
+    assert policy_of(role(minimal, "batch-task"), "assumeRolePolicy")["Statement"][0] == {
+        "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole",
         "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}}
-    assert minimal.one(ENVIRONMENT).inputs["serviceRole"] == service["arn"]
 
 
 def test_task_role_can_use_this_bucket_and_no_other(minimal: OfflineRun) -> None:

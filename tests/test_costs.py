@@ -78,6 +78,10 @@ def test_every_always_on_resource_declared_has_a_cost_line(preset: str, override
     for line in lines:
         priced[line.resource_type] += line.resources
     assert priced == billed_counts(run)
+    kept_running = sum(e.inputs["computeResources"].get("minVcpus", 0)
+                       for e in run.of_type("aws:batch/computeEnvironment:ComputeEnvironment"))
+    priced_vcpu_hours = sum(l.quantity for l in lines if l.unit == "vCPU-hour" and "Batch" in l.item)
+    assert priced_vcpu_hours == kept_running * HOURS_PER_MONTH
 
 
 def test_bigger_database_class_moves_the_total_by_its_price() -> None:
