@@ -10,12 +10,13 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from .settings import ConfigError, NetworkSettings
+from .settings import ConfigError, NetworkSettings, unsupported_zone_ids
 
 MAX_AZS = 3
 """More AZs give spot more capacity pools; three is what most regions offer to every account."""
 
 METADATA_PORT = 8080
+HTTPS_PORT = 443
 POSTGRES_PORT = 5432
 ANYWHERE_V4 = "0.0.0.0/0"
 
@@ -36,14 +37,35 @@ class SubnetFacts:
     map_public_ip_on_launch: bool
     default_route_targets: Sequence[str]
     """Targets (igw-…, nat-…, tgw-…, eni-…) of the subnet's 0.0.0.0/0 route, if any."""
+    availability_zone: str = ""
+    zone_id: str = ""
 
+    @property
+    def through_internet_gateway(self) -> bool:
+        return any(t.startswith("igw-") for t in self.default_route_targets)
+
+
+def subnet_set_problems(subnets: Sequence[SubnetFacts], unsupported_zones: Sequence[str]) -> list[str]:
+    """What the subnets together lack: two AZs, one kind of way out, zones the service can use."""
+    problems = []
+    if len({s.availability_zone for s in subnets}) < 2:
+        problems.append("network:subnetIds are all in one availability zone; give subnets in at least two "
+                        "(the database's subnet group needs two)")
+    if len({s.through_internet_gateway for s in subnets}) > 1:
+        problems.append("network:subnetIds mix subnets that reach the internet through an internet gateway "
+                        "with subnets behind NAT: give subnets of one kind")
+    for subnet in subnets:
+        if subnet.zone_id in unsupported_zones:
+            problems.append(f"{subnet.subnet_id} is in {subnet.zone_id}, where HTTP API VPC links or Fargate "
+                            "do not run; use subnets in other zones")
+    return problems
 
 def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> Optional[str]:
     """Why Batch jobs would wait in RUNNABLE forever in this subnet, or None if it has a way out."""
     if facts.vpc_id != expected_vpc:
         return f"{facts.subnet_id} is in {facts.vpc_id}, not in network:vpcId {expected_vpc}"
     targets = facts.default_route_targets
-    via_internet_gateway = any(t.startswith("igw-") for t in targets)
+    via_internet_gateway = facts.through_internet_gateway
     via_other = any(t.startswith(("nat-", "tgw-", "eni-", "pcx-", "vpce-")) for t in targets)
     if via_internet_gateway and not facts.map_public_ip_on_launch:
         return (f"{facts.subnet_id} routes to an internet gateway but does not give instances a public IP "
@@ -75,13 +97,17 @@ class Network(pulumi.ComponentResource):
         self,
         name: str,
         settings: NetworkSettings,
+        region: str,
         with_metadata_service: bool,
         opts: Optional[pulumi.ResourceOptions] = None,
     ) -> None:
         super().__init__("metaflow:infra:Network", name, None, opts)
         self._name = name
+        # Zones where VPC links or Fargate do not run: left out, or refused for the service.
+        self._unsupported_zones = unsupported_zone_ids(region)
         if settings.vpc_id is not None and settings.subnet_ids is not None:
-            self.public_subnets = self._check_existing_subnets(settings.vpc_id, settings.subnet_ids)
+            self.public_subnets = self._check_existing_subnets(settings.vpc_id, settings.subnet_ids,
+                                                               with_metadata_service)
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
         else:
@@ -100,6 +126,7 @@ class Network(pulumi.ComponentResource):
     def _create_vpc(self, cidr: str) -> None:
         zones = aws.get_availability_zones(
             state="available",
+            exclude_zone_ids=self._unsupported_zones,
             filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
             opts=pulumi.InvokeOptions(parent=self),
         ).names[:MAX_AZS]
@@ -123,11 +150,11 @@ class Network(pulumi.ComponentResource):
         self.vpc_id = vpc.id
         self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
 
-    def _check_existing_subnets(self, vpc_id: str, subnet_ids: Sequence[str]) -> bool:
+    def _check_existing_subnets(self, vpc_id: str, subnet_ids: Sequence[str], with_metadata_service: bool) -> bool:
         """Refuse subnets Batch jobs could not get out of; tell whether they go out through an IGW."""
         invoke = pulumi.InvokeOptions(parent=self)
         problems = []
-        through_internet_gateway = []
+        facts = []
         for subnet_id in subnet_ids:
             subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
             tables = aws.ec2.get_route_tables(
@@ -144,26 +171,33 @@ class Network(pulumi.ComponentResource):
                     if route.cidr_block == ANYWHERE_V4:
                         targets += [t for t in (route.gateway_id, route.nat_gateway_id, route.transit_gateway_id,
                                                 route.network_interface_id, route.vpc_peering_connection_id) if t]
-            problem = subnet_egress_problem(
-                SubnetFacts(subnet_id, subnet.vpc_id, subnet.map_public_ip_on_launch, targets), vpc_id)
+            facts.append(SubnetFacts(subnet_id, subnet.vpc_id, subnet.map_public_ip_on_launch, targets,
+                                     subnet.availability_zone, subnet.availability_zone_id))
+            problem = subnet_egress_problem(facts[-1], vpc_id)
             if problem:
                 problems.append(problem)
-            through_internet_gateway.append(any(t.startswith("igw-") for t in targets))
+        problems += subnet_set_problems(facts, self._unsupported_zones if with_metadata_service else [])
         if problems:
-            raise ConfigError("network:subnetIds cannot host Batch jobs:\n" + "\n".join(f"  - {p}" for p in problems))
-        return all(through_internet_gateway)
+            raise ConfigError("network:subnetIds cannot host this stack:\n" + "\n".join(f"  - {p}" for p in problems))
+        return facts[0].through_internet_gateway
 
     def _security_group(self, tier: str, description: str) -> aws.ec2.SecurityGroup:
         return aws.ec2.SecurityGroup(f"{self._name}-{tier}", description=description, vpc_id=self.vpc_id,
                                      tags={"Name": f"{self._name}-{tier}"}, opts=self._child())
 
-    def _egress_anywhere(self, tier: str, group: aws.ec2.SecurityGroup, why: str) -> None:
+    def _egress_anywhere(self, tier: str, group: aws.ec2.SecurityGroup, why: str,
+                         port: Optional[int] = None) -> None:
+        """Outbound to the internet: every protocol, or one TCP port."""
         aws.vpc.SecurityGroupEgressRule(f"{self._name}-{tier}-egress", security_group_id=group.id,
-                                        ip_protocol="-1", cidr_ipv4=ANYWHERE_V4, description=why,
-                                        opts=self._child())
+                                        cidr_ipv4=ANYWHERE_V4, ip_protocol="-1" if port is None else "tcp",
+                                        from_port=port, to_port=port, description=why, opts=self._child())
 
-    def _admit(self, rule: str, target: aws.ec2.SecurityGroup, source: aws.ec2.SecurityGroup, port: int) -> None:
-        aws.vpc.SecurityGroupIngressRule(f"{self._name}-{rule}", security_group_id=target.id,
+    def _hop(self, source: aws.ec2.SecurityGroup, target: aws.ec2.SecurityGroup, port: int, rule: str) -> None:
+        """Let `source` reach `target` on one TCP port: egress on one side, ingress on the other."""
+        aws.vpc.SecurityGroupEgressRule(f"{self._name}-{rule}-out", security_group_id=source.id,
+                                        referenced_security_group_id=target.id, ip_protocol="tcp",
+                                        from_port=port, to_port=port, description=rule, opts=self._child())
+        aws.vpc.SecurityGroupIngressRule(f"{self._name}-{rule}-in", security_group_id=target.id,
                                          referenced_security_group_id=source.id, ip_protocol="tcp",
                                          from_port=port, to_port=port, description=rule, opts=self._child())
 
@@ -176,11 +210,7 @@ class Network(pulumi.ComponentResource):
         endpoint = self._security_group("endpoint", "Metaflow API endpoint (VPC link) to the metadata service")
         metadata = self._security_group("metadata", "Metaflow metadata service tasks")
         database = self._security_group("database", "Metaflow PostgreSQL: only the metadata service")
-        self._egress_anywhere("metadata", metadata, "image pull, Secrets Manager, logs, PostgreSQL")
-        aws.vpc.SecurityGroupEgressRule(f"{self._name}-endpoint-to-metadata", security_group_id=endpoint.id,
-                                        referenced_security_group_id=metadata.id, ip_protocol="tcp",
-                                        from_port=METADATA_PORT, to_port=METADATA_PORT,
-                                        description="endpoint-to-metadata", opts=self._child())
-        self._admit("metadata-from-endpoint", metadata, endpoint, METADATA_PORT)
-        self._admit("database-from-metadata", database, metadata, POSTGRES_PORT)
+        self._egress_anywhere("metadata", metadata, "image pull, Secrets Manager, logs", port=HTTPS_PORT)
+        self._hop(endpoint, metadata, METADATA_PORT, "endpoint-to-metadata")
+        self._hop(metadata, database, POSTGRES_PORT, "metadata-to-database")
         self.service_groups = ServiceGroups(endpoint=endpoint.id, service=metadata.id, database=database.id)

@@ -105,8 +105,16 @@ class SubnetFixture:
     """An existing subnet as the mocked AWS describes it (for network:subnetIds)."""
 
     vpc_id: str
+    availability_zone: str
+    zone_id: str
     map_public_ip_on_launch: bool = True
     default_route_target: Optional[str] = "igw-0123456789abcdef0"
+
+
+ZONE_ID_PREFIXES = {"us-east-1": "use1", "us-west-2": "usw2", "eu-west-1": "euw1", "ap-northeast-1": "apne1"}
+MOCK_ZONE_NUMBERS = {"a": 3, "b": 1, "c": 2, "d": 4}
+"""Zone name letter -> zone ID number in the mocked account: `a` is deliberately az3, which
+us-east-1's HTTP API VPC links (and Tokyo's Fargate) do not support."""
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -158,8 +166,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def _answer(self, token: str, a: dict[str, Any]) -> dict[str, Any]:
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            zones = [f"{self.region}{letter}" for letter in "abcd"]
-            return {"names": zones, "zoneIds": [f"use1-az{i}" for i in range(1, 5)], "id": self.region}
+            prefix = ZONE_ID_PREFIXES.get(self.region, self.region.replace("-", ""))
+            zones = [(f"{self.region}{letter}", f"{prefix}-az{number}") for letter, number in MOCK_ZONE_NUMBERS.items()
+                     if f"{prefix}-az{number}" not in a.get("excludeZoneIds", [])]
+            return {"names": [n for n, _ in zones], "zoneIds": [z for _, z in zones], "id": self.region}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -169,7 +179,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:ec2/getSubnet:getSubnet":
             subnet = self.subnets[a["id"]]
-            return {"id": a["id"], "vpcId": subnet.vpc_id, "mapPublicIpOnLaunch": subnet.map_public_ip_on_launch}
+            return {"id": a["id"], "vpcId": subnet.vpc_id, "mapPublicIpOnLaunch": subnet.map_public_ip_on_launch,
+                    "availabilityZone": subnet.availability_zone, "availabilityZoneId": subnet.zone_id}
         if token == "aws:ec2/getRouteTables:getRouteTables":
             subnet_filter = [f for f in a.get("filters", []) if f["name"] == "association.subnet-id"]
             ids = [f"rtb-{subnet_filter[0]['values'][0]}"] if subnet_filter else []

@@ -23,7 +23,8 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     provider = aws_provider(name, settings)
     opts = pulumi.ResourceOptions(providers=[provider])
 
-    network = Network(name, settings.network, with_metadata_service=settings.metadata.enabled, opts=opts)
+    network = Network(name, settings.network, settings.region, with_metadata_service=settings.metadata.enabled,
+                      opts=opts)
     groups = network.service_groups
     database = None if groups is None else DatabasePlacement(settings.db, network.subnet_ids, groups.database)
     datastore = Datastore(name, settings.datastore, database, opts=opts)

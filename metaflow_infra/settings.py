@@ -52,6 +52,12 @@ def instance_families() -> dict[str, dict[str, Any]]:
 
 
 @cache
+def unsupported_zone_ids(region: str) -> list[str]:
+    """Zone IDs where HTTP API VPC links or Fargate do not run."""
+    return list(_data("zones.toml")["unsupported_zone_ids"].get(region, []))
+
+
+@cache
 def postgres_end_of_standard_support() -> dict[int, datetime.date]:
     return {int(k): v for k, v in _data("postgres.toml")["end_of_standard_support"].items()}
 

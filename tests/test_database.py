@@ -46,7 +46,7 @@ def test_database_is_reachable_only_from_the_metadata_service(dev: OfflineRun) -
                      if r.inputs["securityGroupId"] == groups["database"]]
     assert into_database == [{
         "securityGroupId": groups["database"], "referencedSecurityGroupId": groups["metadata"],
-        "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432, "description": "database-from-metadata"}]
+        "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432, "description": "metadata-to-database"}]
     assert not [r for r in dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
                 if r.inputs["securityGroupId"] == groups["database"]]
 

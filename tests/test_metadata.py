@@ -196,9 +196,15 @@ def test_security_groups_admit_only_the_hops_that_exist(dev: OfflineRun) -> None
     ingress = {(r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId"), r.inputs["fromPort"])
                for r in dev.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")}
     assert ingress == {(ids["metadata"], ids["endpoint"], 8080), (ids["database"], ids["metadata"], 5432)}
-    [endpoint_egress] = [r.inputs for r in dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-                         if r.inputs["securityGroupId"] == ids["endpoint"]]
-    assert endpoint_egress["referencedSecurityGroupId"] == ids["metadata"] and endpoint_egress["fromPort"] == 8080
+    egress = {(r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId") or r.inputs["cidrIpv4"],
+               r.inputs["ipProtocol"], r.inputs.get("fromPort"))
+              for r in dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")}
+    assert egress == {
+        (ids["batch"], "0.0.0.0/0", "-1", None),               # ECS, ECR, S3, PyPI, the API endpoint
+        (ids["endpoint"], ids["metadata"], "tcp", 8080),       # VPC link -> service
+        (ids["metadata"], "0.0.0.0/0", "tcp", 443),            # image pull, Secrets Manager, logs
+        (ids["metadata"], ids["database"], "tcp", 5432),       # service -> database
+    }
 
 
 @pytest.mark.parametrize("headers, expected", [

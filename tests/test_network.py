@@ -68,9 +68,14 @@ def test_vpc_cidr_override_is_used() -> None:
         "172.20.0.0/22", "172.20.4.0/22", "172.20.8.0/22"}
 
 
-def existing(**fixture_args: object) -> OfflineRun:
-    fixtures = {s: SubnetFixture(vpc_id=VPC, **fixture_args) for s in SUBNETS}  # type: ignore[arg-type]
-    return offline("minimal", {"network:vpcId": VPC, "network:subnetIds": SUBNETS}, subnets=fixtures)
+ZONES = [("us-east-1b", "use1-az1"), ("us-east-1c", "use1-az2")]
+
+
+def existing(preset: str = "minimal", zones: list[tuple[str, str]] = ZONES,
+             routes: tuple[str | None, ...] = ("igw-0123456789abcdef0",) * 2, public_ip: bool = True) -> OfflineRun:
+    fixtures = {subnet: SubnetFixture(VPC, zone, zone_id, public_ip, route)
+                for subnet, (zone, zone_id), route in zip(SUBNETS, zones, routes)}
+    return offline(preset, {"network:vpcId": VPC, "network:subnetIds": SUBNETS}, subnets=fixtures)
 
 
 def test_existing_vpc_and_subnets_are_used_instead_of_creating_one() -> None:
@@ -83,17 +88,40 @@ def test_existing_vpc_and_subnets_are_used_instead_of_creating_one() -> None:
 
 def test_existing_subnet_without_public_ip_is_refused() -> None:
     with pytest.raises(pulumi.RunError, match="does not give instances a public IP"):
-        existing(map_public_ip_on_launch=False)
+        existing(public_ip=False)
 
 
 def test_existing_subnet_without_default_route_is_refused() -> None:
     with pytest.raises(pulumi.RunError, match="no default route"):
-        existing(default_route_target=None)
+        existing(routes=(None, None))
 
 
 def test_existing_private_subnet_behind_nat_is_accepted() -> None:
-    run = existing(map_public_ip_on_launch=False, default_route_target="nat-0123456789abcdef0")
+    run = existing(public_ip=False, routes=("nat-0123456789abcdef0",) * 2)
     assert run.one("aws:batch/jobQueue:JobQueue")
+
+
+def test_existing_subnets_in_one_zone_are_refused() -> None:
+    with pytest.raises(pulumi.RunError, match="all in one availability zone"):
+        existing(zones=[ZONES[0], ZONES[0]])
+
+
+def test_existing_subnets_mixing_gateway_and_nat_are_refused() -> None:
+    with pytest.raises(pulumi.RunError, match="mix subnets"):
+        existing(routes=("igw-0123456789abcdef0", "nat-0123456789abcdef0"))
+
+
+def test_existing_subnet_where_vpc_links_do_not_run_is_refused_for_the_metadata_service() -> None:
+    zones = [("us-east-1a", "use1-az3"), ZONES[1]]
+    with pytest.raises(pulumi.RunError, match="subnet-0123456789abcdef0 is in use1-az3"):
+        existing("dev", zones=zones)
+    assert existing("minimal", zones=zones).one("aws:batch/jobQueue:JobQueue")  # Batch alone may use it
+
+
+def test_the_new_vpc_leaves_out_zones_where_vpc_links_or_fargate_do_not_run(minimal: OfflineRun) -> None:
+    zones = [s.inputs["availabilityZone"] for s in minimal.of_type("aws:ec2/subnet:Subnet")]
+    assert "us-east-1a" not in zones  # use1-az3 in the mocked account
+    assert zones == ["us-east-1b", "us-east-1c", "us-east-1d"]
 
 
 def test_subnet_in_another_vpc_is_refused() -> None:

@@ -206,3 +206,31 @@ def test_features_that_have_not_landed_are_refused_not_ignored() -> None:
 def test_every_problem_is_reported_in_one_message() -> None:
     message = error_for({"compute:maxVcpus": "x", "datastore:versioning": "maybe"})
     assert message.count("\n  - ") == 2
+
+
+def test_a_key_in_an_unknown_namespace_is_refused_with_a_hint() -> None:
+    message = error_for({"metadta:enabled": False})
+    assert "metadta:enabled: 'metadta' is not a config namespace" in message
+    assert "did you mean metadata:enabled?" in message
+
+
+def test_a_key_set_without_namespace_lands_in_the_project_namespace_and_is_refused() -> None:
+    # `pulumi config set preset minimal` stores metaflow-infra:preset.
+    assert "did you mean metaflow:preset?" in error_for({"metaflow-infra:preset": "minimal"})
+
+
+def test_aws_keys_are_validated_too() -> None:
+    assert "aws:allowedAccountIds[0] = '12345'" in error_for({"aws:allowedAccountIds": ["12345"]})
+    message = error_for({"aws:defaultTags": {"a": "b"}})
+    assert "aws:defaultTags is not a known key" in message and "aws:profile" in message
+
+
+@pytest.mark.parametrize("image", ["netflixoss/metaflow_metadata_service:v2.3.0",
+                                   "netflixoss/metaflow_metadata_service:v2.4.5"])
+def test_metadata_images_that_cannot_speak_tls_are_refused(image: str) -> None:
+    assert "earlier releases cannot speak TLS" in error_for({"metadata:image": image}, preset="dev")
+
+
+def test_a_newer_or_mirrored_metadata_image_is_accepted() -> None:
+    image = "public.ecr.aws/outerbounds/metaflow_metadata_service:2.5.0"
+    assert load("dev", {"metadata:image": image}).metadata.image == image

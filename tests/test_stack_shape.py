@@ -89,3 +89,14 @@ def test_the_pulumi_program_reads_stack_config_and_exports_every_output(monkeypa
     assert run.settings.metaflow.preset == "minimal"  # the harness's own settings…
     assert run.one("aws:rds/instance:Instance")  # …but the program declared the dev stack from PULUMI_CONFIG
     assert "metaflowProfile" in run.secret_outputs
+
+
+def test_aws_stack_config_reaches_the_explicit_provider() -> None:
+    run = offline("minimal", {"aws:profile": "data-science", "aws:allowedAccountIds": ["123456789012"],
+                              "aws:assumeRoles": [{"roleArn": "arn:aws:iam::123456789012:role/deployer",
+                                                   "sessionName": "metaflow"}]})
+    provider = run.one("pulumi:providers:aws").inputs
+    assert provider["profile"] == "data-science"
+    assert json.loads(provider["allowedAccountIds"]) == ["123456789012"]
+    assert json.loads(provider["assumeRoles"]) == [
+        {"roleArn": "arn:aws:iam::123456789012:role/deployer", "sessionName": "metaflow"}]
