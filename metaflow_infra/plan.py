@@ -50,7 +50,8 @@ def resources_by_component(run: OfflineRun) -> dict[str, list[dict[str, str]]]:
         component = run.component_of(resource)
         label = component.type.removeprefix("metaflow:infra:") if component else "(stack)"
         groups[label].append({"type": resource.type, "name": resource.name})
-    return dict(groups)
+    # Registration order is asynchronous: sort, so the same config always prints the same plan.
+    return {label: sorted(items, key=lambda item: (item["type"], item["name"])) for label, items in sorted(groups.items())}
 
 
 def plan_document(run: OfflineRun) -> dict[str, Any]:
