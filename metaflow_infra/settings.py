@@ -366,10 +366,6 @@ class Settings(BaseModel):
 # --- loading ----------------------------------------------------------------------------------
 
 
-def config_key(namespace: str, field: str) -> str:
-    return f"{namespace}:{NAMESPACES[namespace].model_fields[field].alias}"
-
-
 def known_keys(namespace: str) -> list[str]:
     return [f"{namespace}:{info.alias}" for info in NAMESPACES[namespace].model_fields.values()]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from metaflow_infra.__main__ import main
+from metaflow_infra.costs import price_table
 from metaflow_infra.plan import comparison_document, render_comparison
 from test_docs import README, readme_section
 
@@ -47,7 +48,8 @@ def test_set_overrides_one_key_like_pulumi_config_set(capsys: pytest.CaptureFixt
     _, base, _ = plan(capsys, "--json")
     _, bigger, _ = plan(capsys, "--json", "--set", "db:instanceClass=db.t4g.small", "--set", "metaflow:preset=dev")
     difference = json.loads(bigger)["estimatedMonthlyCost"]["totalUsd"] - json.loads(base)["estimatedMonthlyCost"]["totalUsd"]
-    assert difference == pytest.approx((0.032 - 0.016) * 730, abs=0.02)
+    small, micro = (price_table().price("us-east-1", "rds_instance_hour", c).usd for c in ("db.t4g.small", "db.t4g.micro"))
+    assert difference == pytest.approx((small - micro) * 730, abs=0.02)
 
 
 def test_minimal_plan_costs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
