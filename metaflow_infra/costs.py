@@ -233,7 +233,8 @@ def estimate_monthly_cost(settings: Settings, public_subnets: bool = True, today
 
 def _database_lines(lines: _Lines, settings: Settings, today: datetime.date) -> None:
     db, table, region = settings.db, lines.table, lines.region
-    copies = 2 if db.multi_az else 1
+    # Multi-AZ bills instance, storage and Extended Support for the standby too (data: the factor).
+    copies = table.price(region, "rds_multi_az_factor").usd if db.multi_az else 1
     deployment = "multi-AZ" if db.multi_az else "single-AZ"
     instance = table.price(region, "rds_instance_hour", db.instance_class)
     lines.hourly(f"RDS PostgreSQL {db.engine_version} {db.instance_class} ({deployment})",

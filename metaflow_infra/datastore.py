@@ -76,20 +76,19 @@ class Datastore(pulumi.ComponentResource):
         # Auto-named (`<name>-artifacts-<random>`): bucket names are global, so a fixed name breaks
         # the second stack. Deleting a non-empty bucket needs datastore:forceDestroy.
         bucket = aws.s3.Bucket(f"{name}-artifacts", force_destroy=settings.force_destroy, opts=child)
-        after_bucket = pulumi.ResourceOptions(parent=self, depends_on=[bucket])
         public_access = aws.s3.BucketPublicAccessBlock(
             f"{name}-artifacts", bucket=bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=after_bucket)
+            ignore_public_acls=True, restrict_public_buckets=True, opts=child)
         aws.s3.BucketOwnershipControls(
             f"{name}-artifacts", bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=after_bucket)
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=child)
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-artifacts", bucket=bucket.id,
             rules=[aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                 apply_server_side_encryption_by_default=aws.s3.
                 BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                     sse_algorithm="AES256"))],
-            opts=after_bucket)
+            opts=child)
         aws.s3.BucketPolicy(
             f"{name}-artifacts", bucket=bucket.id, policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
             # S3 refuses policy changes while the public access block is being written.
@@ -98,9 +97,9 @@ class Datastore(pulumi.ComponentResource):
             aws.s3.BucketVersioning(
                 f"{name}-artifacts", bucket=bucket.id,
                 versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-                opts=after_bucket)
+                opts=child)
         aws.s3.BucketLifecycleConfiguration(f"{name}-artifacts", bucket=bucket.id,
-                                            rules=lifecycle_rules(settings.versioning), opts=after_bucket)
+                                            rules=lifecycle_rules(settings.versioning), opts=child)
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         outputs: dict[str, pulumi.Output[str]] = {"bucketName": self.bucket_name, "bucketArn": self.bucket_arn}

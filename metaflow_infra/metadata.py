@@ -134,7 +134,8 @@ class MetadataService(pulumi.ComponentResource):
         discovery = self._run_service(settings, placement, database, region, stack_scoped_name(name, stack))
         key = random.RandomPassword(f"{name}-api-key", length=40, special=False, opts=self._child())
         self.api_key = pulumi.Output.secret(key.result)
-        key_secret = self._secret("api-key", "Metaflow metadata service API key (x-api-key)", key.result)
+        key_secret = stored_secret(f"{name}-api-key", "Metaflow metadata service API key (x-api-key)",
+                                   key.result, self)
         self.url = self._endpoint(placement, discovery, key_secret)
         self.register_outputs({"url": self.url})
 
@@ -226,9 +227,6 @@ class MetadataService(pulumi.ComponentResource):
             # The capacity provider must be attached to the cluster before the service asks for it.
             opts=self._child(capacity))
         return discovery
-
-    def _secret(self, purpose: str, description: str, value: pulumi.Output[str]) -> aws.secretsmanager.Secret:
-        return stored_secret(f"{self._name}-{purpose}", description, value, self)
 
     def _authorizer_function(self, api_key_secret: aws.secretsmanager.Secret) -> aws.lambda_.Function:
         log_group = self._log_group("authorizer")

@@ -13,9 +13,9 @@ import yaml
 from .costs import CostEstimate, estimate_monthly_cost, terraform_defaults_estimate
 from .docs import PRESET_ORDER
 from .offline import OfflineRun, run_offline
+from .profile import SECRET_KEYS
 from .settings import ConfigError, load_settings
 
-SECRET_PROFILE_KEYS = {"METAFLOW_SERVICE_AUTH_KEY"}
 MASK = "[secret]"
 
 
@@ -39,7 +39,7 @@ def stack_config(stack: str, directory: Path, overrides: Iterable[str] = ()) -> 
 
 
 def masked_profile(profile: Mapping[str, str]) -> dict[str, str]:
-    return {key: MASK if key in SECRET_PROFILE_KEYS else value for key, value in profile.items()}
+    return {key: MASK if key in SECRET_KEYS else value for key, value in profile.items()}
 
 
 def resources_by_component(run: OfflineRun) -> dict[str, list[dict[str, str]]]:

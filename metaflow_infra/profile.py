@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+SECRET_KEYS = frozenset({"METAFLOW_SERVICE_AUTH_KEY"})
+"""Profile keys whose values are secrets."""
 ARTIFACTS_PREFIX = "metaflow"
 DATATOOLS_PREFIX = "data"
 

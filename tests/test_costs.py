@@ -152,6 +152,7 @@ def test_stack_output_is_the_estimate() -> None:
 
 def test_every_price_has_a_dated_source() -> None:
     data = price_table().data
+    assert data["hours_per_month"] == HOURS_PER_MONTH
     sources = data["sources"]
     for source in sources.values():
         assert source["url"] and datetime.date.fromisoformat(source["read_on"]) <= datetime.date(2026, 12, 31)
