@@ -27,6 +27,7 @@ from .settings import Settings, load_settings
 ACCOUNT_ID = "123456789012"
 PROJECT = "metaflow-infra"
 COMPONENT_PREFIX = "metaflow:infra:"
+STACK_TYPE = "pulumi:pulumi:Stack"
 
 # (service, resource path) of the ARN AWS gives each type; `{name}` is the physical name.
 ARN_SHAPES: dict[str, tuple[str, str]] = {
@@ -59,6 +60,20 @@ def _reveal(value: Any, path: str, secret_paths: set[str]) -> Any:
     return value
 
 
+def relative_urn(urn: str) -> str:
+    return urn.split("::", 2)[2]
+
+
+@dataclass(frozen=True)
+class AliasSpec:
+    """One alias as the engine receives it; empty fields mean "as the resource is now"."""
+
+    name: str = ""
+    type: str = ""
+    parent_urn: str = ""
+    no_parent: bool = False
+
+
 def _suffix(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:7]
 
@@ -76,6 +91,11 @@ class DeclaredResource:
     """Paths of inputs that were Pulumi secrets, e.g. `password`."""
     dependencies: list[str] = field(default_factory=list)
     """URNs this resource waits for (explicit `depends_on` and those its inputs come from)."""
+    aliases: list[AliasSpec] = field(default_factory=list)
+    """Earlier identities this resource answers to (`ResourceOptions.aliases`)."""
+    protect: bool = False
+    retain_on_delete: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
 
     @property
     def is_component(self) -> bool:
@@ -213,7 +233,11 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             self.declared.append(DeclaredResource(
                 urn=response.urn, type=request.type, name=request.name, inputs=inputs,
                 state=_reveal(dict(registration.state), "", set()), parent_urn=request.parent,
-                provider=request.provider, secret_inputs=secret_paths, dependencies=list(request.dependencies)))
+                provider=request.provider, secret_inputs=secret_paths, dependencies=list(request.dependencies),
+                aliases=[AliasSpec(a.spec.name, a.spec.type, a.spec.parentUrn, a.spec.noParent)
+                         for a in request.aliases if a.HasField("spec")],
+                protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=list(request.ignoreChanges)))
         return response
 
 
@@ -248,6 +272,43 @@ class OfflineRun:
         found = self.of_type(type_)
         assert len(found) == 1, f"expected one {type_}, found {[r.name for r in found]}"
         return found[0]
+
+    def _chain(self, urn: str) -> str:
+        """The engine's qualified type of a registered URN: every ancestor's type below the stack,
+        joined by `$` (the mock monitor keeps only the parent's own type)."""
+        by_urn = {r.urn: r for r in self.resources}
+        resource = by_urn.get(urn)
+        if resource is None:  # the stack itself, or a parent no longer declared: trust the URN
+            chain = relative_urn(urn).split("::")[0]
+            return "" if chain == STACK_TYPE else chain.removeprefix(f"{STACK_TYPE}$")
+        parent_chain = self._chain(resource.parent_urn) if resource.parent_urn else ""
+        return f"{parent_chain}${resource.type}" if parent_chain else resource.type
+
+    def identity(self, resource: DeclaredResource) -> str:
+        """What the engine keys this resource's state by: the URN without stack and project."""
+        return f"{self._chain(resource.urn)}::{resource.name}"
+
+    def earlier_identities(self, resource: DeclaredResource) -> set[str]:
+        """Every identity whose old state the engine would adopt for this resource: its own, its
+        aliases', and those it inherits from its parents' aliases."""
+        by_urn = {r.urn: r for r in self.resources}
+        parent = by_urn.get(resource.parent_urn)
+        parent_chains = ({identity.split("::")[0] for identity in self.earlier_identities(parent)}
+                         if parent is not None else {""})
+
+        def qualified(chain: str, type_: str, name: str) -> str:
+            return f"{chain}${type_}::{name}" if chain else f"{type_}::{name}"
+
+        found = {qualified(chain, resource.type, resource.name) for chain in parent_chains}
+        for alias in resource.aliases:
+            if alias.no_parent:
+                chains = {""}
+            elif alias.parent_urn:
+                chains = {self._chain(alias.parent_urn)}
+            else:
+                chains = parent_chains
+            found |= {qualified(chain, alias.type or resource.type, alias.name or resource.name) for chain in chains}
+        return found
 
     def component_of(self, resource: DeclaredResource) -> Optional[DeclaredResource]:
         """The nearest metaflow:infra component above a resource."""

@@ -1,0 +1,73 @@
+"""Resource identities: the committed snapshot every change is held to.
+
+Pulumi keys state by URN (parent type chain and name); a resource whose URN changes is deleted and
+created anew, and one whose physical name changes is replaced. The snapshot under `snapshots/`
+lists both for each variant. A change that alters it shows up in review; the data resources (the
+bucket, the database, the service endpoint) must keep their identity or carry an alias to it.
+
+Regenerate after a deliberate change: `UPDATE_SNAPSHOTS=1 python -m pytest tests/test_identity.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import offline
+from metaflow_infra.offline import OfflineRun, SubnetFixture
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+VPC = "vpc-0123456789abcdef0"
+EXISTING_SUBNETS = {
+    "subnet-0123456789abcdef0": SubnetFixture(VPC, "us-east-1b", "use1-az1"),
+    "subnet-0123456789abcdef1": SubnetFixture(VPC, "us-east-1c", "use1-az2"),
+}
+VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "minimal": ("minimal", {}, {}),
+    "dev": ("dev", {}, {}),
+    "dev-fargate-compute": ("dev", {"compute:type": "fargate_spot"}, {}),
+    "dev-existing-network": ("dev", {"network:vpcId": VPC, "network:subnetIds": list(EXISTING_SUBNETS)},
+                             {"subnets": EXISTING_SUBNETS}),
+}
+PHYSICAL_NAME_INPUTS = ("name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix", "family")
+"""Inputs that set a physical name: changing one replaces the resource."""
+DATA_RESOURCES = ("aws:s3/bucket:Bucket", "aws:rds/instance:Instance", "aws:apigatewayv2/api:Api")
+"""What holds the user's data or what their profile points at: never re-created by a refactoring."""
+
+
+def identity_lines(run: OfflineRun) -> list[str]:
+    lines = []
+    for resource in run.resources:
+        names = ", ".join(f"{key}={resource.inputs[key]}" for key in PHYSICAL_NAME_INPUTS if key in resource.inputs)
+        lines.append(run.identity(resource) + (f"  [{names}]" if names else ""))
+    return sorted(lines)
+
+
+def _run(variant: str) -> OfflineRun:
+    preset, overrides, kwargs = VARIANTS[variant]
+    return offline(preset, overrides, **kwargs)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_resource_identities_match_the_committed_snapshot(variant: str) -> None:
+    path = SNAPSHOTS / f"{variant}.txt"
+    current = "\n".join(identity_lines(_run(variant))) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        path.write_text(current)
+    assert path.exists(), f"no snapshot for {variant}: run with UPDATE_SNAPSHOTS=1 and review it"
+    assert current == path.read_text(), (
+        f"resource identities of {variant} changed: a changed URN or physical name replaces the resource. "
+        "Add an alias for a moved resource; if the change is deliberate, regenerate with UPDATE_SNAPSHOTS=1")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_data_resources_keep_their_identity_or_carry_an_alias_to_it(variant: str) -> None:
+    committed = {line.split("  [")[0] for line in (SNAPSHOTS / f"{variant}.txt").read_text().splitlines()}
+    run = _run(variant)
+    for type_ in DATA_RESOURCES:
+        before = {identity for identity in committed if identity.split("::")[0].split("$")[-1] == type_}
+        reachable = set().union(*(run.earlier_identities(r) for r in run.of_type(type_))) if run.of_type(type_) else set()
+        assert before <= reachable, f"{type_} would be re-created: {sorted(before - reachable)} has no successor"
