@@ -7,9 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .settings import NAMESPACES, presets
-
-PRESET_ORDER = ("minimal", "dev", "production")
+from .settings import NAMESPACES, default_preset, documented_meaning, presets
 
 
 def _shown(value: Any) -> str:
@@ -34,18 +32,19 @@ def _preset_cell(preset: str, namespace: str, key: str, default: Any) -> str:
 
 def config_table() -> str:
     """Markdown: every config key, its default in each preset, and what it does."""
-    rows = ["| key | minimal | dev | production | meaning |", "|---|---|---|---|---|"]
+    names = list(presets())
+    rows = [f"| key | {' | '.join(names)} | meaning |", "|---|" + "---|" * len(names) + "---|"]
     for namespace, model in NAMESPACES.items():
         for info in model.model_fields.values():
             key = f"{namespace}:{info.alias}"
             if key == "metaflow:preset":
-                cells = ["", "default", ""]
+                cells = ["default" if name == default_preset() else "" for name in names]
             elif info.is_required():
-                cells = ["required"] * len(PRESET_ORDER)
+                cells = ["required"] * len(names)
             else:
-                cells = [_preset_cell(p, namespace, key, info.default) for p in PRESET_ORDER]
+                cells = [_preset_cell(p, namespace, key, info.default) for p in names]
             cells = [c.replace("|", "\\|") for c in cells]
-            rows.append(f"| `{key}` | {' | '.join(cells)} | {info.description} |")
+            rows.append(f"| `{key}` | {' | '.join(cells)} | {documented_meaning(info)} |")
     return "\n".join(rows)
 
 

@@ -11,10 +11,9 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .costs import CostEstimate, estimate_monthly_cost, terraform_defaults_estimate
-from .docs import PRESET_ORDER
 from .offline import OfflineRun, run_offline
 from .profile import SECRET_KEYS
-from .settings import ConfigError, load_settings
+from .settings import ConfigError, available_presets, load_settings, presets
 
 MASK = "[secret]"
 
@@ -98,7 +97,7 @@ def render_plan(document: Mapping[str, Any]) -> str:
 def preset_estimates(region: str) -> dict[str, CostEstimate]:
     """Idle cost of each preset's defaults in a region (presets not deployable yet are priced too)."""
     estimates = {}
-    for preset in PRESET_ORDER:
+    for preset in presets():
         settings = load_settings({"aws:region": region, "metaflow:preset": preset}, stack="compare",
                                  check_availability=False)
         estimates[preset] = estimate_monthly_cost(settings)
@@ -117,8 +116,8 @@ def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
            "| setup | $/month | what bills while idle |", "|---|---:|---|"]
     for name, estimate in document.items():
         items = "; ".join(f"{line['item']} ${line['monthlyUsd']:.2f}" for line in estimate["lines"]) or "nothing"
-        label = f"`{name}` preset" if name in PRESET_ORDER else name
-        if name == "production":
+        label = f"`{name}` preset" if name in presets() else name
+        if name in presets() and name not in available_presets():
             label += " (preview: not deployable yet)"
         out.append(f"| {label} | {estimate['totalUsd']:.2f} | {items} |")
     return "\n".join(out)

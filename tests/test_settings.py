@@ -9,11 +9,14 @@ import pytest
 
 from conftest import TODAY, stack_config
 from metaflow_infra.settings import (
-    AVAILABLE_PRESETS,
     NAMESPACES,
     ComputeType,
     ConfigError,
     Settings,
+    available_presets,
+    default_preset,
+    is_available,
+    key_fields,
     known_keys,
     load_settings,
     presets,
@@ -38,11 +41,12 @@ def test_dev_is_the_default_preset() -> None:
     assert settings.metaflow.preset == "dev" and settings.metadata.enabled is True
 
 
-def test_minimal_preset_values_come_from_the_preset_data() -> None:
+def test_preset_values_come_from_the_preset_data_over_the_key_defaults() -> None:
     settings = load("minimal")
     assert settings.compute.type is ComputeType.SPOT
     assert settings.compute.min_vcpus == 0
-    assert settings.compute.max_vcpus == presets()["minimal"]["compute:maxVcpus"] == 32
+    assert settings.compute.max_vcpus == key_fields()["compute:maxVcpus"].default == 32
+    assert load("dev").compute.max_vcpus == presets()["dev"]["compute:maxVcpus"] == 64
     assert settings.datastore.force_destroy is True
     assert settings.datastore.versioning is False
     assert settings.metadata.enabled is False
@@ -53,6 +57,19 @@ def test_single_key_overrides_its_preset_and_nothing_else() -> None:
     assert settings.compute.max_vcpus == 8
     assert settings.compute.type is ComputeType.SPOT
     assert settings.datastore.force_destroy is True
+
+
+def test_a_preset_sets_only_what_differs_from_the_key_default() -> None:
+    """Defaults live in one place: a preset repeating one would drift from it unnoticed."""
+    fields = key_fields()
+    for preset, values in presets().items():
+        repeated = [key for key, value in values.items() if key in fields and value == fields[key].default]
+        assert not repeated, f"preset {preset} repeats the defaults of {repeated}"
+
+
+def test_the_default_preset_is_available_and_listed_once() -> None:
+    assert default_preset() in available_presets()
+    assert list(presets()) == ["minimal", "dev", "production"]
 
 
 def test_every_preset_key_is_a_known_config_key() -> None:
@@ -91,7 +108,7 @@ def test_unknown_preset_names_the_accepted_ones() -> None:
 
 
 def test_production_preset_is_not_available_yet() -> None:
-    assert "production" not in AVAILABLE_PRESETS
+    assert "production" not in available_presets()
     message = error_for({}, preset="production")
     assert "not available yet" in message and "Available presets: minimal, dev" in message
 
@@ -197,10 +214,32 @@ def test_missing_region() -> None:
             load_settings(raw, stack="dev", today=TODAY)
 
 
-def test_features_that_have_not_landed_are_refused_not_ignored() -> None:
-    message = error_for({"ui:enabled": True, "compute:gpu": True})
-    assert "ui:enabled is not available yet" in message
-    assert "compute:gpu is not available yet" in message
+NOT_YET = {
+    "network:privateSubnets": True, "network:natGateways": 1,
+    "datastore:kmsKey": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "compute:gpu": True, "compute:gpuInstanceTypes": ["g5"], "compute:gpuMaxVcpus": 8, "compute:multiNode": True,
+    "stepFunctions:enabled": True, "ui:enabled": True,
+    "ui:certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "ui:allowedCidrs": ["203.0.113.0/24"], "ui:domain": "metaflow.example.com", "ecr:enabled": True,
+    "secrets:enabled": True, "alerts:email": "ops@example.com", "budget:monthlyUsd": 100,
+    "budget:email": "ops@example.com",
+}
+"""A valid, non-default value for every key whose feature has not landed."""
+
+
+def test_the_not_yet_available_keys_are_exactly_those_marked_so() -> None:
+    assert set(NOT_YET) == {key for key, info in key_fields().items() if not is_available(info)}
+
+
+@pytest.mark.parametrize("key", NOT_YET)
+def test_a_key_whose_feature_has_not_landed_is_refused_not_ignored(key: str) -> None:
+    assert f"{key} is not available yet" in error_for({key: NOT_YET[key]})
+
+
+@pytest.mark.parametrize("key", [key for key in NOT_YET if key_fields()[key].default is not None])
+def test_a_key_whose_feature_has_not_landed_may_be_set_to_its_default(key: str) -> None:
+    default = key_fields()[key].default
+    assert load("minimal", {key: default}).value(key) == default
 
 
 def test_every_problem_is_reported_in_one_message() -> None:

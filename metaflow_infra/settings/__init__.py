@@ -1,0 +1,52 @@
+"""Stack settings: every config key read once, merged over its preset, validated by pydantic.
+
+`load_settings(raw)` is pure: it takes a flat mapping of `namespace:key` to values (strings as
+Pulumi hands them over, or native values) and returns a frozen `Settings`, or raises one
+`pulumi.RunError` naming every bad key, its value and what is accepted. Components receive the
+typed result and never read `pulumi.Config` themselves.
+
+- `values`: value types and their strict parsers;
+- `catalog`: the AWS and preset data settings are checked against (also used by `costs`);
+- `models`: one model per namespace, the availability marker, `Settings`;
+- `loading`: merging over the preset, cross-key and catalog checks, the one error.
+"""
+
+from .catalog import (
+    FARGATE_MEMORY_BY_CPU,
+    MINIMUM_SERVICE_VERSION,
+    available_presets,
+    default_preset,
+    instance_families,
+    offered_families,
+    postgres_end_of_standard_support,
+    preset_summary,
+    presets,
+    unsupported_zone_ids,
+)
+from .loading import REGION_KEY, ConfigError, config_error, load_settings, raw_config_from_pulumi
+from .models import (
+    NAMESPACES,
+    NOT_AVAILABLE,
+    AwsSettings,
+    ComputeSettings,
+    ComputeType,
+    DatastoreSettings,
+    DbSettings,
+    MetadataSettings,
+    MetaflowSettings,
+    NetworkSettings,
+    Settings,
+    documented_meaning,
+    is_available,
+    key_fields,
+    known_keys,
+)
+
+__all__ = [
+    "FARGATE_MEMORY_BY_CPU", "MINIMUM_SERVICE_VERSION", "NAMESPACES", "NOT_AVAILABLE", "REGION_KEY",
+    "AwsSettings", "ComputeSettings", "ComputeType", "ConfigError", "DatastoreSettings", "DbSettings",
+    "MetadataSettings", "MetaflowSettings", "NetworkSettings", "Settings", "available_presets", "config_error",
+    "default_preset", "documented_meaning", "instance_families", "is_available", "key_fields", "known_keys",
+    "load_settings", "offered_families", "postgres_end_of_standard_support", "preset_summary", "presets",
+    "raw_config_from_pulumi", "unsupported_zone_ids",
+]

@@ -1,0 +1,76 @@
+"""The catalog of AWS and product data the settings are checked against (and costs priced by):
+presets, instance families and their regions, zones, PostgreSQL support dates, Fargate sizes.
+All of it lives in `metaflow_infra/data/`; this module only reads it."""
+
+from __future__ import annotations
+
+import datetime
+import tomllib
+from functools import cache
+from importlib import resources
+from typing import Any
+
+
+def data_file(name: str) -> dict[str, Any]:
+    return tomllib.loads(resources.files("metaflow_infra").joinpath("data", name).read_text())
+
+
+@cache
+def preset_catalog() -> dict[str, Any]:
+    return data_file("presets.toml")
+
+
+def presets() -> dict[str, dict[str, Any]]:
+    """Each preset's config values, keyed like stack config, in the order the docs show them."""
+    return {name: dict(spec["config"]) for name, spec in preset_catalog()["presets"].items()}
+
+
+def default_preset() -> str:
+    return str(preset_catalog()["default"])
+
+
+def available_presets() -> tuple[str, ...]:
+    return tuple(name for name, spec in preset_catalog()["presets"].items() if spec["available"])
+
+
+def preset_summary(name: str) -> str:
+    return str(preset_catalog()["presets"][name]["summary"])
+
+
+@cache
+def instance_families() -> dict[str, dict[str, Any]]:
+    return data_file("instance_types.toml")["families"]
+
+
+def offered_families(region: str, gpu: bool = False) -> list[str]:
+    return [
+        family
+        for family, spec in instance_families().items()
+        if bool(spec.get("gpu")) == gpu and ("*" in spec["regions"] or region in spec["regions"])
+    ]
+
+
+@cache
+def unsupported_zone_ids(region: str) -> list[str]:
+    """Zone IDs where HTTP API VPC links or Fargate do not run."""
+    return list(data_file("zones.toml")["unsupported_zone_ids"].get(region, []))
+
+
+@cache
+def postgres_end_of_standard_support() -> dict[int, datetime.date]:
+    return {int(k): v for k, v in data_file("postgres.toml")["end_of_standard_support"].items()}
+
+
+FARGATE_MEMORY_BY_CPU: dict[int, range] = {
+    256: range(512, 2048 + 1, 512),
+    512: range(1024, 4096 + 1, 1024),
+    1024: range(2048, 8192 + 1, 1024),
+    2048: range(4096, 16384 + 1, 1024),
+    4096: range(8192, 30720 + 1, 1024),
+    8192: range(16384, 61440 + 1, 4096),
+    16384: range(32768, 122880 + 1, 8192),
+}
+"""AWS's valid Fargate task sizes (cpu units -> memory MiB)."""
+
+MINIMUM_SERVICE_VERSION = (2, 4, 6)
+"""The first metadata-service release whose run_goose.py and service both honour MF_METADATA_DB_SSL_MODE."""

@@ -1,0 +1,315 @@
+"""The settings models: one pydantic model per config namespace, and `Settings`, all of them.
+
+Declarations only; `loading` reads config into them. Every key is a `setting(...)`: its default
+(the base every preset starts from; `data/presets.toml` lists only what a preset changes), its
+description (the README's config table) and whether its feature has landed. A key whose feature
+has not landed is refused when set to anything but its default: one marker drives that check and
+the docs, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import Enum
+from typing import Annotated, Any, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from .catalog import FARGATE_MEMORY_BY_CPU, MINIMUM_SERVICE_VERSION, default_preset, presets
+from .values import (
+    ARN_PATTERN,
+    AccountIds,
+    Bool,
+    Cidr,
+    CidrList,
+    Int,
+    NonNegativeInt,
+    PositiveInt,
+    StrList,
+    parse_int,
+    parse_json,
+)
+
+NOT_AVAILABLE = "not available yet"
+
+
+def setting(default: Any, description: str, *, available: bool = True) -> Any:
+    """A config key: its default, what it means, and whether its feature has landed."""
+    return Field(default, description=description, json_schema_extra={"available": available})
+
+
+def is_available(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    return not isinstance(extra, dict) or extra.get("available", True) is not False
+
+
+def documented_meaning(info: FieldInfo) -> str:
+    description = info.description or ""
+    return description if is_available(info) else f"{description} ({NOT_AVAILABLE})"
+
+
+class Namespace(BaseModel):
+    """One config namespace: camelCase keys, unknown keys refused, values immutable."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+
+
+class ComputeType(str, Enum):
+    EC2 = "ec2"
+    SPOT = "spot"
+    FARGATE = "fargate"
+    FARGATE_SPOT = "fargate_spot"
+
+    @property
+    def is_fargate(self) -> bool:
+        return self in (ComputeType.FARGATE, ComputeType.FARGATE_SPOT)
+
+
+class AssumeRole(Namespace):
+    role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")]
+    session_name: Optional[str] = None
+    external_id: Optional[str] = None
+
+
+class AwsSettings(Namespace):
+    """The `aws:` keys this program forwards to its AWS provider (it uses its own, to tag everything)."""
+
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")] = Field(
+        description="the AWS region of the stack (or AWS_REGION from the environment)")
+    profile: Optional[str] = setting(None, "the AWS CLI profile to deploy with")
+    allowed_account_ids: Optional[AccountIds] = setting(
+        None, "refuse to deploy to any other AWS account (list of account ids)")
+    forbidden_account_ids: Optional[AccountIds] = setting(
+        None, "refuse to deploy to these AWS accounts (list of account ids)")
+    assume_roles: Optional[Annotated[list[AssumeRole], BeforeValidator(parse_json)]] = setting(
+        None, "roles to assume in turn: a list of {roleArn, sessionName, externalId}")
+
+
+class MetaflowSettings(Namespace):
+    preset: str = setting(default_preset(), f"one of {', '.join(presets())}: the defaults every other key starts from")
+    prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=20)] = setting(
+        "metaflow", "name prefix for every resource (lowercase letters, digits, hyphens; at most 20)")
+    tags: Annotated[dict[str, Annotated[str, Field(strict=True, max_length=256)]], BeforeValidator(parse_json)] = setting(
+        {}, "extra tags for every resource (structured config: a map of strings)")
+
+    @model_validator(mode="after")
+    def _tag_keys(self) -> "MetaflowSettings":
+        for key in self.tags:
+            if key.lower().startswith("aws:") or not 0 < len(key) <= 128:
+                raise ValueError(f"tag key {key!r} is not allowed: 1-128 characters, not starting with 'aws:'")
+        return self
+
+
+class NetworkSettings(Namespace):
+    vpc_id: Annotated[Optional[str], Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] = setting(
+        None, "use this existing VPC instead of creating one (needs network:subnetIds)")
+    subnet_ids: Optional[StrList] = setting(
+        None, "existing subnets (at least two AZs) with a way out: public IPs + internet gateway, or NAT")
+    vpc_cidr: Cidr = setting("10.0.0.0/16", "address block of the VPC this program creates (/16 to /20)")
+    private_subnets: Bool = setting(False, "put tasks and the database in private subnets, behind NAT", available=False)
+    nat_gateways: NonNegativeInt = setting(0, "NAT gateways for private subnets", available=False)
+
+    @model_validator(mode="after")
+    def _existing_network(self) -> "NetworkSettings":
+        if self.subnet_ids is not None:
+            for subnet in self.subnet_ids:
+                if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
+                    raise ValueError(f"network:subnetIds: {subnet!r} is not a subnet id (subnet-…)")
+        if (self.vpc_id is None) != (self.subnet_ids is None):
+            given, missing = ("network:vpcId", "network:subnetIds") if self.vpc_id else ("network:subnetIds", "network:vpcId")
+            raise ValueError(f"{given} is set but {missing} is not: an existing network needs both, or neither to create one")
+        if self.subnet_ids is not None and len(set(self.subnet_ids)) < 2:
+            raise ValueError(
+                f"network:subnetIds has {len(set(self.subnet_ids))} subnet(s): give at least two, in different availability zones"
+            )
+        network = ipaddress.ip_network(self.vpc_cidr)
+        if network.version != 4 or not 16 <= network.prefixlen <= 20:
+            raise ValueError(f"network:vpcCidr {self.vpc_cidr!r}: an IPv4 block from /16 to /20 is needed for the subnets")
+        return self
+
+
+class DatastoreSettings(Namespace):
+    force_destroy: Bool = setting(False, "let `pulumi destroy` delete the bucket with the artifacts in it")
+    versioning: Bool = setting(False, "S3 versioning; old versions expire after 30 days")
+    kms_key: Annotated[Optional[str], Field(pattern=ARN_PATTERN)] = setting(
+        None, "KMS key ARN for SSE-KMS instead of SSE-S3", available=False)
+
+
+class DbSettings(Namespace):
+    engine_version: Int = setting(
+        17, "PostgreSQL major version; versions in RDS extended support are refused unless db:allowExtendedSupport")
+    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = setting(
+        "db.t4g.micro", "RDS instance class")
+    multi_az: Bool = setting(False, "a standby in a second AZ (doubles the database cost)")
+    deletion_protection: Bool = setting(False, "refuse to delete the database until this is turned off")
+    backup_retention_days: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=35)] = setting(
+        1, "days of automated backups (0-35)")
+    allow_extended_support: Bool = setting(False, "accept a PostgreSQL version billed as RDS Extended Support")
+    allocated_storage_gb: Annotated[int, BeforeValidator(parse_int), Field(ge=20, le=65536)] = setting(
+        20, "gp3 storage in GiB (20 or more)")
+
+    @model_validator(mode="after")
+    def _current_classes(self) -> "DbSettings":
+        if self.instance_class.startswith(("db.t2.", "db.m4.", "db.r4.")):
+            raise ValueError(
+                f"db:instanceClass {self.instance_class!r} is a previous-generation class RDS no longer offers "
+                "for current PostgreSQL versions; use e.g. db.t4g.micro, db.t4g.small, db.t4g.medium or db.m7g.large"
+            )
+        return self
+
+
+class MetadataSettings(Namespace):
+    enabled: Bool = setting(
+        False, "run the metadata service and its database (else Metaflow keeps metadata locally)")
+    image: Annotated[str, Field(pattern=r"^[\w.\-/]+:v?\d+\.\d+\.\d+$")] = setting(
+        "netflixoss/metaflow_metadata_service:v2.5.1",
+        "metadata service image, pinned to a release that speaks TLS to PostgreSQL")
+    cpu: Int = setting(256, "Fargate CPU units of the metadata service (256, 512, 1024, ...)")
+    memory: Int = setting(1024, "Fargate memory (MiB) of the metadata service; must fit metadata:cpu")
+    spot: Bool = setting(False, "run the metadata service on Fargate Spot (about 70% cheaper, may restart)")
+
+    @model_validator(mode="after")
+    def _tls_capable_image(self) -> "MetadataSettings":
+        version = tuple(int(part) for part in re.findall(r"\d+", self.image.rpartition(":")[2])[:3])
+        if version < MINIMUM_SERVICE_VERSION:
+            floor = ".".join(map(str, MINIMUM_SERVICE_VERSION))
+            raise ValueError(
+                f"metadata:image {self.image!r} is older than v{floor}: earlier releases cannot speak TLS to "
+                "PostgreSQL 15+ (rds.force_ssl) or migrate the schema non-interactively; use v2.5.1 or later")
+        return self
+
+    @model_validator(mode="after")
+    def _fargate_size(self) -> "MetadataSettings":
+        if self.cpu not in FARGATE_MEMORY_BY_CPU:
+            raise ValueError(
+                f"metadata:cpu {self.cpu} is not a Fargate size; accepted: {', '.join(map(str, FARGATE_MEMORY_BY_CPU))}"
+            )
+        allowed = FARGATE_MEMORY_BY_CPU[self.cpu]
+        if self.memory not in allowed:
+            raise ValueError(
+                f"metadata:memory {self.memory} does not fit metadata:cpu {self.cpu} on Fargate; accepted: "
+                f"{allowed.start} to {allowed.stop - 1} MiB in steps of {allowed.step}"
+            )
+        return self
+
+
+class ComputeSettings(Namespace):
+    type: ComputeType = setting(ComputeType.SPOT, "ec2, spot, fargate or fargate_spot")
+    min_vcpus: NonNegativeInt = setting(0, "vCPUs kept running with no job queued (0: nothing bills while idle)")
+    max_vcpus: PositiveInt = setting(
+        32, "the most vCPUs each compute environment may run at once (the on-demand fallback has its own)")
+    instance_types: StrList = setting(
+        ["c6i", "m6i", "r6i", "c5", "m5", "r5"], "instance families or types Batch may launch (EC2 and spot only)")
+    on_demand_fallback: Bool = setting(
+        False, "queue an on-demand environment behind spot (or Fargate behind Fargate Spot)")
+    gpu: Bool = setting(False, "add a GPU environment and queue", available=False)
+    gpu_instance_types: StrList = setting(["g4dn", "g5"], "GPU instance families", available=False)
+    gpu_max_vcpus: PositiveInt = setting(16, "the most vCPUs of the GPU environment", available=False)
+    multi_node: Bool = setting(False, "an environment for @parallel multi-node jobs", available=False)
+
+    @model_validator(mode="after")
+    def _vcpu_range(self) -> "ComputeSettings":
+        if self.min_vcpus > self.max_vcpus:
+            raise ValueError(
+                f"compute:minVcpus ({self.min_vcpus}) is greater than compute:maxVcpus ({self.max_vcpus}); "
+                "min must be at most max (0 keeps nothing running while no job is queued)"
+            )
+        return self
+
+
+class StepFunctionsSettings(Namespace):
+    enabled: Bool = setting(
+        False, "Step Functions, DynamoDB and EventBridge roles for `step-functions create`", available=False)
+
+
+class UiSettings(Namespace):
+    enabled: Bool = setting(False, "the Metaflow UI", available=False)
+    certificate_arn: Annotated[
+        Optional[str], Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+    ] = setting(None, "ACM certificate for HTTPS on the UI", available=False)
+    allowed_cidrs: Optional[CidrList] = setting(None, "networks allowed to reach the UI (list of CIDRs)", available=False)
+    domain: Optional[str] = setting(None, "domain name of the UI", available=False)
+
+
+class EcrSettings(Namespace):
+    enabled: Bool = setting(False, "an ECR repository for step images", available=False)
+
+
+class SecretsSettings(Namespace):
+    enabled: Bool = setting(False, "@secrets through Secrets Manager", available=False)
+
+
+class AlertsSettings(Namespace):
+    email: Optional[str] = setting(None, "where alarms are sent", available=False)
+
+
+class BudgetSettings(Namespace):
+    monthly_usd: Optional[PositiveInt] = setting(None, "an AWS budget in USD per month", available=False)
+    email: Optional[str] = setting(None, "where budget alerts are sent", available=False)
+
+
+NAMESPACES: dict[str, type[Namespace]] = {
+    "aws": AwsSettings,
+    "metaflow": MetaflowSettings,
+    "network": NetworkSettings,
+    "datastore": DatastoreSettings,
+    "db": DbSettings,
+    "metadata": MetadataSettings,
+    "compute": ComputeSettings,
+    "stepFunctions": StepFunctionsSettings,
+    "ui": UiSettings,
+    "ecr": EcrSettings,
+    "secrets": SecretsSettings,
+    "alerts": AlertsSettings,
+    "budget": BudgetSettings,
+}
+
+
+def known_keys(namespace: str) -> list[str]:
+    return [f"{namespace}:{info.alias}" for info in NAMESPACES[namespace].model_fields.values()]
+
+
+def key_fields() -> dict[str, FieldInfo]:
+    """Every config key with its declaration, in namespace order."""
+    return {f"{namespace}:{info.alias}": info for namespace, model in NAMESPACES.items()
+            for info in model.model_fields.values()}
+
+
+class Settings(BaseModel):
+    """Everything the program needs, validated; components receive this (or one namespace of it)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    stack: str
+    aws: AwsSettings
+    metaflow: MetaflowSettings
+    network: NetworkSettings
+    datastore: DatastoreSettings
+    db: DbSettings
+    metadata: MetadataSettings
+    compute: ComputeSettings
+    step_functions: StepFunctionsSettings = Field(alias="stepFunctions")
+    ui: UiSettings
+    ecr: EcrSettings
+    secrets: SecretsSettings
+    alerts: AlertsSettings
+    budget: BudgetSettings
+
+    @property
+    def region(self) -> str:
+        return self.aws.region
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Tags every resource carries: the user's, plus the stack's name."""
+        return {**self.metaflow.tags, "metaflow:stack": self.stack}
+
+    def value(self, key: str) -> Any:
+        """The validated value of `namespace:key`."""
+        namespace, _, name = key.partition(":")
+        group = getattr(self, "step_functions" if namespace == "stepFunctions" else namespace)
+        field = next(field for field, info in type(group).model_fields.items() if info.alias == name)
+        return getattr(group, field)
