@@ -9,14 +9,14 @@ and kills the jobs running in it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
 
-from .policies import assume_role_policy, aws_managed_policy_arn, task_role_policy
+from .base import Component
+from .policies import task_role_policy
 from .settings import ComputeSettings, ComputeType
 
 ROOT_VOLUME_GB = 100
@@ -53,7 +53,7 @@ class Placement:
     security_group_id: pulumi.Input[str]
 
 
-class Compute(pulumi.ComponentResource):
+class Compute(Component):
     job_queue_arn: pulumi.Output[str]
     task_role_arn: pulumi.Output[str]
     execution_role_arn: Optional[pulumi.Output[str]] = None
@@ -66,58 +66,38 @@ class Compute(pulumi.ComponentResource):
         bucket_arn: pulumi.Input[str],
         opts: Optional[pulumi.ResourceOptions] = None,
     ) -> None:
-        super().__init__("metaflow:infra:Compute", name, None, opts)
-        self._name = name
-        invoke = pulumi.InvokeOptions(parent=self)
-        self._partition = aws.get_partition(opts=invoke).partition
-        self._account = aws.get_caller_identity(opts=invoke).account_id
-
-        task_role = self._role("batch-task", "ecs-tasks.amazonaws.com")
-        aws.iam.RolePolicy(
-            f"{name}-batch-task-datastore", role=task_role.id,
-            policy=pulumi.Output.from_input(bucket_arn).apply(lambda arn: json.dumps(task_role_policy(arn))),
-            opts=self._child())
+        super().__init__("Compute", name, opts)
+        task_role = self.service_role("batch-task", "ecs-tasks.amazonaws.com",
+                                      inline=pulumi.Output.from_input(bucket_arn).apply(task_role_policy),
+                                      inline_purpose="batch-task-datastore")
         self.task_role_arn = task_role.arn
 
         types = environment_types(settings)
         if settings.type.is_fargate:
-            execution_role = self._role("batch-execution", "ecs-tasks.amazonaws.com",
-                                        "service-role/AmazonECSTaskExecutionRolePolicy")
+            execution_role = self.service_role("batch-execution", "ecs-tasks.amazonaws.com",
+                                               managed=["service-role/AmazonECSTaskExecutionRolePolicy"])
             self.execution_role_arn = execution_role.arn
             environments = [self._fargate_environment(t, settings, placement) for t in types]
         else:
-            instance_role = self._role("batch-instance", "ec2.amazonaws.com",
-                                       "service-role/AmazonEC2ContainerServiceforEC2Role")
-            profile = aws.iam.InstanceProfile(f"{name}-batch-instance", role=instance_role.name, opts=self._child())
+            instance_role = self.service_role("batch-instance", "ec2.amazonaws.com",
+                                              managed=["service-role/AmazonEC2ContainerServiceforEC2Role"])
+            profile = aws.iam.InstanceProfile(self.named("batch-instance"), role=instance_role.name,
+                                              opts=self.child())
             template = self._launch_template()
             environments = [self._ec2_environment(t, settings, placement, profile, template) for t in types]
 
         queue = aws.batch.JobQueue(
-            f"{name}-queue", state="ENABLED", priority=1,
+            self.named("queue"), state="ENABLED", priority=1,
             compute_environment_orders=[
                 aws.batch.JobQueueComputeEnvironmentOrderArgs(order=order, compute_environment=environment.arn)
                 for order, environment in enumerate(environments, start=1)],
-            opts=self._child())
+            opts=self.child())
         self.job_queue_arn = queue.arn
         self.register_outputs({"jobQueueArn": self.job_queue_arn, "taskRoleArn": self.task_role_arn})
 
-    def _child(self) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self)
-
-    def _role(self, role: str, service: str, managed_policy: Optional[str] = None) -> aws.iam.Role:
-        created = aws.iam.Role(
-            f"{self._name}-{role}",
-            assume_role_policy=json.dumps(assume_role_policy(service, self._account)),
-            opts=self._child())
-        if managed_policy:
-            aws.iam.RolePolicyAttachment(
-                f"{self._name}-{role}", role=created.name,
-                policy_arn=aws_managed_policy_arn(self._partition, managed_policy), opts=self._child())
-        return created
-
     def _launch_template(self) -> aws.ec2.LaunchTemplate:
         return aws.ec2.LaunchTemplate(
-            f"{self._name}-batch",
+            self.named("batch"),
             # IMDSv2 only; hop limit 2 so containers (one hop further) can still read instance metadata.
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
                 http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2),
@@ -125,14 +105,14 @@ class Compute(pulumi.ComponentResource):
                 device_name="/dev/xvda",
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                     volume_size=ROOT_VOLUME_GB, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
-            opts=self._child())
+            opts=self.child())
 
     def _ec2_environment(
         self, kind: ComputeType, settings: ComputeSettings, placement: Placement,
         profile: aws.iam.InstanceProfile, template: aws.ec2.LaunchTemplate,
     ) -> aws.batch.ComputeEnvironment:
         return aws.batch.ComputeEnvironment(
-            f"{self._name}-{kind.value}",
+            self.named(kind.value),
             type="MANAGED",
             compute_resources=aws.batch.ComputeEnvironmentComputeResourcesArgs(
                 type=BATCH_TYPE[kind],
@@ -150,13 +130,13 @@ class Compute(pulumi.ComponentResource):
                     image_type=IMAGE_TYPE)],
             ),
             # Batch moves desired vCPUs by itself as jobs come and go.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["computeResources.desiredVcpus"]))
+            opts=self.child(ignore_changes=["computeResources.desiredVcpus"]))
 
     def _fargate_environment(
         self, kind: ComputeType, settings: ComputeSettings, placement: Placement,
     ) -> aws.batch.ComputeEnvironment:
         return aws.batch.ComputeEnvironment(
-            f"{self._name}-{kind.value.replace('_', '-')}",
+            self.named(kind.value.replace("_", "-")),
             type="MANAGED",
             compute_resources=aws.batch.ComputeEnvironmentComputeResourcesArgs(
                 type=BATCH_TYPE[kind],
@@ -164,4 +144,4 @@ class Compute(pulumi.ComponentResource):
                 subnets=placement.subnet_ids,
                 security_group_ids=[placement.security_group_id],
             ),
-            opts=self._child())
+            opts=self.child())

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
+from .base import Component
 from .settings import ConfigError, NetworkSettings, unsupported_zone_ids
 
 MAX_AZS = 3
@@ -85,7 +86,7 @@ class ServiceGroups:
     database: pulumi.Output[str]
 
 
-class Network(pulumi.ComponentResource):
+class Network(Component):
     vpc_id: pulumi.Output[str]
     subnet_ids: pulumi.Output[list[str]]
     public_subnets: bool
@@ -101,8 +102,7 @@ class Network(pulumi.ComponentResource):
         with_metadata_service: bool,
         opts: Optional[pulumi.ResourceOptions] = None,
     ) -> None:
-        super().__init__("metaflow:infra:Network", name, None, opts)
-        self._name = name
+        super().__init__("Network", name, opts)
         # Zones where VPC links or Fargate do not run: left out, or refused for the service.
         self._unsupported_zones = unsupported_zone_ids(region)
         if settings.vpc_id is not None and settings.subnet_ids is not None:
@@ -120,9 +120,6 @@ class Network(pulumi.ComponentResource):
             "batchSecurityGroupId": self.batch_security_group_id,
         })
 
-    def _child(self) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self)
-
     def _create_vpc(self, cidr: str) -> None:
         zones = aws.get_availability_zones(
             state="available",
@@ -132,20 +129,20 @@ class Network(pulumi.ComponentResource):
         ).names[:MAX_AZS]
         if len(zones) < 2:
             raise ConfigError(f"the region offers {len(zones)} availability zone(s); Batch needs subnets in at least two")
-        vpc = aws.ec2.Vpc(f"{self._name}-vpc", cidr_block=cidr, enable_dns_hostnames=True,
-                          enable_dns_support=True, tags={"Name": f"{self._name}-vpc"}, opts=self._child())
-        gateway = aws.ec2.InternetGateway(f"{self._name}-igw", vpc_id=vpc.id, opts=self._child())
-        routes = aws.ec2.RouteTable(f"{self._name}-public", vpc_id=vpc.id, opts=self._child())
+        vpc = aws.ec2.Vpc(self.named("vpc"), cidr_block=cidr, enable_dns_hostnames=True,
+                          enable_dns_support=True, tags={"Name": self.named("vpc")}, opts=self.child())
+        gateway = aws.ec2.InternetGateway(self.named("igw"), vpc_id=vpc.id, opts=self.child())
+        routes = aws.ec2.RouteTable(self.named("public"), vpc_id=vpc.id, opts=self.child())
         # Without this route (and public IPs) instances never join ECS and jobs wait in RUNNABLE.
-        aws.ec2.Route(f"{self._name}-public-default", route_table_id=routes.id,
-                      destination_cidr_block=ANYWHERE_V4, gateway_id=gateway.id, opts=self._child())
+        aws.ec2.Route(self.named("public-default"), route_table_id=routes.id,
+                      destination_cidr_block=ANYWHERE_V4, gateway_id=gateway.id, opts=self.child())
         subnets = []
         for index, (zone, block) in enumerate(zip(zones, subnet_cidrs(cidr, len(zones)))):
             subnet = aws.ec2.Subnet(
-                f"{self._name}-public-{index}", vpc_id=vpc.id, cidr_block=block, availability_zone=zone,
-                map_public_ip_on_launch=True, tags={"Name": f"{self._name}-public-{zone}"}, opts=self._child())
-            aws.ec2.RouteTableAssociation(f"{self._name}-public-{index}", subnet_id=subnet.id,
-                                          route_table_id=routes.id, opts=self._child())
+                self.named(f"public-{index}"), vpc_id=vpc.id, cidr_block=block, availability_zone=zone,
+                map_public_ip_on_launch=True, tags={"Name": self.named(f"public-{zone}")}, opts=self.child())
+            aws.ec2.RouteTableAssociation(self.named(f"public-{index}"), subnet_id=subnet.id,
+                                          route_table_id=routes.id, opts=self.child())
             subnets.append(subnet.id)
         self.vpc_id = vpc.id
         self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
@@ -182,24 +179,24 @@ class Network(pulumi.ComponentResource):
         return facts[0].through_internet_gateway
 
     def _security_group(self, tier: str, description: str) -> aws.ec2.SecurityGroup:
-        return aws.ec2.SecurityGroup(f"{self._name}-{tier}", description=description, vpc_id=self.vpc_id,
-                                     tags={"Name": f"{self._name}-{tier}"}, opts=self._child())
+        return aws.ec2.SecurityGroup(self.named(tier), description=description, vpc_id=self.vpc_id,
+                                     tags={"Name": self.named(tier)}, opts=self.child())
 
     def _egress_anywhere(self, tier: str, group: aws.ec2.SecurityGroup, why: str,
                          port: Optional[int] = None) -> None:
         """Outbound to the internet: every protocol, or one TCP port."""
-        aws.vpc.SecurityGroupEgressRule(f"{self._name}-{tier}-egress", security_group_id=group.id,
+        aws.vpc.SecurityGroupEgressRule(self.named(f"{tier}-egress"), security_group_id=group.id,
                                         cidr_ipv4=ANYWHERE_V4, ip_protocol="-1" if port is None else "tcp",
-                                        from_port=port, to_port=port, description=why, opts=self._child())
+                                        from_port=port, to_port=port, description=why, opts=self.child())
 
     def _hop(self, source: aws.ec2.SecurityGroup, target: aws.ec2.SecurityGroup, port: int, rule: str) -> None:
         """Let `source` reach `target` on one TCP port: egress on one side, ingress on the other."""
-        aws.vpc.SecurityGroupEgressRule(f"{self._name}-{rule}-out", security_group_id=source.id,
+        aws.vpc.SecurityGroupEgressRule(self.named(f"{rule}-out"), security_group_id=source.id,
                                         referenced_security_group_id=target.id, ip_protocol="tcp",
-                                        from_port=port, to_port=port, description=rule, opts=self._child())
-        aws.vpc.SecurityGroupIngressRule(f"{self._name}-{rule}-in", security_group_id=target.id,
+                                        from_port=port, to_port=port, description=rule, opts=self.child())
+        aws.vpc.SecurityGroupIngressRule(self.named(f"{rule}-in"), security_group_id=target.id,
                                          referenced_security_group_id=source.id, ip_protocol="tcp",
-                                         from_port=port, to_port=port, description=rule, opts=self._child())
+                                         from_port=port, to_port=port, description=rule, opts=self.child())
 
     def _create_security_groups(self, with_metadata_service: bool) -> None:
         batch = self._security_group("batch", "Metaflow Batch jobs: no ingress, egress to AWS APIs and PyPI")

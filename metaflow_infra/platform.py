@@ -9,8 +9,9 @@ import pulumi_aws as aws
 
 from .compute import Compute, Placement
 from .costs import estimate_output
-from .datastore import DatabasePlacement, Datastore
-from .metadata import MetadataService, ServicePlacement
+from .database import Database, DatabaseArgs
+from .datastore import Datastore
+from .metadata import MetadataService, MetadataServiceArgs, ServicePlacement
 from .network import Network
 from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
 from .settings import Settings
@@ -25,9 +26,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
 
     network = Network(name, settings.network, settings.region, with_metadata_service=settings.metadata.enabled,
                       opts=opts)
-    groups = network.service_groups
-    database = None if groups is None else DatabasePlacement(settings.db, network.subnet_ids, groups.database)
-    datastore = Datastore(name, settings.datastore, database, opts=opts)
+    datastore = Datastore(name, settings.datastore, opts=opts)
     compute = Compute(
         name, settings.compute,
         Placement(subnet_ids=network.subnet_ids, security_group_id=network.batch_security_group_id),
@@ -39,13 +38,17 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     }
 
     service: Optional[MetadataService] = None
-    if groups is not None and datastore.database is not None:
-        service = MetadataService(
-            name, settings.metadata,
-            ServicePlacement(subnet_ids=network.subnet_ids, vpc_id=network.vpc_id,
-                             service_security_group_id=groups.service, endpoint_security_group_id=groups.endpoint,
-                             assign_public_ip=network.public_subnets),
-            datastore.database, region=settings.region, stack=settings.stack, opts=opts)
+    groups = network.service_groups
+    if groups is not None:
+        database = Database(name, DatabaseArgs(settings.db, network.subnet_ids, groups.database,
+                                               skip_final_snapshot=settings.datastore.force_destroy), opts=opts)
+        service = MetadataService(name, MetadataServiceArgs(
+            settings=settings.metadata,
+            placement=ServicePlacement(subnet_ids=network.subnet_ids, vpc_id=network.vpc_id,
+                                       service_security_group_id=groups.service,
+                                       endpoint_security_group_id=groups.endpoint,
+                                       assign_public_ip=network.public_subnets),
+            database=database.endpoint, region=settings.region, stack=settings.stack), opts=opts)
         outputs["serviceUrl"] = service.url
 
     profile = pulumi.Output.all(

@@ -27,7 +27,7 @@ def test_plan_of_the_dev_stack_shows_resources_profile_and_cost(capsys: pytest.C
     code, out, _ = plan(capsys)
     assert code == 0
     assert "Stack dev (dev preset) in us-east-1" in out
-    for component in ("Network (", "Datastore (", "Compute (", "MetadataService ("):
+    for component in ("Network (", "Datastore (", "Database (", "Compute (", "MetadataService ("):
         assert f"  {component}" in out
     assert "METAFLOW_SERVICE_AUTH_KEY = [secret]" in out
     assert "aws:rds/instance:Instance" in out

@@ -28,9 +28,10 @@ def test_every_resource_belongs_to_one_of_the_components(minimal: OfflineRun) ->
             assert component is not None, f"{resource.name} has no component parent"
 
 
-def test_dev_adds_the_metadata_service_component() -> None:
+def test_dev_adds_the_database_and_metadata_service_components() -> None:
     run = offline("dev")
-    assert {r.type for r in run.resources if r.is_component} == COMPONENTS | {"metaflow:infra:MetadataService"}
+    assert {r.type for r in run.resources if r.is_component} == COMPONENTS | {
+        "metaflow:infra:Database", "metaflow:infra:MetadataService"}
     assert all(run.component_of(r) is not None for r in run.resources if r.type.startswith(("aws:", "random:")))
 
 

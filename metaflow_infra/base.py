@@ -1,0 +1,67 @@
+"""What every component shares: the `metaflow:infra:<Name>` type token, child options, the account
+and partition it runs in, and the one builder of the IAM roles AWS services assume."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from .policies import assume_role_policy, aws_managed_policy_arn
+
+TYPE_PREFIX = "metaflow:infra:"
+
+
+class Component(pulumi.ComponentResource):
+    """A component of the stack. Its children are named `<name>-<purpose>` and parented to it."""
+
+    def __init__(self, kind: str, name: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__(f"{TYPE_PREFIX}{kind}", name, None, opts)
+        self._name = name
+        self._account: Optional[str] = None
+        self._partition: Optional[str] = None
+
+    def named(self, purpose: str) -> str:
+        return f"{self._name}-{purpose}"
+
+    def child(self, *depends_on: pulumi.Resource, **options: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on), **options)
+
+    @property
+    def account(self) -> str:
+        if self._account is None:
+            self._account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        return self._account
+
+    @property
+    def partition(self) -> str:
+        if self._partition is None:
+            self._partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
+        return self._partition
+
+    def service_role(
+        self,
+        purpose: str,
+        service: str,
+        managed: Sequence[str] = (),
+        inline: Optional[pulumi.Input[dict[str, Any]]] = None,
+        inline_purpose: Optional[str] = None,
+    ) -> aws.iam.Role:
+        """A role `service` assumes (on this account's behalf where the service says so), with AWS
+        managed policies by name (`service-role/...`) and one inline policy document of ours.
+
+        The first managed policy's attachment carries the role's name, later ones add the policy's:
+        appending a policy never renames (and so never re-creates) an existing attachment."""
+        name = self.named(purpose)
+        role = aws.iam.Role(name, assume_role_policy=json.dumps(assume_role_policy(service, self.account)),
+                            opts=self.child())
+        for index, policy in enumerate(managed):
+            attachment = name if index == 0 else f"{name}-{policy.rsplit('/', 1)[-1]}"
+            aws.iam.RolePolicyAttachment(attachment, role=role.name,
+                                         policy_arn=aws_managed_policy_arn(self.partition, policy), opts=self.child())
+        if inline is not None:
+            aws.iam.RolePolicy(self.named(inline_purpose or purpose), role=role.id,
+                               policy=pulumi.Output.from_input(inline).apply(json.dumps), opts=self.child())
+        return role
