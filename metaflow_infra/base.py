@@ -12,19 +12,42 @@ import pulumi_aws as aws
 from .policies import assume_role_policy, aws_managed_policy_arn
 
 TYPE_PREFIX = "metaflow:infra:"
+LOGICAL_BASE = "metaflow"
+"""Every logical name starts with this, whatever `metaflow:prefix` says: Pulumi keys state by logical
+name, so a prefix inside it would make a prefix change delete and re-create every resource, the
+bucket and the database with them. The prefix names what users see (physical names, Name tags)."""
+
+
+def legacy_aliases(name: str, prefix: str) -> list[pulumi.Alias]:
+    """Until 2026-12 logical names started with the prefix: a stack deployed then with another prefix
+    finds its resources under those names."""
+    if prefix == LOGICAL_BASE or not (name == LOGICAL_BASE or name.startswith(f"{LOGICAL_BASE}-")):
+        return []
+    return [pulumi.Alias(name=prefix + name.removeprefix(LOGICAL_BASE))]
 
 
 class Component(pulumi.ComponentResource):
-    """A component of the stack. Its children are named `<name>-<purpose>` and parented to it."""
+    """A component of the stack. Its children are named `metaflow-<purpose>` and parented to it."""
 
-    def __init__(self, kind: str, name: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
-        super().__init__(f"{TYPE_PREFIX}{kind}", name, None, opts)
-        self._name = name
+    def __init__(self, kind: str, prefix: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        def alias_legacy_name(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+            aliases = legacy_aliases(args.name, prefix)
+            return pulumi.ResourceTransformationResult(
+                args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(aliases=aliases)))
+
+        legacy = pulumi.ResourceOptions(transformations=[alias_legacy_name]) if prefix != LOGICAL_BASE else None
+        super().__init__(f"{TYPE_PREFIX}{kind}", LOGICAL_BASE, None, pulumi.ResourceOptions.merge(opts, legacy))
+        self.prefix = prefix
         self._account: Optional[str] = None
         self._partition: Optional[str] = None
 
     def named(self, purpose: str) -> str:
-        return f"{self._name}-{purpose}"
+        """The logical name of a child: fixed, so that no config change re-creates it."""
+        return f"{LOGICAL_BASE}-{purpose}"
+
+    def labelled(self, purpose: str) -> str:
+        """A physical name or Name tag users see: `<metaflow:prefix>-<purpose>`."""
+        return f"{self.prefix}-{purpose}"
 
     def child(self, *depends_on: pulumi.Resource, **options: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on), **options)

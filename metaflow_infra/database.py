@@ -25,7 +25,6 @@ class DatabaseArgs:
     settings: DbSettings
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
-    skip_final_snapshot: bool
 
 
 @dataclass(frozen=True)
@@ -67,23 +66,24 @@ class Database(Component):
     def __init__(self, name: str, args: DatabaseArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("Database", name, opts)
         settings = args.settings
-        moved = self._moved()
-        password = random.RandomPassword(self.named("db-password"), length=40, special=False, opts=moved)
+        password = random.RandomPassword(self.named("db-password"), length=40, special=False,
+                                         opts=self._moved("db-password"))
         secret = stored_secret(self.named("db-password"), "Metaflow metadata database: master password",
-                               password.result, moved)
+                               password.result, self._moved("db-password"))
         subnets = aws.rds.SubnetGroup(self.named("db"), subnet_ids=args.subnet_ids,
-                                      description="Metaflow metadata database", opts=moved)
+                                      description="Metaflow metadata database", opts=self._moved("db"))
         parameters = aws.rds.ParameterGroup(
             self.named("db"), family=f"postgres{settings.engine_version}",
             description="Metaflow metadata database: TLS required",
             parameters=[aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1", apply_method="immediate")],
-            opts=moved)
+            opts=self._moved("db"))
         final_snapshot: Optional[pulumi.Output[str]] = None
-        if not args.skip_final_snapshot:  # a unique, stable name for the snapshot taken on deletion
-            suffix = random.RandomId(self.named("db-final-snapshot"), byte_length=4, opts=moved)
-            final_snapshot = suffix.hex.apply(lambda hex_suffix: self.named(f"db-final-{hex_suffix}"))
+        if not settings.skip_final_snapshot:  # a unique, stable name for the snapshot taken on deletion
+            suffix = random.RandomId(self.named("db-final-snapshot"), byte_length=4, opts=self._moved("db-final-snapshot"))
+            final_snapshot = suffix.hex.apply(lambda hex_suffix: self.labelled(f"db-final-{hex_suffix}"))
         instance = aws.rds.Instance(
             self.named("db"),
+            identifier_prefix=self.labelled("db-"),
             engine="postgres",
             engine_version=str(settings.engine_version),
             engine_lifecycle_support=extended_support_choice(settings),
@@ -107,14 +107,20 @@ class Database(Component):
             backup_retention_period=settings.backup_retention_days,
             deletion_protection=settings.deletion_protection,
             copy_tags_to_snapshot=True,
-            skip_final_snapshot=args.skip_final_snapshot,
+            skip_final_snapshot=settings.skip_final_snapshot,
             final_snapshot_identifier=final_snapshot,
-            opts=moved)
+            # Deleting the database (metadata:enabled false, another preset, `pulumi destroy`) is
+            # refused by Pulumi and by RDS while db:deletionProtection is on. Its name is fixed at
+            # creation: a new prefix must not replace it.
+            opts=self._moved("db", protect=settings.deletion_protection,
+                             ignore_changes=["identifier", "identifierPrefix"]))
         self.endpoint = DatabaseEndpoint(address=instance.address, port=instance.port, name=DATABASE_NAME,
                                          user=DATABASE_USER, password_secret_arn=secret.arn)
         self.register_outputs({"address": instance.address})
 
-    def _moved(self, **options: Any) -> pulumi.ResourceOptions:
-        """Child options that also match the state these resources had under the Datastore component."""
-        former_parent = pulumi.create_urn(self._name, FORMER_PARENT_TYPE)
-        return self.child(aliases=[pulumi.Alias(parent=former_parent)], **options)
+    def _moved(self, purpose: str, **options: Any) -> pulumi.ResourceOptions:
+        """Options for the child `purpose` that also match the state it had under the Datastore
+        component, whose name, like its children's, then started with the prefix."""
+        former_parent = pulumi.create_urn(self.prefix, FORMER_PARENT_TYPE)
+        former = pulumi.Alias(name=self.labelled(purpose), parent=former_parent)
+        return self.child(aliases=[former], **options)

@@ -23,9 +23,12 @@ class Datastore(Component):
     def __init__(self, name: str, settings: DatastoreSettings, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("Datastore", name, opts)
         artifacts = self.named("artifacts")
-        # Auto-named (`<name>-artifacts-<random>`): bucket names are global, so a fixed name breaks
-        # the second stack. Deleting a non-empty bucket needs datastore:forceDestroy.
-        bucket = aws.s3.Bucket(artifacts, force_destroy=settings.force_destroy, opts=self.child())
+        # `<prefix>-artifacts-<random>`: bucket names are global, so a fixed name breaks the second
+        # stack. The name is fixed at creation (a new prefix must not replace the bucket), and unless
+        # datastore:forceDestroy says otherwise the bucket outlives the stack with its artifacts.
+        bucket = aws.s3.Bucket(
+            artifacts, bucket_prefix=self.labelled("artifacts-"), force_destroy=settings.force_destroy,
+            opts=self.child(retain_on_delete=not settings.force_destroy, ignore_changes=["bucket", "bucketPrefix"]))
         public_access = aws.s3.BucketPublicAccessBlock(
             artifacts, bucket=bucket.id, block_public_acls=True, block_public_policy=True,
             ignore_public_acls=True, restrict_public_buckets=True, opts=self.child())

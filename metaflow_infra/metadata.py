@@ -129,7 +129,7 @@ class MetadataService(Component):
     def _run_service(self, args: MetadataServiceArgs) -> aws.servicediscovery.Service:
         settings, placement, database = args.settings, args.placement, args.database
         name = self.named("metadata")
-        scoped_name = stack_scoped_name(self._name, args.stack)
+        scoped_name = stack_scoped_name(self.prefix, args.stack)
         logs = log_group(self, "metadata")
         # No task role: the service itself calls no AWS API. The execution role only pulls the
         # password into the container and ships its logs.
@@ -160,7 +160,9 @@ class MetadataService(Component):
             opts=self.child())
         dns = aws.servicediscovery.PrivateDnsNamespace(
             name, name=f"{scoped_name}.metaflow.internal", vpc=placement.vpc_id,
-            description="Metaflow metadata service discovery for the API's VPC link", opts=self.child())
+            description="Metaflow metadata service discovery for the API's VPC link",
+            # Named at creation: renaming would replace it and the service registered in it.
+            opts=self.child(ignore_changes=["name"]))
         discovery = aws.servicediscovery.Service(
             name,
             name=SERVICE_CONTAINER,

@@ -130,7 +130,7 @@ class Network(Component):
         if len(zones) < 2:
             raise ConfigError(f"the region offers {len(zones)} availability zone(s); Batch needs subnets in at least two")
         vpc = aws.ec2.Vpc(self.named("vpc"), cidr_block=cidr, enable_dns_hostnames=True,
-                          enable_dns_support=True, tags={"Name": self.named("vpc")}, opts=self.child())
+                          enable_dns_support=True, tags={"Name": self.labelled("vpc")}, opts=self.child())
         gateway = aws.ec2.InternetGateway(self.named("igw"), vpc_id=vpc.id, opts=self.child())
         routes = aws.ec2.RouteTable(self.named("public"), vpc_id=vpc.id, opts=self.child())
         # Without this route (and public IPs) instances never join ECS and jobs wait in RUNNABLE.
@@ -140,7 +140,7 @@ class Network(Component):
         for index, (zone, block) in enumerate(zip(zones, subnet_cidrs(cidr, len(zones)))):
             subnet = aws.ec2.Subnet(
                 self.named(f"public-{index}"), vpc_id=vpc.id, cidr_block=block, availability_zone=zone,
-                map_public_ip_on_launch=True, tags={"Name": self.named(f"public-{zone}")}, opts=self.child())
+                map_public_ip_on_launch=True, tags={"Name": self.labelled(f"public-{zone}")}, opts=self.child())
             aws.ec2.RouteTableAssociation(self.named(f"public-{index}"), subnet_id=subnet.id,
                                           route_table_id=routes.id, opts=self.child())
             subnets.append(subnet.id)
@@ -180,7 +180,7 @@ class Network(Component):
 
     def _security_group(self, tier: str, description: str) -> aws.ec2.SecurityGroup:
         return aws.ec2.SecurityGroup(self.named(tier), description=description, vpc_id=self.vpc_id,
-                                     tags={"Name": self.named(tier)}, opts=self.child())
+                                     tags={"Name": self.labelled(tier)}, opts=self.child())
 
     def _egress_anywhere(self, tier: str, group: aws.ec2.SecurityGroup, why: str,
                          port: Optional[int] = None) -> None:

@@ -152,6 +152,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         auto_name = f"{args.name}-{_suffix(args.name)}"
         state.setdefault("name", auto_name)
+        for name_input, prefix_input in (("bucket", "bucketPrefix"), ("identifier", "identifierPrefix")):
+            if prefix_input in state:  # AWS-side unique suffix after the given prefix
+                state.setdefault(name_input, f"{state[prefix_input]}{_suffix(args.name)}")
         if args.typ == "aws:s3/bucket:Bucket":
             state.setdefault("bucket", auto_name)
             physical = state["bucket"]

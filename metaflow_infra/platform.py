@@ -7,6 +7,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
+from .base import LOGICAL_BASE, legacy_aliases
 from .compute import Compute, Placement
 from .costs import estimate_output
 from .database import Database, DatabaseArgs
@@ -19,16 +20,16 @@ from .settings import Settings
 
 def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     """Declare every resource of the stack; return the stack outputs by name."""
-    name = settings.metaflow.prefix
+    prefix = settings.metaflow.prefix
     # One provider carries the tags, so every taggable resource gets them without repeating them.
-    provider = aws_provider(name, settings)
+    provider = aws_provider(prefix, settings)
     opts = pulumi.ResourceOptions(providers=[provider])
 
-    network = Network(name, settings.network, settings.region, with_metadata_service=settings.metadata.enabled,
+    network = Network(prefix, settings.network, settings.region, with_metadata_service=settings.metadata.enabled,
                       opts=opts)
-    datastore = Datastore(name, settings.datastore, opts=opts)
+    datastore = Datastore(prefix, settings.datastore, opts=opts)
     compute = Compute(
-        name, settings.compute,
+        prefix, settings.compute,
         Placement(subnet_ids=network.subnet_ids, security_group_id=network.batch_security_group_id),
         bucket_arn=datastore.bucket_arn, opts=opts)
     outputs: dict[str, pulumi.Output[Any]] = {
@@ -40,9 +41,8 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     service: Optional[MetadataService] = None
     groups = network.service_groups
     if groups is not None:
-        database = Database(name, DatabaseArgs(settings.db, network.subnet_ids, groups.database,
-                                               skip_final_snapshot=settings.datastore.force_destroy), opts=opts)
-        service = MetadataService(name, MetadataServiceArgs(
+        database = Database(prefix, DatabaseArgs(settings.db, network.subnet_ids, groups.database), opts=opts)
+        service = MetadataService(prefix, MetadataServiceArgs(
             settings=settings.metadata,
             placement=ServicePlacement(subnet_ids=network.subnet_ids, vpc_id=network.vpc_id,
                                        service_security_group_id=groups.service,
@@ -64,11 +64,12 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     return outputs
 
 
-def aws_provider(name: str, settings: Settings) -> aws.Provider:
+def aws_provider(prefix: str, settings: Settings) -> aws.Provider:
     """An explicit provider ignores `aws:*` stack config, so forward every key the settings accept."""
     account = settings.aws
+    logical = f"{LOGICAL_BASE}-aws"
     return aws.Provider(
-        f"{name}-aws",
+        logical,
         region=account.region,
         profile=account.profile,
         allowed_account_ids=account.allowed_account_ids,
@@ -76,7 +77,8 @@ def aws_provider(name: str, settings: Settings) -> aws.Provider:
         assume_roles=[aws.ProviderAssumeRoleArgs(role_arn=role.role_arn, session_name=role.session_name,
                                                  external_id=role.external_id)
                       for role in account.assume_roles or []] or None,
-        default_tags=aws.ProviderDefaultTagsArgs(tags=settings.tags))
+        default_tags=aws.ProviderDefaultTagsArgs(tags=settings.tags),
+        opts=pulumi.ResourceOptions(aliases=legacy_aliases(logical, prefix)))
 
 
 def _profile(values: dict[str, Any]) -> dict[str, str]:

@@ -27,7 +27,7 @@ def test_dev_database_properties(dev: OfflineRun) -> None:
     assert db["storageEncrypted"] is True
     assert db["publiclyAccessible"] is False
     assert db["engineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
-    assert db["backupRetentionPeriod"] == 1 and db["deletionProtection"] is False
+    assert db["backupRetentionPeriod"] == 1 and db["deletionProtection"] is True
     assert db["dbName"] == "metaflow" and db["username"] == "metaflow"
 
 
@@ -61,22 +61,27 @@ def test_password_is_generated_and_kept_in_secrets_manager(dev: OfflineRun) -> N
     assert value not in json.dumps(dev.outputs)
 
 
-def test_dev_deletes_without_a_final_snapshot(dev: OfflineRun) -> None:
+def test_a_deleted_database_leaves_a_final_snapshot_named_after_the_prefix(dev: OfflineRun) -> None:
     db = dev.one(DB).inputs
-    assert db["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in db
-
-
-def test_keeping_the_bucket_also_keeps_a_final_database_snapshot() -> None:
-    db = offline("dev", {"datastore:forceDestroy": False}).one(DB).inputs
     assert db["skipFinalSnapshot"] is False and db["finalSnapshotIdentifier"].startswith("metaflow-db-final-")
+    other = offline("dev", {"metaflow:prefix": "team"}).one(DB).inputs
+    assert other["finalSnapshotIdentifier"].startswith("team-db-final-")
+
+
+def test_only_skip_final_snapshot_lets_the_database_go_without_one() -> None:
+    kept = offline("dev", {"datastore:forceDestroy": True}).one(DB).inputs
+    assert kept["skipFinalSnapshot"] is False, "the bucket's switch must not decide the database's snapshot"
+    gone = offline("dev", {"db:skipFinalSnapshot": True}).one(DB).inputs
+    assert gone["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in gone
 
 
 def test_overrides_change_the_database() -> None:
     run = offline("dev", {"db:engineVersion": 16, "db:instanceClass": "db.t4g.small", "db:multiAz": True,
-                          "db:allocatedStorageGb": 50, "db:backupRetentionDays": 7, "db:deletionProtection": True})
+                          "db:allocatedStorageGb": 50, "db:backupRetentionDays": 7, "db:deletionProtection": False})
     db = run.one(DB).inputs
     assert (db["engineVersion"], db["instanceClass"], db["multiAz"]) == ("16", "db.t4g.small", True)
-    assert (db["allocatedStorage"], db["backupRetentionPeriod"], db["deletionProtection"]) == (50, 7, True)
+    assert (db["allocatedStorage"], db["backupRetentionPeriod"], db["deletionProtection"]) == (50, 7, False)
+    assert run.one(DB).protect is False
     assert run.one("aws:rds/parameterGroup:ParameterGroup").inputs["family"] == "postgres16"
 
 

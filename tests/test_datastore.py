@@ -1,4 +1,4 @@
-"""Datastore: a private, encrypted, TLS-only bucket that cleans up after itself."""
+"""Datastore: a private, encrypted, TLS-only bucket that cleans up after itself and outlives the stack."""
 
 from __future__ import annotations
 
@@ -12,17 +12,21 @@ def bucket_id(run: OfflineRun) -> str:
     return run.one(BUCKET).state["bucket"]
 
 
-def test_bucket_is_auto_named_so_stacks_never_collide(minimal: OfflineRun) -> None:
+def test_bucket_name_is_the_prefix_plus_a_unique_suffix_so_stacks_never_collide(minimal: OfflineRun) -> None:
     bucket = minimal.one(BUCKET)
-    assert "bucket" not in bucket.inputs and "bucketPrefix" not in bucket.inputs
+    assert "bucket" not in bucket.inputs and bucket.inputs["bucketPrefix"] == "metaflow-artifacts-"
+    assert offline("minimal", {"metaflow:prefix": "team"}).one(BUCKET).inputs["bucketPrefix"] == "team-artifacts-"
 
 
-def test_minimal_bucket_can_be_destroyed_with_its_objects(minimal: OfflineRun) -> None:
-    assert minimal.one(BUCKET).inputs["forceDestroy"] is True
+def test_no_preset_lets_destroy_delete_the_artifacts() -> None:
+    for preset in ("minimal", "dev"):
+        bucket = offline(preset).one(BUCKET)
+        assert bucket.inputs["forceDestroy"] is False and bucket.retain_on_delete is True, preset
 
 
-def test_force_destroy_follows_config() -> None:
-    assert offline("minimal", {"datastore:forceDestroy": False}).one(BUCKET).inputs["forceDestroy"] is False
+def test_force_destroy_is_the_one_switch_that_deletes_the_bucket_with_its_objects() -> None:
+    bucket = offline("minimal", {"datastore:forceDestroy": True}).one(BUCKET)
+    assert bucket.inputs["forceDestroy"] is True and bucket.retain_on_delete is False
 
 
 def test_server_side_encryption_is_sse_s3(minimal: OfflineRun) -> None:

@@ -29,6 +29,7 @@ EXISTING_SUBNETS = {
 }
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "minimal": ("minimal", {}, {}),
+    "dev-prefix-team": ("dev", {"metaflow:prefix": "team"}, {}),
     "dev": ("dev", {}, {}),
     "dev-fargate-compute": ("dev", {"compute:type": "fargate_spot"}, {}),
     "dev-existing-network": ("dev", {"network:vpcId": VPC, "network:subnetIds": list(EXISTING_SUBNETS)},
@@ -47,7 +48,10 @@ def identity_lines(run: OfflineRun) -> list[str]:
         names = ", ".join(f"{key}={resource.inputs[key]}" for key in PHYSICAL_NAME_INPUTS if key in resource.inputs)
         identity = run.identity(resource)
         earlier = sorted(run.earlier_identities(resource) - {identity})
-        lines.append(identity + (f"  [{names}]" if names else "") + "".join(f"\n    <- {e}" for e in earlier))
+        guards = [flag for flag, on in (("protect", resource.protect), ("retainOnDelete", resource.retain_on_delete)) if on]
+        guards += [f"ignoreChanges={','.join(resource.ignore_changes)}"] if resource.ignore_changes else []
+        lines.append(identity + (f"  [{names}]" if names else "") + (f"  {{{'; '.join(guards)}}}" if guards else "")
+                     + "".join(f"\n    <- {e}" for e in earlier))
     return sorted(lines)
 
 

@@ -47,7 +47,7 @@ def test_preset_values_come_from_the_preset_data_over_the_key_defaults() -> None
     assert settings.compute.min_vcpus == 0
     assert settings.compute.max_vcpus == key_fields()["compute:maxVcpus"].default == 32
     assert load("dev").compute.max_vcpus == presets()["dev"]["compute:maxVcpus"] == 64
-    assert settings.datastore.force_destroy is True
+    assert settings.datastore.force_destroy is False
     assert settings.datastore.versioning is False
     assert settings.metadata.enabled is False
 
@@ -56,7 +56,7 @@ def test_single_key_overrides_its_preset_and_nothing_else() -> None:
     settings = load("minimal", {"compute:maxVcpus": 8})
     assert settings.compute.max_vcpus == 8
     assert settings.compute.type is ComputeType.SPOT
-    assert settings.datastore.force_destroy is True
+    assert settings.datastore.force_destroy is False
 
 
 def test_a_preset_sets_only_what_differs_from_the_key_default() -> None:

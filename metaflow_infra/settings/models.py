@@ -132,7 +132,8 @@ class NetworkSettings(Namespace):
 
 
 class DatastoreSettings(Namespace):
-    force_destroy: Bool = setting(False, "let `pulumi destroy` delete the bucket with the artifacts in it")
+    force_destroy: Bool = setting(
+        False, "DELETES YOUR ARTIFACTS: let `pulumi destroy` delete the bucket and everything in it (else it is kept)")
     versioning: Bool = setting(False, "S3 versioning; old versions expire after 30 days")
     kms_key: Annotated[Optional[str], Field(pattern=ARN_PATTERN)] = setting(
         None, "KMS key ARN for SSE-KMS instead of SSE-S3", available=False)
@@ -144,7 +145,10 @@ class DbSettings(Namespace):
     instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = setting(
         "db.t4g.micro", "RDS instance class")
     multi_az: Bool = setting(False, "a standby in a second AZ (doubles the database cost)")
-    deletion_protection: Bool = setting(False, "refuse to delete the database until this is turned off")
+    deletion_protection: Bool = setting(
+        True, "refuse to delete the database (Pulumi and RDS both refuse) until this is turned off and applied")
+    skip_final_snapshot: Bool = setting(
+        False, "DELETES YOUR METADATA: let a deleted database go without a final snapshot")
     backup_retention_days: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=35)] = setting(
         1, "days of automated backups (0-35)")
     allow_extended_support: Bool = setting(False, "accept a PostgreSQL version billed as RDS Extended Support")
