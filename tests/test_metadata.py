@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from conftest import offline, policy_of
-from metaflow_infra.lambdas import authorizer
 from metaflow_infra.offline import DeclaredResource, OfflineRun
 from metaflow_infra.settings import FARGATE_MEMORY_BY_CPU
 
@@ -205,15 +204,3 @@ def test_security_groups_admit_only_the_hops_that_exist(dev: OfflineRun) -> None
         (ids["metadata"], "0.0.0.0/0", "tcp", 443),            # image pull, Secrets Manager, logs
         (ids["metadata"], ids["database"], "tcp", 5432),       # service -> database
     }
-
-
-@pytest.mark.parametrize("headers, expected", [
-    ({"x-api-key": "k3y"}, True),
-    ({"X-Api-Key": "k3y"}, True),
-    ({"x-api-key": "wrong"}, False),
-    ({"x-api-key": ""}, False),
-    ({}, False),
-])
-def test_authorizer_admits_only_the_right_key(monkeypatch: pytest.MonkeyPatch, headers: dict, expected: bool) -> None:
-    monkeypatch.setattr(authorizer, "_expected_key", "k3y")
-    assert authorizer.handler({"headers": headers}, None) == {"isAuthorized": expected}
