@@ -13,6 +13,12 @@ SECRET_KEYS = frozenset({"METAFLOW_SERVICE_AUTH_KEY"})
 """Profile keys whose values are secrets."""
 ARTIFACTS_PREFIX = "metaflow"
 DATATOOLS_PREFIX = "data"
+TASK_REPLACEMENT_SECONDS = 180
+"""Estimated longest gap without a metadata task: a Spot replacement starting cold (Fargate
+placement, ~1 GB pull from Docker Hub, migrator, health check), plus margin. Not measured."""
+SERVICE_RETRY_COUNT = 9
+"""Metaflow retries a 503 after sleeping 1, 2, 4, ... s, so attempt N comes 2**(N-1) - 1 s after the
+first: 9 reach 255 s, the fewest that outlast TASK_REPLACEMENT_SECONDS (metaflow's 5 reach 15 s)."""
 
 
 @dataclass(frozen=True)
@@ -48,4 +54,5 @@ def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
         profile["METAFLOW_SERVICE_URL"] = inputs.metadata.url
         profile["METAFLOW_SERVICE_INTERNAL_URL"] = inputs.metadata.internal_url
         profile["METAFLOW_SERVICE_AUTH_KEY"] = inputs.metadata.auth_key
+        profile["METAFLOW_SERVICE_RETRY_COUNT"] = str(SERVICE_RETRY_COUNT)
     return profile

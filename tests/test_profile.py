@@ -18,7 +18,7 @@ READ_BACK = """
 import json, sys
 from metaflow import metaflow_config as config
 keys = json.loads(sys.argv[1])
-print(json.dumps({key: getattr(config, key.removeprefix("METAFLOW_"), None) for key in keys}))
+print(json.dumps({key: str(getattr(config, key.removeprefix("METAFLOW_"), None)) for key in keys}))
 """
 
 
