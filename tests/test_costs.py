@@ -119,7 +119,8 @@ def test_extended_support_is_priced_when_allowed() -> None:
 
 
 def test_extended_support_year_3_rate_applies_two_years_after_the_end_date() -> None:
-    allowed = settings("dev", {"db:engineVersion": 11, "db:allowExtendedSupport": True})
+    allowed = settings("dev", {"db:engineVersion": 11, "db:allowExtendedSupport": True,
+                               "db:instanceClass": "db.t3.micro"})
     [support] = [l for l in estimate_monthly_cost(allowed, today=TODAY).lines if "Extended Support" in l.item]
     assert "year 3" in support.item
 

@@ -20,7 +20,7 @@ ACCEPTED_FINDINGS: dict[str, str] = {}
 
 VARIANTS = {
     "minimal": ("minimal", {}),
-    "minimal-fargate": ("minimal", {"compute:type": "fargate", "compute:onDemandFallback": True}),
+    "minimal-fargate": ("minimal", {"compute:type": "fargate_spot", "compute:onDemandFallback": True}),
     "minimal-versioned": ("minimal", {"datastore:versioning": True}),
     "dev": ("dev", {}),
     "dev-existing-settings": ("dev", {"metadata:spot": False, "db:multiAz": True, "compute:type": "ec2"}),

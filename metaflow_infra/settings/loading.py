@@ -6,12 +6,24 @@ from __future__ import annotations
 import datetime
 import difflib
 import os
+import re
 from typing import Any, Mapping, Optional
 
 import pulumi
 from pydantic import ValidationError
 
+from .aws_rules import (
+    account_id_problems,
+    batch_instance_type_keywords,
+    db_instance_class_problems,
+    image_pin,
+    image_reference_problems,
+    region_problems,
+    tag_problems,
+    vpc_cidr_problems,
+)
 from .catalog import (
+    MINIMUM_SERVICE_VERSION,
     available_presets,
     default_preset,
     instance_families,
@@ -19,7 +31,16 @@ from .catalog import (
     postgres_end_of_standard_support,
     presets,
 )
-from .models import NAMESPACES, NOT_AVAILABLE, DbSettings, Settings, is_available, key_fields, known_keys
+from .models import (
+    NAMESPACES,
+    NOT_AVAILABLE,
+    DbSettings,
+    MetadataSettings,
+    Settings,
+    is_available,
+    key_fields,
+    known_keys,
+)
 
 REGION_KEY = "aws:region"
 OTHER_NAMESPACES = ("pulumi",)
@@ -104,14 +125,20 @@ def _not_yet_available(settings: Settings) -> list[str]:
 def _instance_type_problems(key: str, types: list[str], region: str, want_gpu: bool) -> list[str]:
     families = instance_families()
     kind = [f for f, spec in families.items() if bool(spec.get("gpu")) == want_gpu]
+    keywords = batch_instance_type_keywords()
     problems = []
     for entry in types:
+        if entry in keywords and not want_gpu:  # Batch picks the types itself
+            if entry.endswith("arm64") and len(types) > 1:
+                problems.append(f"{key}: {entry!r} picks ARM instances and cannot share an environment with "
+                                "x86 families or types; give it alone")
+            continue
         family, _, size = entry.partition(".")
         spec = families.get(family)
         if spec is None or bool(spec.get("gpu")) != want_gpu or (size and size not in spec["sizes"]):
             problems.append(
-                f"{key}: {entry!r} is not a known instance type; accepted: a family ({', '.join(kind)}) "
-                "or family.size, e.g. c6i.xlarge"
+                f"{key}: {entry!r} is not a known instance type; accepted: a family ({', '.join(kind)}), "
+                f"family.size, e.g. c6i.xlarge, or one of Batch's words ({', '.join(keywords)})"
             )
         elif "*" not in spec["regions"] and region not in spec["regions"]:
             problems.append(f"{key}: {family} is not offered in {region}; families offered there: "
@@ -135,6 +162,56 @@ def _db_problems(db: DbSettings, today: datetime.date) -> list[str]:
             f"instance). Choose one of {', '.join(current)}, or set db:allowExtendedSupport true to pay for it"
         ]
     return []
+
+
+def _image_problems(metadata: MetadataSettings) -> list[str]:
+    """A valid reference, pinned: by a release tag no older than the first TLS-capable one, or a digest."""
+    key, image = "metadata:image", metadata.image
+    problems = image_reference_problems(key, image)
+    if problems:
+        return problems
+    tag, digest = image_pin(image)
+    floor = ".".join(map(str, MINIMUM_SERVICE_VERSION))
+    release = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", tag or "")
+    if release is None:
+        if digest is None:
+            return [f"{key} = {image!r} is not pinned to a release: use a tag like v2.5.1 (v{floor} or later) or "
+                    "an @sha256 digest, so every task runs the same code"]
+        return []
+    if tuple(int(part) for part in release.groups()) < MINIMUM_SERVICE_VERSION:
+        return [f"{key} = {image!r} is older than v{floor}: earlier releases cannot speak TLS to PostgreSQL 15+ "
+                "(rds.force_ssl) or migrate the schema non-interactively; use v2.5.1 or later"]
+    return []
+
+
+def _conflicting_keys(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    """Keys the user set that the chosen compute type would silently ignore (a preset's value that does
+    not apply to the type is documented as such and left alone)."""
+    compute, problems = settings.compute, []
+    kind = compute.type.value
+    if "compute:instanceTypes" in raw and compute.type.is_fargate:
+        problems.append(f"compute:instanceTypes does not apply to Fargate compute (compute:type {kind}); unset it")
+    if "compute:minVcpus" in raw and compute.min_vcpus > 0 and compute.type.is_fargate:
+        problems.append(f"compute:minVcpus = {compute.min_vcpus}: Fargate keeps nothing running (compute:type {kind}); "
+                        "unset it")
+    if "compute:onDemandFallback" in raw and compute.on_demand_fallback and kind in ("ec2", "fargate"):
+        problems.append(f"compute:onDemandFallback = true: compute:type {kind} is already on-demand, there is nothing "
+                        "to fall back from; unset it, or use spot / fargate_spot")
+    return problems
+
+
+def _aws_value_problems(settings: Settings) -> list[str]:
+    """Values AWS's own rules refuse (data in aws_rules.toml)."""
+    problems = region_problems(REGION_KEY, settings.region)
+    problems += tag_problems(settings.metaflow.tags, {"metaflow:stack": settings.stack, "Name": settings.stack})
+    problems += account_id_problems(settings.aws.allowed_account_ids, settings.aws.forbidden_account_ids)
+    if settings.network.vpc_id is None:
+        problems += vpc_cidr_problems("network:vpcCidr", settings.network.vpc_cidr)
+    if settings.metadata.enabled:
+        problems += db_instance_class_problems("db:instanceClass", settings.db.instance_class,
+                                               settings.db.engine_version, settings.region)
+        problems += _image_problems(settings.metadata)
+    return problems
 
 
 def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.date] = None,
@@ -165,9 +242,7 @@ def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.d
 
     problems = (_not_yet_available(settings) if check_availability else []) + _db_problems(settings.db, today)
     problems += _instance_type_problems("compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False)
-    if settings.compute.type.is_fargate and user_set_instance_types:
-        problems.append("compute:instanceTypes does not apply to Fargate compute (compute:type "
-                        f"{settings.compute.type.value}); unset it")
+    problems += _conflicting_keys(settings, raw) + _aws_value_problems(settings)
     if problems:
         raise config_error(problems)
     return settings

@@ -9,7 +9,6 @@ the docs, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from enum import Enum
 from typing import Annotated, Any, Optional
@@ -18,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
-from .catalog import FARGATE_MEMORY_BY_CPU, MINIMUM_SERVICE_VERSION, default_preset, presets
+from .catalog import FARGATE_MEMORY_BY_CPU, default_preset, presets
 from .values import (
     ARN_PATTERN,
     AccountIds,
@@ -92,15 +91,8 @@ class MetaflowSettings(Namespace):
     preset: str = setting(default_preset(), f"one of {', '.join(presets())}: the defaults every other key starts from")
     prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=20)] = setting(
         "metaflow", "name prefix for every resource (lowercase letters, digits, hyphens; at most 20)")
-    tags: Annotated[dict[str, Annotated[str, Field(strict=True, max_length=256)]], BeforeValidator(parse_json)] = setting(
-        {}, "extra tags for every resource (structured config: a map of strings)")
-
-    @model_validator(mode="after")
-    def _tag_keys(self) -> "MetaflowSettings":
-        for key in self.tags:
-            if key.lower().startswith("aws:") or not 0 < len(key) <= 128:
-                raise ValueError(f"tag key {key!r} is not allowed: 1-128 characters, not starting with 'aws:'")
-        return self
+    tags: Annotated[dict[str, Annotated[str, Field(strict=True)]], BeforeValidator(parse_json)] = setting(
+        {}, "extra tags for every resource (structured config: a map of strings; AWS's tag rules apply)")
 
 
 class NetworkSettings(Namespace):
@@ -108,7 +100,8 @@ class NetworkSettings(Namespace):
         None, "use this existing VPC instead of creating one (needs network:subnetIds)")
     subnet_ids: Optional[StrList] = setting(
         None, "existing subnets (at least two AZs) with a way out: public IPs + internet gateway, or NAT")
-    vpc_cidr: Cidr = setting("10.0.0.0/16", "address block of the VPC this program creates (/16 to /20)")
+    vpc_cidr: Cidr = setting(
+        "10.0.0.0/16", "address block of the VPC this program creates (a private IPv4 /16 to /20)")
     private_subnets: Bool = setting(False, "put tasks and the database in private subnets, behind NAT", available=False)
     nat_gateways: NonNegativeInt = setting(0, "NAT gateways for private subnets", available=False)
 
@@ -125,9 +118,6 @@ class NetworkSettings(Namespace):
             raise ValueError(
                 f"network:subnetIds has {len(set(self.subnet_ids))} subnet(s): give at least two, in different availability zones"
             )
-        network = ipaddress.ip_network(self.vpc_cidr)
-        if network.version != 4 or not 16 <= network.prefixlen <= 20:
-            raise ValueError(f"network:vpcCidr {self.vpc_cidr!r}: an IPv4 block from /16 to /20 is needed for the subnets")
         return self
 
 
@@ -142,8 +132,7 @@ class DatastoreSettings(Namespace):
 class DbSettings(Namespace):
     engine_version: Int = setting(
         17, "PostgreSQL major version; versions in RDS extended support are refused unless db:allowExtendedSupport")
-    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = setting(
-        "db.t4g.micro", "RDS instance class")
+    instance_class: str = setting("db.t4g.micro", "RDS instance class (one RDS offers for PostgreSQL)")
     multi_az: Bool = setting(False, "a standby in a second AZ (doubles the database cost)")
     deletion_protection: Bool = setting(
         True, "refuse to delete the database (Pulumi and RDS both refuse) until this is turned off and applied")
@@ -155,35 +144,16 @@ class DbSettings(Namespace):
     allocated_storage_gb: Annotated[int, BeforeValidator(parse_int), Field(ge=20, le=65536)] = setting(
         20, "gp3 storage in GiB (20 or more)")
 
-    @model_validator(mode="after")
-    def _current_classes(self) -> "DbSettings":
-        if self.instance_class.startswith(("db.t2.", "db.m4.", "db.r4.")):
-            raise ValueError(
-                f"db:instanceClass {self.instance_class!r} is a previous-generation class RDS no longer offers "
-                "for current PostgreSQL versions; use e.g. db.t4g.micro, db.t4g.small, db.t4g.medium or db.m7g.large"
-            )
-        return self
-
 
 class MetadataSettings(Namespace):
     enabled: Bool = setting(
         False, "run the metadata service and its database (else Metaflow keeps metadata locally)")
-    image: Annotated[str, Field(pattern=r"^[\w.\-/]+:v?\d+\.\d+\.\d+$")] = setting(
+    image: str = setting(
         "netflixoss/metaflow_metadata_service:v2.5.1",
-        "metadata service image, pinned to a release that speaks TLS to PostgreSQL")
+        "metadata service image, pinned by a release tag (v2.4.6 or later: TLS to PostgreSQL) or a digest")
     cpu: Int = setting(256, "Fargate CPU units of the metadata service (256, 512, 1024, ...)")
     memory: Int = setting(1024, "Fargate memory (MiB) of the metadata service; must fit metadata:cpu")
     spot: Bool = setting(False, "run the metadata service on Fargate Spot (about 70% cheaper, may restart)")
-
-    @model_validator(mode="after")
-    def _tls_capable_image(self) -> "MetadataSettings":
-        version = tuple(int(part) for part in re.findall(r"\d+", self.image.rpartition(":")[2])[:3])
-        if version < MINIMUM_SERVICE_VERSION:
-            floor = ".".join(map(str, MINIMUM_SERVICE_VERSION))
-            raise ValueError(
-                f"metadata:image {self.image!r} is older than v{floor}: earlier releases cannot speak TLS to "
-                "PostgreSQL 15+ (rds.force_ssl) or migrate the schema non-interactively; use v2.5.1 or later")
-        return self
 
     @model_validator(mode="after")
     def _fargate_size(self) -> "MetadataSettings":
@@ -208,7 +178,7 @@ class ComputeSettings(Namespace):
     instance_types: StrList = setting(
         ["c6i", "m6i", "r6i", "c5", "m5", "r5"], "instance families or types Batch may launch (EC2 and spot only)")
     on_demand_fallback: Bool = setting(
-        False, "queue an on-demand environment behind spot (or Fargate behind Fargate Spot)")
+        False, "queue an on-demand environment behind spot (or Fargate behind Fargate Spot); spot types only")
     gpu: Bool = setting(False, "add a GPU environment and queue", available=False)
     gpu_instance_types: StrList = setting(["g4dn", "g5"], "GPU instance families", available=False)
     gpu_max_vcpus: PositiveInt = setting(16, "the most vCPUs of the GPU environment", available=False)
