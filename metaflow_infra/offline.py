@@ -138,9 +138,21 @@ us-east-1's HTTP API VPC links (and Tokyo's Fargate) do not support."""
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str, subnets: Mapping[str, SubnetFixture]) -> None:
+    def __init__(self, region: str, subnets: Mapping[str, SubnetFixture], vpc_id: Optional[str] = None) -> None:
         self.region = region
         self.subnets = dict(subnets)
+        self.vpc_id = vpc_id
+        self.assumed: list[str] = []
+        """Existing subnets nothing described: taken as given (in the VPC, public, in their own AZ)."""
+
+    def _subnet(self, subnet_id: str) -> SubnetFixture:
+        if subnet_id not in self.subnets:
+            prefix = ZONE_ID_PREFIXES.get(self.region, self.region.replace("-", ""))
+            letter = "bcd"[len(self.assumed) % 3]  # zones every mocked region supports
+            self.subnets[subnet_id] = SubnetFixture(self.vpc_id or "", f"{self.region}{letter}",
+                                                    f"{prefix}-az{MOCK_ZONE_NUMBERS[letter]}")
+            self.assumed.append(subnet_id)
+        return self.subnets[subnet_id]
 
     def _arn(self, type_: str, physical_name: str) -> str:
         service, path = ARN_SHAPES.get(type_, (type_.split(":")[1].split("/")[0], "{name}"))
@@ -201,7 +213,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:ec2/getSubnet:getSubnet":
-            subnet = self.subnets[a["id"]]
+            subnet = self._subnet(a["id"])
             return {"id": a["id"], "vpcId": subnet.vpc_id, "mapPublicIpOnLaunch": subnet.map_public_ip_on_launch,
                     "availabilityZone": subnet.availability_zone, "availabilityZoneId": subnet.zone_id}
         if token == "aws:ec2/getRouteTables:getRouteTables":
@@ -209,7 +221,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             ids = [f"rtb-{subnet_filter[0]['values'][0]}"] if subnet_filter else []
             return {"ids": ids, "id": "route-tables"}
         if token == "aws:ec2/getRouteTable:getRouteTable":
-            subnet = self.subnets[a["routeTableId"].removeprefix("rtb-")]
+            subnet = self._subnet(a["routeTableId"].removeprefix("rtb-"))
             target = subnet.default_route_target
             routes = [] if target is None else [{
                 "cidrBlock": "0.0.0.0/0",
@@ -261,6 +273,8 @@ class OfflineRun:
     secret_outputs: set[str]
     warnings: list[str] = field(default_factory=list)
     """What the program logged at warning level, e.g. pulumi-aws's "X is deprecated"."""
+    unchecked_subnets: list[str] = field(default_factory=list)
+    """Existing subnets the offline run could not describe, so took as having a way out."""
 
     @property
     def deprecations(self) -> list[str]:
@@ -332,7 +346,7 @@ def run_offline(
     """Validate the config, declare the stack (`build`, unless told otherwise) on mocks and resolve
     its outputs."""
     settings = load_settings(raw_config, stack=stack, today=today)
-    mocks = RecordingMocks(settings.region, subnets or {})
+    mocks = RecordingMocks(settings.region, subnets or {}, settings.network.vpc_id)
     monitor = _RecordingMonitor(mocks)
     log = _WarningLog()
     logger = logging.getLogger(f"metaflow_infra.offline.{stack}")
@@ -351,4 +365,4 @@ def run_offline(
                 secret_outputs.add(output_name)
 
     _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
-    return OfflineRun(settings, monitor.declared, outputs, secret_outputs, log.messages)
+    return OfflineRun(settings, monitor.declared, outputs, secret_outputs, log.messages, mocks.assumed)

@@ -23,9 +23,15 @@ def stack_config(stack: str, directory: Path, overrides: Iterable[str] = ()) -> 
     path = directory / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise ConfigError(f"no {path.name} in {directory}: create it, or pick a stack with --stack")
-    document = yaml.safe_load(path.read_text()) or {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path.name} is not valid YAML: {err}") from None
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or not isinstance(config or {}, dict):
+        raise ConfigError(f"{path.name}: expected a mapping with a `config:` mapping of namespace:key values")
     raw: dict[str, Any] = {}
-    for key, value in (document.get("config") or {}).items():
+    for key, value in (config or {}).items():
         if isinstance(value, dict) and set(value) == {"secure"}:
             raise ConfigError(f"{key} is an encrypted secret; `plan` cannot read it offline")
         raw[key] = value if isinstance(value, str) else json.dumps(value)
@@ -61,6 +67,7 @@ def plan_document(run: OfflineRun) -> dict[str, Any]:
         "resources": resources_by_component(run),
         "metaflowProfile": masked_profile(run.outputs["metaflowProfile"]),
         "estimatedMonthlyCost": run.outputs["estimatedMonthlyCost"],
+        "uncheckedSubnets": run.unchecked_subnets,
     }
 
 
@@ -86,6 +93,9 @@ def render_plan(document: Mapping[str, Any]) -> str:
     for component, items in resources.items():
         out.append(f"  {component} ({len(items)})")
         out += [f"    {item['type']:<70} {item['name']}" for item in items]
+    if document.get("uncheckedSubnets"):
+        out += ["", f"  Not checked offline: {', '.join(document['uncheckedSubnets'])} (taken as having a way out to "
+                "the internet; `pulumi up` checks their routes and public IPs before declaring anything)"]
     out += ["", "Metaflow profile (metaflowProfile output; secrets masked):"]
     out += [f"  {key} = {value}" for key, value in document["metaflowProfile"].items()]
     cost = document["estimatedMonthlyCost"]

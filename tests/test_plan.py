@@ -89,3 +89,24 @@ def test_compare_lists_every_preset_and_the_terraform_defaults(capsys: pytest.Ca
 
 def test_readme_cost_table_is_generated_by_compare() -> None:
     assert readme_section("cost-comparison") == render_comparison(comparison_document("us-east-1"))
+
+
+def test_plan_of_an_existing_network_says_what_it_could_not_check(capsys: pytest.CaptureFixture[str]) -> None:
+    subnets = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+    code, out, _ = plan(capsys, "--set", "network:vpcId=vpc-0123456789abcdef0",
+                        "--set", f"network:subnetIds={','.join(subnets)}")
+    assert code == 0 and "aws:ec2/vpc:Vpc" not in out
+    assert f"Not checked offline: {', '.join(subnets)}" in out
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("config: [1,2\n", "is not valid YAML"),
+    ("- a\n- b\n", "expected a mapping with a `config:` mapping"),
+    ("config:\n- a\n", "expected a mapping with a `config:` mapping"),
+])
+def test_an_unreadable_stack_file_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                    text: str, expected: str) -> None:
+    (tmp_path / "Pulumi.broken.yaml").write_text(text)
+    code = main(["plan", "--dir", str(tmp_path), "--stack", "broken"])
+    _, err = capsys.readouterr()
+    assert code == 2 and expected in err and "Traceback" not in err
