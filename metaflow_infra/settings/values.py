@@ -48,10 +48,13 @@ def check_cidr(value: str) -> str:
         raise ValueError("expected an IPv4 or IPv6 network in CIDR form, e.g. 10.0.0.0/16") from None
 
 
+INT32_MAX = 2**31 - 1
+"""AWS's APIs take whole numbers as 32-bit integers (botocore's `Integer` shapes)."""
+
 Bool = Annotated[bool, BeforeValidator(parse_bool)]
-Int = Annotated[int, BeforeValidator(parse_int)]
-NonNegativeInt = Annotated[int, BeforeValidator(parse_int), Field(ge=0)]
-PositiveInt = Annotated[int, BeforeValidator(parse_int), Field(ge=1)]
+Int = Annotated[int, BeforeValidator(parse_int), Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+NonNegativeInt = Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=INT32_MAX)]
+PositiveInt = Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=INT32_MAX)]
 Cidr = Annotated[str, AfterValidator(check_cidr)]
 StrList = Annotated[list[str], BeforeValidator(parse_json)]
 CidrList = Annotated[list[Cidr], BeforeValidator(parse_json)]

@@ -1,0 +1,63 @@
+"""Every key, any value: the program either accepts it, or stops with a ConfigError that names the
+key. Never another exception, and never an accepted value that AWS's own models refuse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore.loaders import Loader
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import TODAY
+from metaflow_infra.settings import ConfigError, Settings, key_fields, load_settings
+
+KEYS = sorted(key for key in key_fields() if key != "aws:region") + ["aws:region"]
+SESSION = botocore.session.get_session()
+EC2_TYPES = set(SESSION.get_service_model("ec2").shape_for("InstanceType").enum)
+REGIONS = {region for partition in Loader().load_data("endpoints")["partitions"] for region in partition["regions"]}
+
+EDGES = [0, 1, -1, 2**31 - 1, 2**31, 2**63, 10**6]
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.sampled_from(EDGES),
+                    st.floats(allow_nan=True),
+                    st.text(max_size=40), st.sampled_from(["", " ", "true", "0", "-1", "1e3", "[]", "{}", "[", "a,b"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+                      max_leaves=8)
+
+
+def as_pulumi_hands_it_over(value: Any) -> str:
+    """Pulumi passes every config value as a string: plain for strings, JSON for structured values."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def aws_model_problems(loaded: Settings) -> list[str]:
+    """What AWS's own models (botocore) would refuse among the accepted values."""
+    problems = []
+    if loaded.region not in REGIONS:
+        problems.append(f"region {loaded.region}")
+    for entry in loaded.compute.instance_types:
+        if "." in entry and entry not in EC2_TYPES:
+            problems.append(f"instance type {entry}")
+    tags = {**loaded.tags}
+    if len(tags) > 50 or any(not 1 <= len(k) <= 128 or len(v) > 256 for k, v in tags.items()):
+        problems.append("tags")
+    if not 0 <= loaded.compute.max_vcpus < 2**31 or not 0 <= loaded.compute.min_vcpus < 2**31:
+        problems.append("vCPUs beyond a 32-bit integer")
+    return problems
+
+
+@pytest.mark.parametrize("key", KEYS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=values)
+def test_any_value_is_accepted_or_refused_by_name(key: str, value: Any) -> None:
+    raw = {"aws:region": "us-east-1", "metaflow:preset": "dev", key: as_pulumi_hands_it_over(value)}
+    try:
+        loaded = load_settings(raw, stack="dev", today=TODAY)
+    except ConfigError as err:
+        assert key in str(err), f"the error does not name {key}: {err}"
+        return
+    assert not aws_model_problems(loaded), (key, value)
