@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 STACK ?= dev
 
-.PHONY: test up plan compare destroy venv
+.PHONY: test up plan compare destroy venv mutation
 
 venv: $(STAMP)
 
@@ -27,6 +27,13 @@ plan: $(STAMP)
 
 compare: $(STAMP)
 	$(VENV)/bin/python -m metaflow_infra plan --compare
+
+# Mutation testing of the pure modules (a report, never a gate; takes long). Extra options through
+# MUTATE_ARGS, e.g. `make mutation MUTATE_ARGS="--rev HEAD --limit 50"`.
+mutation: $(STAMP)
+	$(VENV)/bin/python tools/mutate.py metaflow_infra/policies.py metaflow_infra/profile.py metaflow_infra/costs.py \
+		metaflow_infra/lambdas/authorizer.py metaflow_infra/settings \
+		--jobs 2 --report mutation-report.md $(MUTATE_ARGS)
 
 destroy:
 	pulumi destroy --stack $(STACK)
