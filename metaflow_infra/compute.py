@@ -9,8 +9,11 @@ and kills the jobs running in it.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
-from typing import Optional
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from typing import Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -35,6 +38,30 @@ BATCH_TYPE = {
     ComputeType.FARGATE: "FARGATE",
     ComputeType.FARGATE_SPOT: "FARGATE_SPOT",
 }
+INSTANCE_METADATA = "169.254.169.254/32"
+IMDS_REJECT_RULE = f"--destination {INSTANCE_METADATA} --protocol tcp --jump REJECT --reject-with tcp-reset"
+"""Containers must not reach the instance metadata service: it hands out the instance role's
+credentials, the ECS agent's own, with which a task could act as the agent and collect the other
+tasks' credentials. AWS's recipe (re:Post Knowledge Center, "How can I prevent containers from
+accessing Amazon EC2 instance metadata in Amazon ECS?",
+https://repost.aws/knowledge-center/ecs-container-ec2-metadata) puts a rule in Docker's DOCKER-USER
+chain, which Docker jumps to first for every packet it forwards and never rewrites.
+
+REJECT (a TCP reset), not the recipe's DROP: Metaflow asks IMDS for the instance identity at the start
+of every Batch task (`plugins/aws/aws_utils.py` `get_ec2_instance_metadata`, (1 s, 10 s) timeouts),
+and its spot-termination sidecar asks whether the instance is spot (`spot_monitor_sidecar.py`); a
+dropped packet would cost a timeout each time, a reset costs nothing.
+
+No interface match: DOCKER-USER sees only forwarded packets, i.e. containers on any Docker bridge,
+never the host's own, so the ECS agent (on the host network) keeps IMDS. IMDS listens on TCP 80 only.
+The ECS credentials endpoint (169.254.170.2) that gives tasks their own role is another address,
+DNAT-ed by the agent to the host itself, so neither this rule nor the forward path touches it."""
+ECS_CONFIG_LINES = ("ECS_AWSVPC_BLOCK_IMDS=true",)
+"""The ECS agent's own switch for `awsvpc` tasks, whose traffic leaves by their own network interface
+and bypasses DOCKER-USER (Batch runs EC2 jobs in `bridge` mode today; this closes the other door)."""
+MIME_BOUNDARY = "==METAFLOW-BOUNDARY=="
+"""Fixed, so the user data (and the launch template version) only changes when its content does."""
+
 ON_DEMAND_FALLBACK = {ComputeType.SPOT: ComputeType.EC2, ComputeType.FARGATE_SPOT: ComputeType.FARGATE}
 """The on-demand twin queued behind a spot environment when compute:onDemandFallback is on."""
 
@@ -43,6 +70,34 @@ def environment_types(settings: ComputeSettings) -> list[ComputeType]:
     """The compute environments of the job queue, in the order Batch tries them."""
     fallback = ON_DEMAND_FALLBACK.get(settings.type) if settings.on_demand_fallback else None
     return [settings.type] + ([fallback] if fallback else [])
+
+
+def block_instance_metadata_script() -> str:
+    """The boothook: runs at every boot (iptables rules do not survive one) before Docker and the ECS
+    agent start, so no task ever runs unprotected. Idempotent: creates DOCKER-USER if Docker has not
+    yet (Docker keeps an existing chain and its rules), inserts the rule once, appends the agent
+    setting once."""
+    config = "\n".join(
+        f"grep -qx '{line}' /etc/ecs/ecs.config 2>/dev/null || echo '{line}' >> /etc/ecs/ecs.config"
+        for line in ECS_CONFIG_LINES)
+    return f"""#cloud-boothook
+#!/bin/bash
+set -u
+iptables --wait --new-chain DOCKER-USER 2>/dev/null || true
+iptables --wait --check DOCKER-USER {IMDS_REJECT_RULE} 2>/dev/null \\
+  || iptables --wait --insert DOCKER-USER 1 {IMDS_REJECT_RULE}
+mkdir -p /etc/ecs
+{config}
+"""
+
+
+def instance_user_data() -> str:
+    """Launch-template user data for Batch instances. Batch merges its own part (the ECS cluster) into
+    it, so it must be a MIME multi-part archive (AWS Batch User Guide, "Amazon EC2 user data in launch
+    templates")."""
+    archive = MIMEMultipart(boundary=MIME_BOUNDARY)
+    archive.attach(MIMEText(block_instance_metadata_script(), "cloud-boothook", "us-ascii"))
+    return archive.as_string()
 
 
 @dataclass(frozen=True)
@@ -64,8 +119,11 @@ class Compute(Component):
         settings: ComputeSettings,
         placement: Placement,
         bucket_arn: pulumi.Input[str],
+        instance_tags: Mapping[str, str],
         opts: Optional[pulumi.ResourceOptions] = None,
     ) -> None:
+        """`instance_tags`: the stack's tags, for the instances and volumes Batch launches (the
+        provider's default tags reach only resources this program declares)."""
         super().__init__("Compute", name, opts)
         task_role = self.service_role("batch-task", "ecs-tasks.amazonaws.com",
                                       inline=pulumi.Output.from_input(bucket_arn).apply(task_role_policy),
@@ -83,7 +141,7 @@ class Compute(Component):
                                               managed=["service-role/AmazonEC2ContainerServiceforEC2Role"])
             profile = aws.iam.InstanceProfile(self.named("batch-instance"), role=instance_role.name,
                                               opts=self.child())
-            template = self._launch_template()
+            template = self._launch_template(instance_tags)
             environments = [self._ec2_environment(t, settings, placement, profile, template) for t in types]
 
         queue = aws.batch.JobQueue(
@@ -95,16 +153,27 @@ class Compute(Component):
         self.job_queue_arn = queue.arn
         self.register_outputs({"jobQueueArn": self.job_queue_arn, "taskRoleArn": self.task_role_arn})
 
-    def _launch_template(self) -> aws.ec2.LaunchTemplate:
+    def _launch_template(self, instance_tags: Mapping[str, str]) -> aws.ec2.LaunchTemplate:
         return aws.ec2.LaunchTemplate(
             self.named("batch"),
-            # IMDSv2 only; hop limit 2 so containers (one hop further) can still read instance metadata.
+            # IMDSv2 only, and hop limit 1: an IMDSv2 token cannot travel the extra hop into a
+            # container. Defence in depth behind the user data's REJECT rule, which is what keeps
+            # containers from waiting on IMDS; the ECS agent is on the host network and needs one hop.
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2),
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
+                http_protocol_ipv6="disabled"),
+            user_data=base64.b64encode(instance_user_data().encode("ascii")).decode("ascii"),
             block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
                 device_name="/dev/xvda",
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                     volume_size=ROOT_VOLUME_GB, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
+            # The stack's tags on what Batch launches (Batch merges them with its own). Here rather than
+            # in the environments' `compute_resources.tags`: both update an environment in place only
+            # while it is updatable (service-linked role, an updatable allocation strategy; otherwise
+            # the provider replaces it), but only the template tags the volumes too, once for both
+            # environments.
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=dict(instance_tags))
+                                for kind in ("instance", "volume")] if instance_tags else None,
             opts=self.child())
 
     def _ec2_environment(

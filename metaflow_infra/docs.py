@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .settings import NAMESPACES, default_preset, documented_meaning, presets
+from .settings import NAMESPACES, default_preset, documented_meaning, known_keys, presets
 
 
 def _shown(value: Any) -> str:
@@ -45,6 +45,12 @@ def config_table() -> str:
                 cells = [_preset_cell(p, namespace, key, info.default) for p in names]
             cells = [c.replace("|", "\\|") for c in cells]
             rows.append(f"| `{key}` | {' | '.join(cells)} | {documented_meaning(info)} |")
+        if namespace == "aws":
+            passed_through = [key for key in known_keys("aws") if key.removeprefix("aws:") not in
+                              {info.alias for info in model.model_fields.values()}]
+            rows.append(f"| any other AWS provider setting: {', '.join(f'`{key}`' for key in passed_through)} | "
+                        f"{' | '.join(['unset'] * len(names))} | forwarded to the AWS provider as given "
+                        "(lists and objects as JSON) |")
     return "\n".join(rows)
 
 

@@ -19,6 +19,8 @@ from .policies import read_secret_and_write_logs
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZER_CACHE_SECONDS = 300
+API_KEY_GRACE_SECONDS = 3600
+"""How long the previous key still works after a rotation: time to hand out the new profile."""
 LOG_RETENTION_DAYS = 14
 
 
@@ -29,6 +31,8 @@ class EndpointArgs:
     discovery_service_arn: pulumi.Input[str]
     """The Cloud Map service the tasks register in (SRV records)."""
     api_key_secret: aws.secretsmanager.Secret
+    authorizer_concurrency: int
+    """Reserved (and most) concurrent authorizer runs; 0: no reservation."""
 
 
 def log_group(owner: Component, purpose: str) -> aws.cloudwatch.LogGroup:
@@ -42,9 +46,9 @@ def secret_reading_role(owner: Component, purpose: str, service: str, secret_arn
         lambda arns: read_secret_and_write_logs(arns[0], arns[1])))
 
 
-def _authorizer_function(owner: Component, api_key_secret: aws.secretsmanager.Secret) -> aws.lambda_.Function:
+def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Function:
     logs = log_group(owner, "authorizer")
-    role = secret_reading_role(owner, "authorizer", "lambda.amazonaws.com", api_key_secret.arn, logs)
+    role = secret_reading_role(owner, "authorizer", "lambda.amazonaws.com", args.api_key_secret.arn, logs)
     source = resources.files("metaflow_infra").joinpath("lambdas", "authorizer.py").read_text()
     return aws.lambda_.Function(
         owner.named("authorizer"),
@@ -55,7 +59,13 @@ def _authorizer_function(owner: Component, api_key_secret: aws.secretsmanager.Se
         role=role.arn,
         memory_size=128,
         timeout=5,
-        environment=aws.lambda_.FunctionEnvironmentArgs(variables={"API_KEY_SECRET_ARN": api_key_secret.arn}),
+        environment=aws.lambda_.FunctionEnvironmentArgs(variables={
+            "API_KEY_SECRET_ARN": args.api_key_secret.arn,
+            "API_KEY_GRACE_SECONDS": str(API_KEY_GRACE_SECONDS),
+        }),
+        # Valid clients rarely reach it (API Gateway caches each answer for 5 minutes); a flood of
+        # wrong keys does, and this caps what it can cost: about 100 runs a second.
+        reserved_concurrent_executions=args.authorizer_concurrency or None,
         logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
         opts=owner.child())
 
@@ -71,7 +81,7 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> pulumi.Output[str]
         name, api_id=api.id, integration_type="HTTP_PROXY", integration_method="ANY",
         connection_type="VPC_LINK", connection_id=link.id, integration_uri=args.discovery_service_arn,
         payload_format_version="1.0", opts=owner.child())
-    function = _authorizer_function(owner, args.api_key_secret)
+    function = _authorizer_function(owner, args)
     authorizer = aws.apigatewayv2.Authorizer(
         owner.named("api-key"), api_id=api.id, authorizer_type="REQUEST", authorizer_uri=function.invoke_arn,
         identity_sources=[f"$request.header.{API_KEY_HEADER}"], authorizer_payload_format_version="2.0",

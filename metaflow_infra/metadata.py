@@ -8,7 +8,8 @@ and its HTTPS endpoint (`endpoint.py`).
 - The schema is migrated by an init container (`run_goose.py`, `goose up`: idempotent) that runs
   before the API starts in every task. Every deploy and every image upgrade starts a new task, so
   the schema is always current, and the migration server (unauthenticated `PATCH /upgrade` on
-  8082) never runs. Deployments stop the old task first, so only one migrator ever runs.
+  8082) never runs. Deployments start one new task while the old one keeps serving, so one
+  migrator runs at a time and the endpoint never goes without a task.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ class MetadataServiceArgs:
     database: DatabaseEndpoint
     region: str
     stack: str
+
+
+API_KEY_SLOTS = ("api-key", "api-key-b")
+"""Two generated keys take turns: rotation n regenerates slot n % 2 and keeps the other (n - 1)."""
+
+
+def api_key_slots(rotation: int) -> dict[str, int]:
+    """Each declared key slot and the rotation whose key it holds: the latest one it took."""
+    slots = {}
+    for index, slot in enumerate(API_KEY_SLOTS):
+        latest = rotation if rotation % 2 == (index + 1) % 2 else rotation - 1
+        if latest >= 1:  # slot "b" only exists from the first rotation on
+            slots[slot] = latest
+    return slots
 
 
 def stack_scoped_name(prefix: str, stack: str) -> str:
@@ -117,14 +132,27 @@ class MetadataService(Component):
     def __init__(self, name: str, args: MetadataServiceArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("MetadataService", name, opts)
         discovery = self._run_service(args)
-        key = random.RandomPassword(self.named("api-key"), length=40, special=False, opts=self.child())
-        self.api_key = pulumi.Output.secret(key.result)
+        current, previous = self._api_keys(args.settings.api_key_rotation)
+        self.api_key = pulumi.Output.secret(current)
+        # What the authorizer admits: the current key, and the previous one for a grace period.
+        admitted = pulumi.Output.all(current, previous).apply(
+            lambda keys: json.dumps({"current": keys[0], "previous": keys[1]}))
         key_secret = stored_secret(self.named("api-key"), "Metaflow metadata service API key (x-api-key)",
-                                   key.result, self.child())
+                                   admitted, self.child())
         self.url = declare_endpoint(self, EndpointArgs(
             subnet_ids=args.placement.subnet_ids, security_group_id=args.placement.endpoint_security_group_id,
-            discovery_service_arn=discovery.arn, api_key_secret=key_secret))
+            discovery_service_arn=discovery.arn, api_key_secret=key_secret,
+            authorizer_concurrency=args.settings.authorizer_concurrency))
         self.register_outputs({"url": self.url})
+
+    def _api_keys(self, rotation: int) -> tuple[pulumi.Output[str], pulumi.Input[Optional[str]]]:
+        """The current and previous API keys, from two alternating generated passwords."""
+        keys = {}
+        for slot, generation in api_key_slots(rotation).items():
+            keepers = None if generation == 1 else {"rotation": str(generation)}
+            keys[generation] = random.RandomPassword(self.named(slot), length=40, special=False, keepers=keepers,
+                                                     opts=self.child()).result
+        return keys[rotation], keys.get(rotation - 1)
 
     def _run_service(self, args: MetadataServiceArgs) -> aws.servicediscovery.Service:
         settings, placement, database = args.settings, args.placement, args.database
@@ -180,9 +208,10 @@ class MetadataService(Component):
             desired_count=1,
             capacity_provider_strategies=[aws.ecs.ServiceCapacityProviderStrategyArgs(
                 capacity_provider="FARGATE_SPOT" if settings.spot else "FARGATE", weight=1)],
-            # Stop the old task before starting the new one: one migrator at a time.
-            deployment_minimum_healthy_percent=0,
-            deployment_maximum_percent=100,
+            # Start the new task (its migrator first) and keep the old one serving until the new one
+            # is healthy: a deploy leaves no gap. One new task at a time, so one migrator at a time.
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=placement.subnet_ids, security_groups=[placement.service_security_group_id],

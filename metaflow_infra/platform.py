@@ -7,6 +7,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
+from .access import Access, AccessArgs
 from .base import LOGICAL_BASE, legacy_aliases
 from .compute import Compute, Placement
 from .costs import estimate_output
@@ -15,7 +16,7 @@ from .datastore import Datastore
 from .metadata import MetadataService, MetadataServiceArgs, ServicePlacement
 from .network import Network
 from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
-from .settings import Settings
+from .settings import SECRET_PROVIDER_SETTINGS, AwsSettings, Settings, provider_settings
 
 
 def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
@@ -31,10 +32,17 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     compute = Compute(
         prefix, settings.compute,
         Placement(subnet_ids=network.subnet_ids, security_group_id=network.batch_security_group_id),
-        bucket_arn=datastore.bucket_arn, opts=opts)
+        bucket_arn=datastore.bucket_arn, instance_tags=settings.tags, opts=opts)
+    # What people attach to their own IAM identity to use the stack: the roles it may pass are
+    # exactly those the profile names.
+    passable_roles = [compute.task_role_arn] + ([compute.execution_role_arn] if compute.execution_role_arn else [])
+    access = Access(prefix, AccessArgs(
+        region=settings.region, bucket_arn=datastore.bucket_arn, job_queue_arns=[compute.job_queue_arn],
+        passable_role_arns=passable_roles), opts=opts)
     outputs: dict[str, pulumi.Output[Any]] = {
         "bucketName": datastore.bucket_name,
         "jobQueueArn": compute.job_queue_arn,
+        "userPolicyArn": access.user_policy_arn,
         "estimatedMonthlyCost": pulumi.Output.from_input(estimate_output(settings, network.public_subnets)),
     }
 
@@ -58,6 +66,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         fargate_execution_role_arn=compute.execution_role_arn,
         service_url=service.url if service else None,
         api_key=service.api_key if service else None,
+        job_tags=settings.tags,
     ).apply(_profile)
     # With the API key inside, the whole profile is a secret.
     outputs["metaflowProfile"] = pulumi.Output.secret(profile) if service else profile
@@ -78,7 +87,14 @@ def aws_provider(prefix: str, settings: Settings) -> aws.Provider:
                                                  external_id=role.external_id)
                       for role in account.assume_roles or []] or None,
         default_tags=aws.ProviderDefaultTagsArgs(tags=settings.tags),
+        **{name: pulumi.Output.secret(value) if key in SECRET_PROVIDER_SETTINGS else value
+           for key, (name, value) in forwarded_provider_settings(account).items()},
         opts=pulumi.ResourceOptions(aliases=legacy_aliases(logical, prefix)))
+
+
+def forwarded_provider_settings(account: AwsSettings) -> dict[str, tuple[str, Any]]:
+    """The provider settings the user gave beyond the typed ones: config key -> (argument, value)."""
+    return {key: (provider_settings()[key][0], value) for key, value in (account.model_extra or {}).items()}
 
 
 def _profile(values: dict[str, Any]) -> dict[str, str]:

@@ -5,7 +5,7 @@ Components feed them resolved ARNs through `Output.apply` and serialise with `js
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 Policy = dict[str, Any]
 VERSION = "2012-10-17"
@@ -36,15 +36,129 @@ def object_arns(bucket_arn: str) -> str:
     return f"{bucket_arn}/*"
 
 
-def task_role_policy(bucket_arn: str) -> Policy:
-    """What Metaflow steps on Batch do with the datastore: list it, read, write and delete objects."""
-    return document(
+def datastore_statements(bucket_arn: str) -> list[dict[str, Any]]:
+    """Exactly what Metaflow's S3 client (metaflow 2.19.39) does with the datastore, from a laptop or a
+    Batch task alike:
+
+    - list: `s3:ListBucket`, for ListObjectsV2 (`plugins/datatools/s3/s3op.py` `list_prefix`, the
+      paginator at line 605). It also lets a HeadObject of a missing key answer 404 rather than 403,
+      which `op_info` (s3op.py:186-199) tells apart: "not there yet" versus "access denied".
+    - read: `s3:GetObject`, which authorizes GetObject and HeadObject: `head_object` (s3op.py:186,
+      569; `s3.py`:792, 1235), `get_object` (s3op.py:238, 253; s3.py:921, 940), `download_file`
+      (s3op.py:262, s3.py:949: a HeadObject then ranged GETs), and the code package the task's
+      bootstrap downloads (`metaflow_environment.py`:131).
+    - write: `s3:PutObject`, which authorizes PutObject and the multipart trio CreateMultipartUpload,
+      UploadPart and CompleteMultipartUpload: `upload_file` (s3op.py:355) and `upload_fileobj`
+      (s3.py:1224) go through s3transfer, multipart above 8 MiB.
+    - `s3:AbortMultipartUpload`: s3transfer registers `abort_multipart_upload` as the clean-up of a
+      multipart upload that fails (`s3transfer/tasks.py`:357), so no orphaned parts are left billing.
+
+    Deliberately absent: `s3:DeleteObject` (no code path in metaflow deletes an object),
+    `s3:ListMultipartUploadParts` and `s3:ListBucketMultipartUploads` (s3transfer keeps the part ETags
+    itself and never lists parts or uploads). tests/test_policies.py holds this list to the operations
+    metaflow's client sends to a recording S3 endpoint."""
+    return [
         {"Sid": "ListDatastore", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn]},
         {
             "Sid": "ReadWriteDatastoreObjects",
             "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
             "Resource": [object_arns(bucket_arn)],
+        },
+    ]
+
+
+def task_role_policy(bucket_arn: str) -> Policy:
+    """What Metaflow steps on Batch do with AWS: use the datastore, nothing else (the metadata service
+    takes an API key, not IAM)."""
+    return document(*datastore_statements(bucket_arn))
+
+
+JOB_DEFINITION_NAMES = "metaflow_*"
+"""Metaflow names every job definition it registers `metaflow_<sha224 of the definition>`
+(`plugins/aws/batch/batch_client.py`:439-441). SubmitJob sees the definition with its revision
+(`metaflow_<hash>:<n>`), which the trailing `*` covers too."""
+BATCH_JOB_LOG_GROUP = "/aws/batch/job"
+"""Where Batch's default `awslogs` driver writes every job's output; Metaflow sets no other."""
+JOB_ROLES_PASSED_TO = "batch.amazonaws.com"
+"""The service a job role is passed to: `RegisterJobDefinition` is a Batch API call, so Batch is the
+service receiving the role. AWS's own example conditioned this PassRole on `batch.amazonaws.com`
+(AWS Batch User Guide, "Restricting to POSIX user, Docker image, privilege level, and role on job
+submission", until its 2020-10 revision dropped the condition), as Seqera's documented policy for
+registering job definitions still does. Not `ecs-tasks.amazonaws.com`: that is where Batch's own
+service-linked role passes the role on to ECS, under Batch's permissions, not the user's."""
+
+
+def user_policy(
+    *,
+    partition: str,
+    region: str,
+    account: str,
+    bucket_arn: str,
+    job_queue_arns: Sequence[str],
+    passable_role_arns: Sequence[str],
+) -> Policy:
+    """What a person (IAM user or role) needs to run `@batch` flows against this stack with metaflow
+    2.19.39, and nothing more. The metadata service needs no IAM: it admits requests by API key.
+
+    Batch calls, from `plugins/aws/batch/batch_client.py` and `batch.py`:
+    DescribeJobQueues (batch_client.py:25, 51, 175), DescribeComputeEnvironments (:181),
+    DescribeJobDefinitions (:444), RegisterJobDefinition (:451), SubmitJob (:139), DescribeJobs (:47,
+    696), ListJobs (:39, for `batch list` and `batch kill`), TerminateJob (:794, `batch kill` and an
+    interrupted run). Never DeregisterJobDefinition or CancelJob."""
+    batch = f"arn:{partition}:batch:{region}:{account}"
+    jobs = f"{batch}:job/*"
+    definitions = f"{batch}:job-definition/{JOB_DEFINITION_NAMES}"
+    return document(
+        {
+            # AWS allows nothing narrower: these five accept no resource-level permissions (the Service
+            # Authorization Reference lists no resource type for them), so only "*" works.
+            "Sid": "DescribeBatch",
+            "Effect": "Allow",
+            "Action": ["batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
+                       "batch:DescribeJobQueues", "batch:DescribeJobs", "batch:ListJobs"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "RegisterMetaflowJobDefinitions",
+            "Effect": "Allow",
+            "Action": ["batch:RegisterJobDefinition"],
+            "Resource": [definitions],
+        },
+        {
+            # SubmitJob is authorized against the queue, the job definition and the new job alike.
+            "Sid": "SubmitToThisStacksQueues",
+            "Effect": "Allow",
+            "Action": ["batch:SubmitJob"],
+            "Resource": [*job_queue_arns, definitions, jobs],
+        },
+        {
+            # A job's ARN holds only its id, so no narrower pattern names this stack's jobs.
+            # TagResource: Metaflow sends tags with SubmitJob when METAFLOW_BATCH_EMIT_TAGS is on
+            # (batch.py:382-405), and tagging on creation is authorized as batch:TagResource on the job.
+            "Sid": "ManageJobs",
+            "Effect": "Allow",
+            "Action": ["batch:TerminateJob", "batch:TagResource"],
+            "Resource": [jobs],
+        },
+        {
+            # Exactly the roles the Metaflow profile names, and only into Batch job definitions.
+            "Sid": "PassJobRoles",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": list(passable_role_arns),
+            "Condition": {"StringEquals": {"iam:PassedToService": JOB_ROLES_PASSED_TO}},
+        },
+        *datastore_statements(bucket_arn),
+        {
+            # Metaflow itself reads task output from the datastore (mflog), never from CloudWatch; but
+            # a task killed hard (out of memory) never saves its last lines there (batch.py:563-565),
+            # so people read them here. Streams are named `<job definition>/default/<task id>`.
+            "Sid": "ReadMetaflowJobLogs",
+            "Effect": "Allow",
+            "Action": ["logs:GetLogEvents"],
+            "Resource": [f"arn:{partition}:logs:{region}:{account}:log-group:{BATCH_JOB_LOG_GROUP}"
+                         f":log-stream:{JOB_DEFINITION_NAMES}"],
         },
     )
 

@@ -6,6 +6,7 @@ A pure function of resource attributes. Every key is one the `metaflow` package 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -37,6 +38,8 @@ class ProfileInputs:
     task_role_arn: str
     fargate_execution_role_arn: Optional[str] = None
     metadata: Optional[MetadataEndpoint] = None
+    job_tags: Optional[dict[str, str]] = None
+    """Tags for every Batch job Metaflow submits (and, propagated, its ECS task): the bill splits by them."""
 
 
 def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
@@ -48,6 +51,9 @@ def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
         "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": inputs.task_role_arn,
         "METAFLOW_DEFAULT_METADATA": "service" if inputs.metadata else "local",
     }
+    if inputs.job_tags:
+        profile["METAFLOW_BATCH_EMIT_TAGS"] = "true"
+        profile["METAFLOW_BATCH_DEFAULT_TAGS"] = json.dumps(inputs.job_tags, sort_keys=True)
     if inputs.fargate_execution_role_arn:
         profile["METAFLOW_ECS_FARGATE_EXECUTION_ROLE"] = inputs.fargate_execution_role_arn
     if inputs.metadata:

@@ -1,10 +1,13 @@
 """The Lambda authorizer against a fake Secrets Manager (moto): exact key match, rotation with a
-grace period, and a bounded refresh. Time is a fake clock; nothing sleeps."""
+grace period (the secret written as Pulumi writes it), the bare key of older stacks, and a bounded
+refresh of one `GetSecretValue` call. Time is a fake clock; nothing sleeps."""
 
 from __future__ import annotations
 
 import hmac
 import importlib
+import itertools
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +20,13 @@ from moto import mock_aws
 from metaflow_infra.lambdas import authorizer
 
 KEY = "k3y-Secret"
+NEW = "n3w-Secret"
 REGION = "us-east-1"
+
+
+def pulumi_value(current: str, previous: str | None) -> str:
+    """The secret's value as Pulumi writes it."""
+    return json.dumps({"current": current, "previous": previous})
 
 
 @dataclass
@@ -30,35 +39,58 @@ class Clock:
 
 @dataclass
 class Secret:
-    admin: Any  # the operator's client: creates and rotates the secret
+    admin: Any  # the operator's client: creates and writes the secret, as `pulumi up` does
     arn: str
     clock: Clock
     calls: list[str]  # Secrets Manager operations the authorizer made
+    requests: list[dict[str, Any]]  # and their parameters
+    key: str = KEY  # the current key
+
+    def write(self, value: str) -> float:
+        """A new AWSCURRENT version with this value; returns its CreatedDate."""
+        self.admin.put_secret_value(SecretId=self.arn, SecretString=value)
+        return self.admin.get_secret_value(SecretId=self.arn)["CreatedDate"].timestamp()
 
     def rotate(self, new_key: str) -> float:
-        """put-secret-value, as an operator rotates; returns the new version's CreatedDate."""
-        self.admin.put_secret_value(SecretId=self.arn, SecretString=new_key)
-        return self.admin.get_secret_value(SecretId=self.arn)["CreatedDate"].timestamp()
+        """As `pulumi up` after `apiKeyRotation` n+1: the new key current, the old one previous."""
+        created = self.write(pulumi_value(new_key, self.key))
+        self.key = new_key
+        return created
 
 
 @pytest.fixture(scope="module")
-def clients() -> Iterator[tuple[Any, Any, list[str]]]:
+def clients() -> Iterator[tuple[Any, Any, list[str], list[dict[str, Any]]]]:
     """One fake AWS for the module (clients are slow to build): the operator's client, the
-    authorizer's client, and the Secrets Manager operations the latter makes."""
+    authorizer's client, and the Secrets Manager operations the latter makes, with parameters."""
     with mock_aws():
         calls: list[str] = []
+        requests: list[dict[str, Any]] = []
+
+        def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+            calls.append(model.name)
+            requests.append(dict(params))
+
         client = boto3.client("secretsmanager", region_name=REGION)
-        client.meta.events.register("before-call.secretsmanager.*", lambda model, **_: calls.append(model.name))
-        yield boto3.client("secretsmanager", region_name=REGION), client, calls
+        client.meta.events.register("before-parameter-build.secretsmanager.*", record)
+        yield boto3.client("secretsmanager", region_name=REGION), client, calls, requests
+
+
+_serial = itertools.count()  # secret names: parametrized test names share long prefixes
 
 
 @pytest.fixture
-def secret(clients: tuple[Any, Any, list[str]], monkeypatch: pytest.MonkeyPatch,
-           request: pytest.FixtureRequest) -> Secret:
-    admin, client, calls = clients
-    arn = admin.create_secret(Name=request.node.name[:60], SecretString=KEY)["ARN"]
+def secret(
+    clients: tuple[Any, Any, list[str], list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Secret:
+    admin, client, calls, requests = clients
+    name = f"{next(_serial)}-{request.node.name}"[:60]
+    # As Pulumi writes it before the first rotation.
+    arn = admin.create_secret(Name=name, SecretString=pulumi_value(KEY, None))["ARN"]
     monkeypatch.setenv("API_KEY_SECRET_ARN", arn)
     calls.clear()
+    requests.clear()
     monkeypatch.setattr(authorizer, "_client", client)
     monkeypatch.setattr(authorizer, "_cache", authorizer._Cache())
     # Whole seconds, like moto's CreatedDate: boundary arithmetic stays exact.
@@ -67,7 +99,7 @@ def secret(clients: tuple[Any, Any, list[str]], monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(authorizer, "GRACE_SECONDS", 3600.0)
     monkeypatch.setattr(authorizer, "REFRESH_SECONDS", 60.0)
     monkeypatch.setattr(authorizer, "MAX_AGE_SECONDS", 900.0)
-    return Secret(admin, arn, clock, calls)
+    return Secret(admin, arn, clock, calls, requests)
 
 
 def admits(key: str | None, header: str = "x-api-key") -> bool:
@@ -112,6 +144,11 @@ def test_keys_are_compared_in_constant_time(secret: Secret, monkeypatch: pytest.
     monkeypatch.setattr(hmac, "compare_digest", spy)
     assert admits(KEY)
     assert compared == [(KEY.encode(), KEY.encode())]
+    secret.rotate(NEW)
+    secret.clock.now += authorizer.MAX_AGE_SECONDS  # re-read: KEY is now the previous key, in its grace
+    compared.clear()
+    assert admits(KEY)
+    assert compared == [(KEY.encode(), NEW.encode()), (KEY.encode(), KEY.encode())]
 
 
 def test_empty_header_is_refused(secret: Secret) -> None:
@@ -131,76 +168,166 @@ def test_no_headers_at_all_is_refused(secret: Secret) -> None:
     assert secret.calls == []
 
 
+def test_each_read_is_one_get_secret_value_call_for_the_current_version(secret: Secret) -> None:
+    assert admits(KEY)
+    secret.clock.now += authorizer.REFRESH_SECONDS
+    secret.rotate(NEW)
+    assert admits(NEW)
+    assert secret.calls == ["GetSecretValue", "GetSecretValue"]
+    assert secret.requests == [{"SecretId": secret.arn}] * 2  # AWSCURRENT: no stage or version named
+
+
 def test_rotated_key_is_admitted_right_after_rotation_even_on_a_warm_cache(secret: Secret) -> None:
     assert admits(KEY)  # warms the cache
     secret.clock.now += authorizer.REFRESH_SECONDS  # cache still fresh (max age 900 s)
-    secret.rotate("n3w-Secret")
-    assert admits("n3w-Secret")  # the mismatch triggered a refresh
-    assert admits(KEY)  # and the old key, now AWSPREVIOUS, is in its grace period
+    secret.rotate(NEW)
+    assert admits(NEW)  # the mismatch triggered a refresh
+    assert admits(KEY)  # and the old key, now previous, is in its grace period
+    assert secret.calls == ["GetSecretValue", "GetSecretValue"]
 
 
 def test_old_key_is_admitted_during_the_grace_period_and_refused_after_it(secret: Secret) -> None:
-    created = secret.rotate("n3w-Secret")
+    created = secret.rotate(NEW)
     secret.clock.now = created + authorizer.GRACE_SECONDS - 1
     assert admits(KEY)
-    assert admits("n3w-Secret")
+    assert admits(NEW)
     secret.clock.now = created + authorizer.GRACE_SECONDS  # the grace period is over, to the second
     assert not admits(KEY)
-    assert admits("n3w-Secret")
+    assert admits(NEW)
 
 
 def test_old_key_is_refused_on_a_cold_start_after_the_grace_period(secret: Secret) -> None:
-    created = secret.rotate("n3w-Secret")
+    created = secret.rotate(NEW)
     secret.clock.now = created + authorizer.GRACE_SECONDS
     assert not admits(KEY)
-    assert admits("n3w-Secret")
-    assert secret.calls == ["GetSecretValue"]  # AWSPREVIOUS is not even read
+    assert admits(NEW)
+    assert secret.calls == ["GetSecretValue"]
 
 
-def test_flood_of_wrong_keys_makes_at_most_one_secrets_manager_call_per_refresh_interval(
-        secret: Secret) -> None:
-    assert admits(KEY)  # cold start: one read of AWSCURRENT, one of AWSPREVIOUS (none yet)
-    cold = len(secret.calls)
+def test_grace_period_counts_from_the_rotated_version_not_from_later_reads(secret: Secret) -> None:
+    created = secret.rotate(NEW)
+    secret.clock.now = created + 10
+    assert admits(KEY)  # cold start: read at created + 10
+    secret.clock.now = created + authorizer.GRACE_SECONDS - 1  # past the max age: read again
+    assert admits(KEY)
+    assert secret.calls == ["GetSecretValue", "GetSecretValue"]
+    secret.clock.now = created + authorizer.GRACE_SECONDS  # the same version: the grace is not extended
+    assert not admits(KEY)
+    secret.clock.now = created + authorizer.GRACE_SECONDS + authorizer.REFRESH_SECONDS
+    assert not admits(KEY)  # nor by a read after it ended
+    assert admits(NEW)
+    assert secret.calls == ["GetSecretValue"] * 3
+
+
+def test_second_rotation_admits_the_latest_two_keys_only(secret: Secret) -> None:
+    secret.rotate(NEW)
+    assert admits(KEY)
+    secret.clock.now += authorizer.REFRESH_SECONDS
+    secret.rotate("thir3-Secret")
+    assert admits("thir3-Secret")
+    assert admits(NEW)
+    assert not admits(KEY)
+
+
+def test_previous_key_is_refused_when_previous_is_null(secret: Secret) -> None:
+    secret.write(pulumi_value(NEW, None))  # a new key without a grace for the old one
+    assert admits(NEW)
+    assert not admits(KEY)
+    assert not admits("None")
+    assert not admits("null")
+
+
+def test_previous_key_that_is_a_prefix_of_the_current_one_is_admitted_only_exactly(secret: Secret) -> None:
+    created = secret.write(pulumi_value(KEY, KEY[:-3]))
+    assert admits(KEY)
+    assert admits(KEY[:-3])
+    for near in (KEY[:-1], KEY[:-2], KEY[:-4], KEY[:-3] + "x", KEY[:1]):
+        assert not admits(near), near
+    secret.clock.now = created + authorizer.GRACE_SECONDS
+    assert not admits(KEY[:-3])
+    assert admits(KEY)
+
+
+def test_bare_key_of_a_stack_deployed_before_the_json_format_is_admitted_alone(secret: Secret) -> None:
+    secret.write("l3gacy-Secret")  # the value before this format: the key itself
+    assert admits("l3gacy-Secret")
+    for other in (KEY, "l3gacy-Secre", "l3gacy-Secretx", "L3GACY-SECRET", "current", "previous"):
+        assert not admits(other), other
+    assert secret.calls == ["GetSecretValue"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "12345",
+        '"k3y"',
+        "null",
+        "[]",
+        '{"previous": "k3y"}',
+        '{"current": "", "previous": "k3y"}',
+        '{"current": 7, "previous": "k3y"}',
+        '{"current": "k3y"',
+        "{not json",
+    ],
+    ids=["number", "string", "null", "list", "no-current", "empty-current", "number-current", "truncated", "not-json"],
+)
+def test_value_without_a_current_key_is_taken_as_a_bare_key(secret: Secret, value: str) -> None:
+    secret.write(value)
+    assert admits(value)
+    assert not admits("k3y")
+    assert not admits(KEY)
+
+
+def test_flood_of_wrong_keys_makes_at_most_one_secrets_manager_call_per_refresh_interval(secret: Secret) -> None:
+    assert admits(KEY)  # cold start: one read
+    assert secret.calls == ["GetSecretValue"]
     start = secret.clock.now
     for offset in (0, 1, 30, authorizer.REFRESH_SECONDS - 1):
         secret.clock.now = start + offset
         for _ in range(50):
             assert not admits("wrong")
-    assert len(secret.calls) == cold
+    assert secret.calls == ["GetSecretValue"]
     secret.clock.now = start + authorizer.REFRESH_SECONDS
     for _ in range(50):
         assert not admits("wrong")
-    assert len(secret.calls) == cold + 1
+    assert secret.calls == ["GetSecretValue"] * 2
     assert admits(KEY)  # the right key is still admitted from the cache
-    assert len(secret.calls) == cold + 1
+    assert secret.calls == ["GetSecretValue"] * 2
 
 
 def test_cache_is_refreshed_after_its_max_age_even_without_mismatches(
-        secret: Secret, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret: Secret, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(authorizer, "GRACE_SECONDS", 0.0)  # the old key dies with the rotation
     assert admits(KEY)
-    start, cold = secret.clock.now, len(secret.calls)
-    secret.rotate("n3w-Secret")
+    start = secret.clock.now
+    secret.rotate(NEW)
     secret.clock.now = start + authorizer.MAX_AGE_SECONDS - 1
     assert admits(KEY)  # served from the cache: no mismatch, not yet too old
-    assert len(secret.calls) == cold
+    assert secret.calls == ["GetSecretValue"]
     secret.clock.now = start + authorizer.MAX_AGE_SECONDS
     assert not admits(KEY)  # the cache was re-read and the old key is gone
-    assert len(secret.calls) == cold + 1
+    assert secret.calls == ["GetSecretValue"] * 2
 
 
 def test_failed_refresh_keeps_judging_by_the_cached_keys(secret: Secret) -> None:
     assert admits(KEY)
     secret.admin.delete_secret(SecretId=secret.arn, ForceDeleteWithoutRecovery=True)
     secret.clock.now += authorizer.MAX_AGE_SECONDS
-    calls = len(secret.calls)
     assert admits(KEY)
     assert not admits("wrong")
-    assert len(secret.calls) == calls + 1  # the failure is rate-limited like any refresh
+    assert secret.calls == ["GetSecretValue"] * 2  # the failure is rate-limited like any refresh
+
+
+def test_failed_read_on_a_cold_start_fails_the_invocation(secret: Secret) -> None:
+    secret.admin.delete_secret(SecretId=secret.arn, ForceDeleteWithoutRecovery=True)
+    with pytest.raises(Exception, match="ResourceNotFound"):
+        admits(KEY)
 
 
 def test_secret_is_read_with_a_client_of_its_own_on_a_cold_start(
-        secret: Secret, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret: Secret, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setattr(authorizer, "_client", None)
     assert admits(KEY)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import email
 import json
+import shlex
+import subprocess
 
 import botocore.session
 import pytest
 
 from conftest import offline, policy_of
+from metaflow_infra.compute import instance_user_data
 from metaflow_infra.offline import ACCOUNT_ID, OfflineRun
 
 ENVIRONMENT = "aws:batch/computeEnvironment:ComputeEnvironment"
@@ -92,11 +97,91 @@ def test_launch_template_requires_imdsv2_and_encrypts_the_root_volume(minimal: O
     template = minimal.one("aws:ec2/launchTemplate:LaunchTemplate")
     metadata = template.inputs["metadataOptions"]
     assert metadata["httpTokens"] == "required" and metadata["httpEndpoint"] == "enabled"
-    assert metadata["httpPutResponseHopLimit"] == 2
     [root] = template.inputs["blockDeviceMappings"]
     assert root["ebs"]["encrypted"] == "true" and root["ebs"]["volumeType"] == "gp3"
     environment = minimal.one(ENVIRONMENT).inputs["computeResources"]["launchTemplate"]
     assert environment == {"launchTemplateId": f"{template.state['name']}-id", "version": "1"}
+
+
+def test_an_imdsv2_token_cannot_reach_a_container(minimal: OfflineRun) -> None:
+    """Second layer behind the REJECT rule: the token's response dies one hop out, and no IPv6 path."""
+    metadata = minimal.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["metadataOptions"]
+    assert metadata["httpPutResponseHopLimit"] == 1
+    assert metadata["httpProtocolIpv6"] == "disabled"
+
+
+def user_data_parts(run: OfflineRun) -> list[email.message.Message]:
+    encoded = run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]
+    archive = email.message_from_bytes(base64.b64decode(encoded, validate=True))
+    assert archive.is_multipart() and archive.get_content_type() == "multipart/mixed"
+    assert archive["MIME-Version"] == "1.0"
+    return [part for part in archive.get_payload() if isinstance(part, email.message.Message)]
+
+
+def boothook_commands(run: OfflineRun) -> list[list[str]]:
+    [boothook] = user_data_parts(run)
+    assert boothook.get_content_type() == "text/cloud-boothook"
+    script = boothook.get_payload(decode=True).decode("ascii")
+    assert script.startswith("#cloud-boothook\n#!/bin/bash\n")
+    joined = script.replace("\\\n", " ")
+    return [[word for word in shlex.split(command) if word != "2>/dev/null"]
+            for line in joined.splitlines() if not line.startswith("#") for command in line.split("||")]
+
+
+def test_instance_user_data_is_a_mime_multipart_archive_batch_can_merge_into(minimal: OfflineRun) -> None:
+    [part] = user_data_parts(minimal)
+    assert part.get_content_charset() == "us-ascii"
+    assert base64.b64decode(minimal.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]).decode() == (
+        instance_user_data())
+
+
+def test_the_boothook_is_valid_bash(minimal: OfflineRun) -> None:
+    [boothook] = user_data_parts(minimal)
+    script = boothook.get_payload(decode=True).decode("ascii").removeprefix("#cloud-boothook\n")
+    checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_containers_are_refused_the_instance_metadata_service(minimal: OfflineRun) -> None:
+    inserts = [c for c in boothook_commands(minimal) if c[:4] == ["iptables", "--wait", "--insert", "DOCKER-USER"]]
+    [rule] = inserts
+    assert rule[4] == "1", "the rule must come before anything else in DOCKER-USER"
+    options = dict(zip(rule[5::2], rule[6::2]))
+    assert options["--destination"] == "169.254.169.254/32"
+    assert options["--jump"] == "REJECT", "DROP would make each IMDS probe of a task wait for its timeout"
+    assert options["--protocol"] == "tcp" and options["--reject-with"] == "tcp-reset"
+    assert "--in-interface" not in options, "DOCKER-USER sees forwarded traffic only: every container network"
+
+
+def test_the_task_credentials_endpoint_stays_reachable(minimal: OfflineRun) -> None:
+    """Tasks get their own role from 169.254.170.2; nothing in the user data may touch it."""
+    commands = boothook_commands(minimal)
+    assert all("169.254.170.2" not in " ".join(command) for command in commands)
+    rejected = [c[c.index("--destination") + 1] for c in commands if "--destination" in c]
+    assert set(rejected) == {"169.254.169.254/32"}
+
+
+def test_the_metadata_rule_is_added_once_even_when_docker_made_the_chain_first(minimal: OfflineRun) -> None:
+    commands = boothook_commands(minimal)
+    check = next(c for c in commands if "--check" in c)
+    insert = next(c for c in commands if "--insert" in c)
+    assert check[check.index("DOCKER-USER") + 1:] == insert[insert.index("DOCKER-USER") + 2:]
+    assert ["iptables", "--wait", "--new-chain", "DOCKER-USER"] in commands
+
+
+def test_awsvpc_tasks_are_refused_the_instance_metadata_service_by_the_agent(minimal: OfflineRun) -> None:
+    commands = boothook_commands(minimal)
+    appended = [c for c in commands if c[:1] == ["echo"]]
+    assert appended == [["echo", "ECS_AWSVPC_BLOCK_IMDS=true", ">>", "/etc/ecs/ecs.config"]]
+
+
+def test_instances_and_their_volumes_carry_the_stack_tags() -> None:
+    run = offline("minimal", {"metaflow:tags": {"team": "ds"}})
+    specifications = run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["tagSpecifications"]
+    assert {s["resourceType"]: s["tags"] for s in specifications} == {
+        "instance": {"team": "ds", "metaflow:stack": "dev"}, "volume": {"team": "ds", "metaflow:stack": "dev"}}
+    # Not through the environments' compute resources: a launch template version updates them in place.
+    assert all("tags" not in e.inputs["computeResources"] for e in run.of_type(ENVIRONMENT))
 
 
 def test_instances_get_the_ecs_instance_role_through_a_profile(minimal: OfflineRun) -> None:
@@ -125,7 +210,7 @@ def test_task_role_is_trusted_by_ecs_tasks_for_this_account_only(minimal: Offlin
         "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}}
 
 
-def test_task_role_can_use_this_bucket_and_no_other(minimal: OfflineRun) -> None:
+def test_task_role_can_read_write_and_list_this_bucket_and_delete_nothing(minimal: OfflineRun) -> None:
     task = role(minimal, "batch-task")
     assert policy_of(task, "assumeRolePolicy")["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
     [inline] = [p for p in minimal.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == f"{task['name']}-id"]
@@ -136,7 +221,7 @@ def test_task_role_can_use_this_bucket_and_no_other(minimal: OfflineRun) -> None
         ("s3:ListBucket", bucket_arn),
         ("s3:GetObject", f"{bucket_arn}/*"),
         ("s3:PutObject", f"{bucket_arn}/*"),
-        ("s3:DeleteObject", f"{bucket_arn}/*"),
+        ("s3:AbortMultipartUpload", f"{bucket_arn}/*"),
     }
     assert all(s["Effect"] == "Allow" for s in statements)
     assert not attachments(minimal, task["name"])
@@ -164,4 +249,8 @@ def test_launch_template_values_are_valid_ec2_enums(minimal: OfflineRun) -> None
     ec2 = botocore.session.get_session().get_service_model("ec2")
     template = minimal.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
     assert template["metadataOptions"]["httpTokens"] in ec2.shape_for("LaunchTemplateHttpTokensState").enum
+    assert template["metadataOptions"]["httpProtocolIpv6"] in ec2.shape_for(
+        "LaunchTemplateInstanceMetadataProtocolIpv6").enum
+    for specification in template["tagSpecifications"]:
+        assert specification["resourceType"] in ec2.shape_for("ResourceType").enum
     assert template["blockDeviceMappings"][0]["ebs"]["volumeType"] in ec2.shape_for("VolumeType").enum

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TODAY
-from metaflow_infra.settings import ConfigError, Settings, key_fields, load_settings
+from metaflow_infra.settings import ConfigError, Settings, key_fields, load_settings, provider_settings
 
-KEYS = sorted(key for key in key_fields() if key != "aws:region") + ["aws:region"]
+KEYS = sorted({*key_fields(), *(f"aws:{key}" for key in provider_settings())})
 SESSION = botocore.session.get_session()
 EC2_TYPES = set(SESSION.get_service_model("ec2").shape_for("InstanceType").enum)
 REGIONS = {region for partition in Loader().load_data("endpoints")["partitions"] for region in partition["regions"]}

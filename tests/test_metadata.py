@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from conftest import offline, policy_of
+from metaflow_infra.metadata import api_key_slots
 from metaflow_infra.offline import DeclaredResource, OfflineRun
 from metaflow_infra.settings import FARGATE_MEMORY_BY_CPU
 
@@ -113,8 +114,17 @@ def test_dev_service_runs_one_spot_task_with_a_public_ip_and_registers_in_cloud_
     assert service["serviceRegistries"] == {
         "registryArn": discovery.state["arn"], "containerName": "metadata", "containerPort": 8080}
     assert discovery.inputs["dnsConfig"]["dnsRecords"] == [{"ttl": 10, "type": "SRV"}]
-    assert service["deploymentMinimumHealthyPercent"] == 0 and service["deploymentMaximumPercent"] == 100
     assert service["forceNewDeployment"] is True  # lets metadata:spot move between FARGATE and FARGATE_SPOT
+
+
+def test_a_deploy_keeps_the_running_task_until_its_successor_is_healthy(dev: OfflineRun) -> None:
+    service = dev.one("aws:ecs/service:Service").inputs
+    minimum, maximum = service["deploymentMinimumHealthyPercent"], service["deploymentMaximumPercent"]
+    # ECS rounds the minimum up and the maximum down: with one task, the old one stays (>= 1 healthy)
+    # while exactly one new task (and so one migrator) starts.
+    desired = service["desiredCount"]
+    assert -(-desired * minimum // 100) == desired and desired * maximum // 100 == desired + 1
+    assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
 
 
 def test_service_waits_for_the_capacity_providers_of_its_cluster(dev: OfflineRun) -> None:
@@ -170,11 +180,52 @@ def test_authorizer_may_be_invoked_only_by_this_api(dev: OfflineRun) -> None:
 def test_authorizer_function_reads_only_the_api_key_secret(dev: OfflineRun) -> None:
     function = dev.one("aws:lambda/function:Function").inputs
     key_secret = named(dev, "aws:secretsmanager/secret:Secret", "api-key").state["arn"]
-    assert function["environment"]["variables"] == {"API_KEY_SECRET_ARN": key_secret}
+    assert function["environment"]["variables"] == {"API_KEY_SECRET_ARN": key_secret, "API_KEY_GRACE_SECONDS": "3600"}
     role = named(dev, "aws:iam/role:Role", "authorizer")
     assert function["role"] == role.state["arn"]
     [inline] = [p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == f"{role.state['name']}-id"]
     assert policy_of(inline.inputs)["Statement"][0]["Resource"] == [key_secret]
+
+
+def test_a_flood_of_wrong_keys_meets_a_bounded_authorizer(dev: OfflineRun) -> None:
+    assert dev.one("aws:lambda/function:Function").inputs["reservedConcurrentExecutions"] == 5
+    unbounded = offline("dev", {"metadata:authorizerConcurrency": 0}).one("aws:lambda/function:Function")
+    assert "reservedConcurrentExecutions" not in unbounded.inputs
+
+
+@pytest.mark.parametrize("rotation, slots", [
+    (1, {"api-key": 1}), (2, {"api-key": 1, "api-key-b": 2}), (3, {"api-key": 3, "api-key-b": 2}),
+    (4, {"api-key": 3, "api-key-b": 4}), (11, {"api-key": 11, "api-key-b": 10}),
+])
+def test_two_key_slots_take_turns(rotation: int, slots: dict[str, int]) -> None:
+    assert api_key_slots(rotation) == slots
+
+
+def admitted_keys(run: OfflineRun) -> dict[str, Any]:
+    version = named(run, "aws:secretsmanager/secretVersion:SecretVersion", "api-key")
+    return json.loads(version.inputs["secretString"])
+
+
+def key_of(run: OfflineRun, slot: str) -> str:
+    [key] = [p for p in run.of_type("random:index/randomPassword:RandomPassword") if p.name == f"metaflow-{slot}"]
+    return key.state["result"]
+
+
+def test_before_any_rotation_the_one_key_is_current_and_keeps_its_identity(dev: OfflineRun) -> None:
+    [key] = [p for p in dev.of_type("random:index/randomPassword:RandomPassword") if "api-key" in p.name]
+    assert key.name == "metaflow-api-key" and "keepers" not in key.inputs  # as deployed before rotation existed
+    assert admitted_keys(dev) == {"current": key.state["result"], "previous": None}
+
+
+@pytest.mark.parametrize("rotation, current, previous", [(2, "api-key-b", "api-key"), (3, "api-key", "api-key-b")])
+def test_a_rotation_makes_a_new_current_key_and_keeps_the_last_one_as_previous(
+        rotation: int, current: str, previous: str) -> None:
+    run = offline("dev", {"metadata:apiKeyRotation": rotation})
+    assert admitted_keys(run) == {"current": key_of(run, current), "previous": key_of(run, previous)}
+    assert run.outputs["metaflowProfile"]["METAFLOW_SERVICE_AUTH_KEY"] == key_of(run, current)
+    keepers = {p.name: p.inputs.get("keepers") for p in run.of_type("random:index/randomPassword:RandomPassword")
+               if "api-key" in p.name}
+    assert keepers[f"metaflow-{current}"] == {"rotation": str(rotation)}
 
 
 def test_profile_carries_the_real_key_and_is_secret(dev: OfflineRun) -> None:

@@ -18,7 +18,9 @@ READ_BACK = """
 import json, sys
 from metaflow import metaflow_config as config
 keys = json.loads(sys.argv[1])
-print(json.dumps({key: str(getattr(config, key.removeprefix("METAFLOW_"), None)) for key in keys}))
+values = {key: getattr(config, key.removeprefix("METAFLOW_"), None) for key in keys}
+# Metaflow parses numbers, booleans and JSON: print them back the way the profile writes them.
+print(json.dumps({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in values.items()}))
 """
 
 
@@ -70,6 +72,8 @@ def test_minimal_profile_points_at_the_declared_resources(minimal: OfflineRun) -
         "METAFLOW_BATCH_JOB_QUEUE": minimal.one("aws:batch/jobQueue:JobQueue").state["arn"],
         "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": task_role.state["arn"],
         "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_BATCH_EMIT_TAGS": "true",
+        "METAFLOW_BATCH_DEFAULT_TAGS": '{"metaflow:stack": "dev"}',
     }
     assert minimal.outputs["bucketName"] == bucket
     assert minimal.outputs["jobQueueArn"] == minimal.one("aws:batch/jobQueue:JobQueue").state["arn"]

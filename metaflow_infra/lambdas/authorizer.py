@@ -1,16 +1,19 @@
 """API Gateway (HTTP API) Lambda authorizer: admit a request only if its `x-api-key` header
 equals the key kept in Secrets Manager. Runs on AWS Lambda's Python runtime (boto3 included).
 
-Rotation: `aws secretsmanager put-secret-value --secret-id <arn> --secret-string <new key>`.
-Secrets Manager then labels the new version AWSCURRENT and the old one AWSPREVIOUS. The current
-key is always admitted; the previous one only for GRACE_SECONDS after the current version was
-created, so clients can switch over without an outage. After that only the current key works.
+Secret: Pulumi writes it as the JSON document {"current": "<key>", "previous": "<key> or null"}.
+Rotation: `pulumi config set metadata:apiKeyRotation <n+1>`, then `pulumi up`: Pulumi generates
+a new key, writes the secret as a new version (the old key moves to "previous") and puts the new
+key in the stack's `metaflowProfile` output. Do not rotate with `put-secret-value`: the profile
+would keep the old key. The current key is always admitted; the previous one only for
+GRACE_SECONDS after the current version was created (that is, rotated in), so clients can switch
+over without an outage. After that only the current key works.
 
 Refresh bound: the keys are cached in memory and re-read from Secrets Manager when a presented
 key matches neither (it may be a freshly rotated key) or when the cache is older than
 MAX_AGE_SECONDS (so a rotation is seen even if no one sends a new key) — but at most once per
 REFRESH_SECONDS, so a flood of wrong keys costs one `GetSecretValue` call per interval and warm
-instance (two on the read that first sees a rotation: AWSCURRENT, then AWSPREVIOUS).
+instance. Every read is exactly one `GetSecretValue` call (AWSCURRENT).
 
 Latency: API Gateway caches each decision per key value for 300 s. So the old key can work for
 up to max(GRACE_SECONDS, MAX_AGE_SECONDS) + 300 s after rotation, and a new key first tried
@@ -21,12 +24,14 @@ REFRESH_SECONDS + 300 s: switch clients over a few minutes after rotating, withi
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # Settings, set on the function by the Pulumi component. Grace: one hour is long enough to roll
 # the new key out to profiles and CI secrets (and for most running flows, whose tasks carry the
@@ -44,9 +49,8 @@ _client: Any = None  # boto3 Secrets Manager client, created on first use
 
 @dataclass(frozen=True)
 class _Keys:
-    version: str  # VersionId of AWSCURRENT
     current: bytes
-    created: float  # CreatedDate of AWSCURRENT, epoch seconds: the grace period starts here
+    created: float  # CreatedDate of AWSCURRENT, epoch seconds: the rotation, so the grace period starts here
     previous: bytes | None
 
 
@@ -72,26 +76,23 @@ def _secrets() -> Any:
 def _refresh(now: float) -> None:
     # Stamp the attempt first: a failing Secrets Manager is then also asked once per interval.
     _cache.attempted_at = now
-    arn = os.environ["API_KEY_SECRET_ARN"]
-    current = _secrets().get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")
-    created = current["CreatedDate"].timestamp()
-    old = _cache.keys
-    if old is not None and old.version == current["VersionId"]:
-        previous = old.previous  # no rotation since the last read: AWSPREVIOUS has not moved
-    elif now - created < GRACE_SECONDS:
-        previous = _previous(arn)
-    else:
-        previous = None  # the grace period is over: no need to read it
-    _cache.keys = _Keys(current["VersionId"], current["SecretString"].encode(), created, previous)
+    secret = _secrets().get_secret_value(SecretId=os.environ["API_KEY_SECRET_ARN"])
+    current, previous = _parse(secret["SecretString"])
+    _cache.keys = _Keys(current, secret["CreatedDate"].timestamp(), previous)
     _cache.fetched_at = now
 
 
-def _previous(arn: str) -> bytes | None:
-    secrets = _secrets()
+def _parse(value: str) -> tuple[bytes, bytes | None]:
+    """The current and previous keys from the secret's value, {"current": ..., "previous": ...}."""
     try:
-        return secrets.get_secret_value(SecretId=arn, VersionStage="AWSPREVIOUS")["SecretString"].encode()
-    except secrets.exceptions.ResourceNotFoundException:  # never rotated
-        return None
+        document = json.loads(value)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not isinstance(document.get("current"), str) or not document["current"]:
+        # Stacks deployed before this format hold the bare key until their next `pulumi up` rewrites it.
+        return value.encode(), None
+    previous = document.get("previous")
+    return document["current"].encode(), previous.encode() if isinstance(previous, str) and previous else None
 
 
 def _admits(keys: _Keys | None, presented: bytes, now: float) -> bool:

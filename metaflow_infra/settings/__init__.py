@@ -20,6 +20,7 @@ from .catalog import (
     offered_families,
     postgres_end_of_standard_support,
     preset_summary,
+    provider_settings,
     presets,
     unsupported_zone_ids,
 )
@@ -27,6 +28,7 @@ from .loading import REGION_KEY, ConfigError, config_error, load_settings, raw_c
 from .models import (
     NAMESPACES,
     NOT_AVAILABLE,
+    SECRET_PROVIDER_SETTINGS,
     AwsSettings,
     ComputeSettings,
     ComputeType,
@@ -44,6 +46,7 @@ from .models import (
 
 __all__ = [
     "FARGATE_MEMORY_BY_CPU", "MINIMUM_SERVICE_VERSION", "NAMESPACES", "NOT_AVAILABLE", "REGION_KEY",
+    "SECRET_PROVIDER_SETTINGS", "provider_settings",
     "AwsSettings", "ComputeSettings", "ComputeType", "ConfigError", "DatastoreSettings", "DbSettings",
     "MetadataSettings", "MetaflowSettings", "NetworkSettings", "Settings", "available_presets", "config_error",
     "default_preset", "documented_meaning", "instance_families", "is_available", "key_fields", "known_keys",

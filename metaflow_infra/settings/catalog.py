@@ -5,10 +5,16 @@ All of it lives in `metaflow_infra/data/`; this module only reads it."""
 from __future__ import annotations
 
 import datetime
+import inspect
 import tomllib
+import typing
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
+
+import pulumi_aws
+from pydantic.alias_generators import to_camel
 
 
 def data_file(name: str) -> dict[str, Any]:
@@ -35,6 +41,28 @@ def available_presets() -> tuple[str, ...]:
 
 def preset_summary(name: str) -> str:
     return str(preset_catalog()["presets"][name]["summary"])
+
+
+PROVIDER_SETTINGS_SET_HERE = frozenset({"region", "default_tags"})
+"""The program sets these itself: the region from aws:region, the tags from metaflow:tags."""
+
+
+@cache
+def provider_settings() -> dict[str, tuple[str, str]]:
+    """Every setting the AWS provider accepts, as its `aws:` config key -> (ProviderArgs parameter,
+    kind: str, bool, int, strings, objects (a list of them) or object). Read from pulumi-aws itself,
+    so none is ever missing."""
+    settings = {}
+    for name, parameter in list(inspect.signature(pulumi_aws.ProviderArgs.__init__).parameters.items())[1:]:
+        if name in PROVIDER_SETTINGS_SET_HERE:
+            continue
+        first = typing.get_args(parameter.annotation)[0]
+        origin = typing.get_origin(first) or first
+        kind = {str: "str", bool: "bool", int: "int"}.get(origin, "object")
+        if origin is Sequence:
+            kind = "strings" if typing.get_args(typing.get_args(first)[0])[0] is str else "objects"
+        settings[to_camel(name)] = (name, kind)
+    return settings
 
 
 @cache

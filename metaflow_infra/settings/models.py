@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
-from .catalog import FARGATE_MEMORY_BY_CPU, default_preset, presets
+from .catalog import FARGATE_MEMORY_BY_CPU, default_preset, presets, provider_settings
 from .values import (
     ARN_PATTERN,
     AccountIds,
@@ -28,6 +28,7 @@ from .values import (
     NonNegativeInt,
     PositiveInt,
     StrList,
+    parse_bool,
     parse_int,
     parse_json,
 )
@@ -73,8 +74,35 @@ class AssumeRole(Namespace):
     external_id: Optional[str] = None
 
 
+SECRET_PROVIDER_SETTINGS = frozenset({"accessKey", "secretKey", "token"})
+
+
+def _provider_value(kind: str, value: Any) -> Any:
+    """A provider setting parsed by the kind pulumi-aws declares; its shape checked, its contents left
+    to the provider."""
+    if kind == "bool":
+        return parse_bool(value)
+    if kind == "int":
+        return parse_int(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    parsed = parse_json(value)
+    shapes = {"strings": (list, str, "a list of strings"), "objects": (list, dict, "a JSON list of objects"),
+              "object": (dict, None, "a JSON object")}
+    container, item, description = shapes[kind]
+    if not isinstance(parsed, container) or (item and not all(isinstance(entry, item) for entry in parsed)):
+        raise ValueError(f"expected {description}")
+    return parsed
+
+
 class AwsSettings(Namespace):
-    """The `aws:` keys this program forwards to its AWS provider (it uses its own, to tag everything)."""
+    """The `aws:` keys, all forwarded to this program's own AWS provider (an explicit provider, to tag
+    everything, ignores stack config by itself). The typed ones are checked here; the provider's
+    other settings are passed through, parsed by the kind pulumi-aws declares for them."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="allow", frozen=True)
 
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")] = Field(
         description="the AWS region of the stack (or AWS_REGION from the environment)")
@@ -85,6 +113,23 @@ class AwsSettings(Namespace):
         None, "refuse to deploy to these AWS accounts (list of account ids)")
     assume_roles: Optional[Annotated[list[AssumeRole], BeforeValidator(parse_json)]] = setting(
         None, "roles to assume in turn: a list of {roleArn, sessionName, externalId}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_settings(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        declared = {info.alias for info in cls.model_fields.values()}
+        parsed = {}
+        for key, value in values.items():
+            if key in declared or key not in provider_settings():
+                parsed[key] = value  # declared fields validate themselves; unknown keys are refused earlier
+                continue
+            try:
+                parsed[key] = _provider_value(provider_settings()[key][1], value)
+            except ValueError as err:
+                raise ValueError(f"aws:{key} = {value!r}: {err}") from None
+        return parsed
 
 
 class MetaflowSettings(Namespace):
@@ -153,7 +198,13 @@ class MetadataSettings(Namespace):
         "metadata service image, pinned by a release tag (v2.4.6 or later: TLS to PostgreSQL) or a digest")
     cpu: Int = setting(256, "Fargate CPU units of the metadata service (256, 512, 1024, ...)")
     memory: Int = setting(1024, "Fargate memory (MiB) of the metadata service; must fit metadata:cpu")
-    spot: Bool = setting(False, "run the metadata service on Fargate Spot (about 70% cheaper, may restart)")
+    spot: Bool = setting(False, "run the metadata service on Fargate Spot (about 70% cheaper; an interruption "
+                                "leaves it without a task for a few minutes)")
+    api_key_rotation: PositiveInt = setting(
+        1, "raise by one to rotate the API key; the previous key keeps working for an hour")
+    authorizer_concurrency: NonNegativeInt = setting(
+        5, "concurrent runs reserved for (and capping) the API-key authorizer, bounding the cost of a flood "
+           "of wrong keys; 0: no reservation")
 
     @model_validator(mode="after")
     def _fargate_size(self) -> "MetadataSettings":
@@ -243,7 +294,9 @@ NAMESPACES: dict[str, type[Namespace]] = {
 
 
 def known_keys(namespace: str) -> list[str]:
-    return [f"{namespace}:{info.alias}" for info in NAMESPACES[namespace].model_fields.values()]
+    declared = [f"{namespace}:{info.alias}" for info in NAMESPACES[namespace].model_fields.values()]
+    passed_through = [f"aws:{key}" for key in provider_settings() if f"aws:{key}" not in declared]
+    return declared + (passed_through if namespace == "aws" else [])
 
 
 def key_fields() -> dict[str, FieldInfo]:
