@@ -15,7 +15,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/pyright metaflow_infra __main__.py
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright metaflow_infra __main__.py tools
 	$(VENV)/bin/python -m pytest
 
 up: $(STAMP)

@@ -1,17 +1,17 @@
 """Command line of metaflow-infra, offline: no AWS credentials, no Pulumi CLI.
 
-  python -m metaflow_infra plan [--stack dev] [--set ns:key=value ...] [--json]
-  python -m metaflow_infra plan --compare [--region us-east-1] [--json]
-  python -m metaflow_infra config-table
-  python -m metaflow_infra readme [--dir .]     rewrite the README's generated tables
+python -m metaflow_infra plan [--stack dev] [--set ns:key=value ...] [--json]
+python -m metaflow_infra plan --compare [--region us-east-1] [--json]
+python -m metaflow_infra config-table
+python -m metaflow_infra readme [--dir .]     rewrite the README's generated tables
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import pulumi
 
@@ -19,17 +19,27 @@ from .docs import config_table, update_readme
 from .plan import comparison_document, render_comparison, run_compare, run_plan, stack_config
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metaflow_infra", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m metaflow_infra", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="show what `pulumi up` would create, the profile and the monthly cost")
     plan.add_argument("--stack", default="dev", help="read Pulumi.STACK.yaml (default: dev)")
-    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="NS:KEY=VALUE",
-                      help="override one config key, like `pulumi config set` (repeatable)")
+    plan.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NS:KEY=VALUE",
+        help="override one config key, like `pulumi config set` (repeatable)",
+    )
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    plan.add_argument("--compare", action="store_true",
-                      help="compare the idle cost of every preset and the Terraform module's defaults")
+    plan.add_argument(
+        "--compare",
+        action="store_true",
+        help="compare the idle cost of every preset and the Terraform module's defaults",
+    )
     plan.add_argument("--region", help="region for --compare (default: the stack's aws:region)")
     plan.add_argument("--dir", type=Path, default=Path.cwd(), help="project directory (default: current)")
     commands.add_parser("config-table", help="print the README's table of config keys and preset defaults")
@@ -41,12 +51,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "config-table":
             print(config_table())
         elif args.command == "readme":
-            update_readme(args.dir / "README.md", {
-                "config-table": config_table,
-                "cost-comparison": lambda: render_comparison(comparison_document("us-east-1")),
-            })
+            update_readme(
+                args.dir / "README.md",
+                {
+                    "config-table": config_table,
+                    "cost-comparison": lambda: render_comparison(comparison_document("us-east-1")),
+                },
+            )
         elif args.compare:
-            region = args.region or str(stack_config(args.stack, args.dir, args.overrides).get("aws:region", "us-east-1"))
+            region = args.region or str(
+                stack_config(args.stack, args.dir, args.overrides).get("aws:region", "us-east-1")
+            )
             print(run_compare(region, as_json=args.json))
         else:
             print(run_plan(args.stack, args.dir, args.overrides, as_json=args.json))

@@ -8,8 +8,9 @@ They attach the stack's `userPolicyArn` output to theirs, e.g.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -33,14 +34,21 @@ class AccessArgs:
 class Access(Component):
     user_policy_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, args: AccessArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Access", name, opts)
         partition, account = self.partition, self.account
 
         def document(values: dict[str, Any]) -> str:
-            return json.dumps(user_policy(
-                partition=partition, region=args.region, account=account, bucket_arn=values["bucket_arn"],
-                job_queue_arns=values["job_queue_arns"], passable_role_arns=values["passable_role_arns"]))
+            return json.dumps(
+                user_policy(
+                    partition=partition,
+                    region=args.region,
+                    account=account,
+                    bucket_arn=values["bucket_arn"],
+                    job_queue_arns=values["job_queue_arns"],
+                    passable_role_arns=values["passable_role_arns"],
+                )
+            )
 
         policy = aws.iam.Policy(
             self.named("user"),
@@ -50,6 +58,7 @@ class Access(Component):
                 job_queue_arns=pulumi.Output.all(*args.job_queue_arns),
                 passable_role_arns=pulumi.Output.all(*args.passable_role_arns),
             ).apply(document),
-            opts=self.child())
+            opts=self.child(),
+        )
         self.user_policy_arn = policy.arn
         self.register_outputs({"userPolicyArn": self.user_policy_arn})

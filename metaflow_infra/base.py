@@ -4,7 +4,8 @@ and partition it runs in, and the one builder of the IAM roles AWS services assu
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -29,17 +30,18 @@ def legacy_aliases(name: str, prefix: str) -> list[pulumi.Alias]:
 class Component(pulumi.ComponentResource):
     """A component of the stack. Its children are named `metaflow-<purpose>` and parented to it."""
 
-    def __init__(self, kind: str, prefix: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, kind: str, prefix: str, opts: pulumi.ResourceOptions | None = None) -> None:
         def alias_legacy_name(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
             aliases = legacy_aliases(args.name, prefix)
             return pulumi.ResourceTransformationResult(
-                args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(aliases=aliases)))
+                args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(aliases=aliases))
+            )
 
         legacy = pulumi.ResourceOptions(transformations=[alias_legacy_name]) if prefix != LOGICAL_BASE else None
         super().__init__(f"{TYPE_PREFIX}{kind}", LOGICAL_BASE, None, pulumi.ResourceOptions.merge(opts, legacy))
         self.prefix = prefix
-        self._account: Optional[str] = None
-        self._partition: Optional[str] = None
+        self._account: str | None = None
+        self._partition: str | None = None
 
     def named(self, purpose: str) -> str:
         """The logical name of a child: fixed, so that no config change re-creates it."""
@@ -69,8 +71,8 @@ class Component(pulumi.ComponentResource):
         purpose: str,
         service: str,
         managed: Sequence[str] = (),
-        inline: Optional[pulumi.Input[dict[str, Any]]] = None,
-        inline_purpose: Optional[str] = None,
+        inline: pulumi.Input[dict[str, Any]] | None = None,
+        inline_purpose: str | None = None,
     ) -> aws.iam.Role:
         """A role `service` assumes (on this account's behalf where the service says so), with AWS
         managed policies by name (`service-role/...`) and one inline policy document of ours.
@@ -78,13 +80,19 @@ class Component(pulumi.ComponentResource):
         The first managed policy's attachment carries the role's name, later ones add the policy's:
         appending a policy never renames (and so never re-creates) an existing attachment."""
         name = self.named(purpose)
-        role = aws.iam.Role(name, assume_role_policy=json.dumps(assume_role_policy(service, self.account)),
-                            opts=self.child())
+        role = aws.iam.Role(
+            name, assume_role_policy=json.dumps(assume_role_policy(service, self.account)), opts=self.child()
+        )
         for index, policy in enumerate(managed):
             attachment = name if index == 0 else f"{name}-{policy.rsplit('/', 1)[-1]}"
-            aws.iam.RolePolicyAttachment(attachment, role=role.name,
-                                         policy_arn=aws_managed_policy_arn(self.partition, policy), opts=self.child())
+            aws.iam.RolePolicyAttachment(
+                attachment, role=role.name, policy_arn=aws_managed_policy_arn(self.partition, policy), opts=self.child()
+            )
         if inline is not None:
-            aws.iam.RolePolicy(self.named(inline_purpose or purpose), role=role.id,
-                               policy=pulumi.Output.from_input(inline).apply(json.dumps), opts=self.child())
+            aws.iam.RolePolicy(
+                self.named(inline_purpose or purpose),
+                role=role.id,
+                policy=pulumi.Output.from_input(inline).apply(json.dumps),
+                opts=self.child(),
+            )
         return role

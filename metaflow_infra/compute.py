@@ -10,10 +10,10 @@ and kills the jobs running in it.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from typing import Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -79,7 +79,8 @@ def block_instance_metadata_script() -> str:
     setting once."""
     config = "\n".join(
         f"grep -qx '{line}' /etc/ecs/ecs.config 2>/dev/null || echo '{line}' >> /etc/ecs/ecs.config"
-        for line in ECS_CONFIG_LINES)
+        for line in ECS_CONFIG_LINES
+    )
     return f"""#cloud-boothook
 #!/bin/bash
 set -u
@@ -111,7 +112,7 @@ class Placement:
 class Compute(Component):
     job_queue_arn: pulumi.Output[str]
     task_role_arn: pulumi.Output[str]
-    execution_role_arn: Optional[pulumi.Output[str]] = None
+    execution_role_arn: pulumi.Output[str] | None = None
 
     def __init__(
         self,
@@ -120,36 +121,44 @@ class Compute(Component):
         placement: Placement,
         bucket_arn: pulumi.Input[str],
         instance_tags: Mapping[str, str],
-        opts: Optional[pulumi.ResourceOptions] = None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`instance_tags`: the stack's tags, for the instances and volumes Batch launches (the
         provider's default tags reach only resources this program declares)."""
         super().__init__("Compute", name, opts)
-        task_role = self.service_role("batch-task", "ecs-tasks.amazonaws.com",
-                                      inline=pulumi.Output.from_input(bucket_arn).apply(task_role_policy),
-                                      inline_purpose="batch-task-datastore")
+        task_role = self.service_role(
+            "batch-task",
+            "ecs-tasks.amazonaws.com",
+            inline=pulumi.Output.from_input(bucket_arn).apply(task_role_policy),
+            inline_purpose="batch-task-datastore",
+        )
         self.task_role_arn = task_role.arn
 
         types = environment_types(settings)
         if settings.type.is_fargate:
-            execution_role = self.service_role("batch-execution", "ecs-tasks.amazonaws.com",
-                                               managed=["service-role/AmazonECSTaskExecutionRolePolicy"])
+            execution_role = self.service_role(
+                "batch-execution", "ecs-tasks.amazonaws.com", managed=["service-role/AmazonECSTaskExecutionRolePolicy"]
+            )
             self.execution_role_arn = execution_role.arn
             environments = [self._fargate_environment(t, settings, placement) for t in types]
         else:
-            instance_role = self.service_role("batch-instance", "ec2.amazonaws.com",
-                                              managed=["service-role/AmazonEC2ContainerServiceforEC2Role"])
-            profile = aws.iam.InstanceProfile(self.named("batch-instance"), role=instance_role.name,
-                                              opts=self.child())
+            instance_role = self.service_role(
+                "batch-instance", "ec2.amazonaws.com", managed=["service-role/AmazonEC2ContainerServiceforEC2Role"]
+            )
+            profile = aws.iam.InstanceProfile(self.named("batch-instance"), role=instance_role.name, opts=self.child())
             template = self._launch_template(instance_tags)
             environments = [self._ec2_environment(t, settings, placement, profile, template) for t in types]
 
         queue = aws.batch.JobQueue(
-            self.named("queue"), state="ENABLED", priority=1,
+            self.named("queue"),
+            state="ENABLED",
+            priority=1,
             compute_environment_orders=[
                 aws.batch.JobQueueComputeEnvironmentOrderArgs(order=order, compute_environment=environment.arn)
-                for order, environment in enumerate(environments, start=1)],
-            opts=self.child())
+                for order, environment in enumerate(environments, start=1)
+            ],
+            opts=self.child(),
+        )
         self.job_queue_arn = queue.arn
         self.register_outputs({"jobQueueArn": self.job_queue_arn, "taskRoleArn": self.task_role_arn})
 
@@ -160,25 +169,41 @@ class Compute(Component):
             # container. Defence in depth behind the user data's REJECT rule, which is what keeps
             # containers from waiting on IMDS; the ECS agent is on the host network and needs one hop.
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
-                http_protocol_ipv6="disabled"),
+                http_endpoint="enabled",
+                http_tokens="required",
+                http_put_response_hop_limit=1,
+                http_protocol_ipv6="disabled",
+            ),
             user_data=base64.b64encode(instance_user_data().encode("ascii")).decode("ascii"),
-            block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                device_name="/dev/xvda",
-                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                    volume_size=ROOT_VOLUME_GB, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=ROOT_VOLUME_GB, volume_type="gp3", encrypted="true", delete_on_termination="true"
+                    ),
+                )
+            ],
             # The stack's tags on what Batch launches (Batch merges them with its own). Here rather than
             # in the environments' `compute_resources.tags`: both update an environment in place only
             # while it is updatable (service-linked role, an updatable allocation strategy; otherwise
             # the provider replaces it), but only the template tags the volumes too, once for both
             # environments.
-            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=dict(instance_tags))
-                                for kind in ("instance", "volume")] if instance_tags else None,
-            opts=self.child())
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=dict(instance_tags))
+                for kind in ("instance", "volume")
+            ]
+            if instance_tags
+            else None,
+            opts=self.child(),
+        )
 
     def _ec2_environment(
-        self, kind: ComputeType, settings: ComputeSettings, placement: Placement,
-        profile: aws.iam.InstanceProfile, template: aws.ec2.LaunchTemplate,
+        self,
+        kind: ComputeType,
+        settings: ComputeSettings,
+        placement: Placement,
+        profile: aws.iam.InstanceProfile,
+        template: aws.ec2.LaunchTemplate,
     ) -> aws.batch.ComputeEnvironment:
         return aws.batch.ComputeEnvironment(
             self.named(kind.value),
@@ -194,15 +219,21 @@ class Compute(Component):
                 subnets=placement.subnet_ids,
                 security_group_ids=[placement.security_group_id],
                 launch_template=aws.batch.ComputeEnvironmentComputeResourcesLaunchTemplateArgs(
-                    launch_template_id=template.id, version=template.latest_version.apply(str)),
-                ec2_configurations=[aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(
-                    image_type=IMAGE_TYPE)],
+                    launch_template_id=template.id, version=template.latest_version.apply(str)
+                ),
+                ec2_configurations=[
+                    aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(image_type=IMAGE_TYPE)
+                ],
             ),
             # Batch moves desired vCPUs by itself as jobs come and go.
-            opts=self.child(ignore_changes=["computeResources.desiredVcpus"]))
+            opts=self.child(ignore_changes=["computeResources.desiredVcpus"]),
+        )
 
     def _fargate_environment(
-        self, kind: ComputeType, settings: ComputeSettings, placement: Placement,
+        self,
+        kind: ComputeType,
+        settings: ComputeSettings,
+        placement: Placement,
     ) -> aws.batch.ComputeEnvironment:
         return aws.batch.ComputeEnvironment(
             self.named(kind.value.replace("_", "-")),
@@ -213,4 +244,5 @@ class Compute(Component):
                 subnets=placement.subnet_ids,
                 security_group_ids=[placement.security_group_id],
             ),
-            opts=self.child())
+            opts=self.child(),
+        )

@@ -16,28 +16,30 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any, Optional
+from typing import Any
 
 from .settings import ComputeType, Settings, instance_families, postgres_end_of_standard_support
 
 BASE_REGION = "us-east-1"
-BILLED_WHILE_IDLE = frozenset({
-    "aws:batch/computeEnvironment:ComputeEnvironment",  # only with compute:minVcpus > 0
-    "aws:rds/instance:Instance",
-    "aws:rds/cluster:Cluster",
-    "aws:ecs/service:Service",
-    "aws:ec2/instance:Instance",
-    "aws:ec2/natGateway:NatGateway",
-    "aws:ec2/eip:Eip",
-    "aws:lb/loadBalancer:LoadBalancer",
-    "aws:alb/loadBalancer:LoadBalancer",
-    "aws:ec2/vpcEndpoint:VpcEndpoint",
-    "aws:kms/key:Key",
-    "aws:secretsmanager/secret:Secret",
-    "aws:route53/zone:Zone",
-    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
-    "aws:cloudwatch/metricAlarm:MetricAlarm",
-})
+BILLED_WHILE_IDLE = frozenset(
+    {
+        "aws:batch/computeEnvironment:ComputeEnvironment",  # only with compute:minVcpus > 0
+        "aws:rds/instance:Instance",
+        "aws:rds/cluster:Cluster",
+        "aws:ecs/service:Service",
+        "aws:ec2/instance:Instance",
+        "aws:ec2/natGateway:NatGateway",
+        "aws:ec2/eip:Eip",
+        "aws:lb/loadBalancer:LoadBalancer",
+        "aws:alb/loadBalancer:LoadBalancer",
+        "aws:ec2/vpcEndpoint:VpcEndpoint",
+        "aws:kms/key:Key",
+        "aws:secretsmanager/secret:Secret",
+        "aws:route53/zone:Zone",
+        "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+    }
+)
 """Resource types that bill by the hour or month whether or not a job runs."""
 SECRETS_WITH_METADATA_SERVICE = 2
 """The database password and the API key."""
@@ -61,7 +63,7 @@ class PriceDataError(ValueError):
 class Price:
     usd: float
     source: str
-    estimated_from: Optional[str] = None
+    estimated_from: str | None = None
     """Set when the figure is the base region's times a ratio: says how it was derived."""
 
 
@@ -98,8 +100,17 @@ class CostEstimate:
             "hoursPerMonth": HOURS_PER_MONTH,
             "totalUsd": self.total_usd,
             "pricesReadOn": self.prices_read_on,
-            "lines": [{"item": line.item, "quantity": line.quantity, "unit": line.unit, "unitUsd": line.unit_usd,
-                       "monthlyUsd": line.monthly_usd, "source": line.source} for line in self.lines],
+            "lines": [
+                {
+                    "item": line.item,
+                    "quantity": line.quantity,
+                    "unit": line.unit,
+                    "unitUsd": line.unit_usd,
+                    "monthlyUsd": line.monthly_usd,
+                    "source": line.source,
+                }
+                for line in self.lines
+            ],
             "estimatedItems": self.estimated_items,
             "notIncluded": list(self.not_included),
         }
@@ -120,7 +131,7 @@ class PriceTable:
     def read_on(self) -> str:
         return max(source["read_on"] for source in self.data["sources"].values())
 
-    def _lookup(self, region: str, path: tuple[str, ...]) -> Optional[dict[str, Any]]:
+    def _lookup(self, region: str, path: tuple[str, ...]) -> dict[str, Any] | None:
         node: Any = self.data["regions"].get(region, {})
         for key in path:
             if not isinstance(node, dict) or key not in node:
@@ -132,7 +143,8 @@ class PriceTable:
         if region not in self.data["regions"]:
             raise PriceDataError(
                 f"no price data for region {region}; the table (read on {self.read_on}) covers "
-                f"{', '.join(self.regions)}. Add the region to metaflow_infra/data/prices.json")
+                f"{', '.join(self.regions)}. Add the region to metaflow_infra/data/prices.json"
+            )
         found = self._lookup(region, path)
         if found is not None:
             return Price(found["usd"], found["source"])
@@ -140,8 +152,9 @@ class PriceTable:
         factor = self._lookup(region, ("estimate_factor",))
         if base is None or factor is None:
             raise PriceDataError(f"no price for {'.'.join(path)} in {region} (nor a way to estimate it)")
-        return Price(round(base["usd"] * factor["usd"], 6), base["source"],
-                     estimated_from=f"{BASE_REGION} x {factor['usd']:.3f}")
+        return Price(
+            round(base["usd"] * factor["usd"], 6), base["source"], estimated_from=f"{BASE_REGION} x {factor['usd']:.3f}"
+        )
 
     def vcpus(self, table: str, instance_type: str) -> int:
         return int(self.data[table][instance_type])
@@ -160,22 +173,39 @@ class _Lines:
         self.lines: list[CostLine] = []
         self.estimated: list[str] = []
 
-    def add(self, item: str, resource_type: str, resources: int, quantity: float, unit: str,
-            price: Price, multiplier: float = 1.0) -> None:
+    def add(
+        self,
+        item: str,
+        resource_type: str,
+        resources: int,
+        quantity: float,
+        unit: str,
+        price: Price,
+        multiplier: float = 1.0,
+    ) -> None:
         unit_usd = round(price.usd * multiplier, 6)
         source = price.source
         if price.estimated_from:
             source = f"estimate: {price.estimated_from} ({price.source})"
             self.estimated.append(item)
-        self.lines.append(CostLine(item, resource_type, resources, quantity, unit, unit_usd,
-                                   round(quantity * unit_usd, 2), source))
+        self.lines.append(
+            CostLine(item, resource_type, resources, quantity, unit, unit_usd, round(quantity * unit_usd, 2), source)
+        )
 
-    def hourly(self, item: str, resource_type: str, resources: int, count: float, price: Price,
-               unit: str = "hour", multiplier: float = 1.0) -> None:
+    def hourly(
+        self,
+        item: str,
+        resource_type: str,
+        resources: int,
+        count: float,
+        price: Price,
+        unit: str = "hour",
+        multiplier: float = 1.0,
+    ) -> None:
         self.add(item, resource_type, resources, count * HOURS_PER_MONTH, unit, price, multiplier)
 
 
-def _extended_support_rate(settings: Settings, today: datetime.date) -> Optional[str]:
+def _extended_support_rate(settings: Settings, today: datetime.date) -> str | None:
     end = postgres_end_of_standard_support()[settings.db.engine_version]
     if today <= end:
         return None
@@ -200,8 +230,12 @@ def _cheapest_on_demand_vcpu_hour(table: PriceTable, region: str, families: list
     return instance, price
 
 
-def estimate_monthly_cost(settings: Settings, public_subnets: bool = True, today: Optional[datetime.date] = None,
-                          table: Optional[PriceTable] = None) -> CostEstimate:
+def estimate_monthly_cost(
+    settings: Settings,
+    public_subnets: bool = True,
+    today: datetime.date | None = None,
+    table: PriceTable | None = None,
+) -> CostEstimate:
     """Itemized always-on monthly cost of the stack these settings declare. `public_subnets`: the
     services run in subnets that reach the internet through an internet gateway (public IPv4s)."""
     table = table or price_table()
@@ -212,17 +246,31 @@ def estimate_monthly_cost(settings: Settings, public_subnets: bool = True, today
     compute = settings.compute
     if compute.min_vcpus > 0 and not compute.type.is_fargate:
         instance, per_vcpu = _cheapest_on_demand_vcpu_hour(table, region, compute.instance_types)
-        rate = f"on-demand rate of {instance}" + ("; spot usually costs less" if compute.type is ComputeType.SPOT else "")
+        rate = f"on-demand rate of {instance}" + (
+            "; spot usually costs less" if compute.type is ComputeType.SPOT else ""
+        )
         # Only the first environment keeps vCPUs running (the on-demand fallback starts from zero).
-        lines.hourly(f"Batch: {compute.min_vcpus} vCPUs kept running ({rate})",
-                     "aws:batch/computeEnvironment:ComputeEnvironment", 1, compute.min_vcpus, per_vcpu,
-                     unit="vCPU-hour")
+        lines.hourly(
+            f"Batch: {compute.min_vcpus} vCPUs kept running ({rate})",
+            "aws:batch/computeEnvironment:ComputeEnvironment",
+            1,
+            compute.min_vcpus,
+            per_vcpu,
+            unit="vCPU-hour",
+        )
 
     if settings.network.nat_gateways > 0:
         count = settings.network.nat_gateways
-        lines.hourly("NAT gateway", "aws:ec2/natGateway:NatGateway", count, count, table.price(region, "nat_gateway_hour"))
-        lines.hourly("NAT gateway Elastic IP (public IPv4)", "aws:ec2/eip:Eip", count, count,
-                     table.price(region, "public_ipv4_hour"))
+        lines.hourly(
+            "NAT gateway", "aws:ec2/natGateway:NatGateway", count, count, table.price(region, "nat_gateway_hour")
+        )
+        lines.hourly(
+            "NAT gateway Elastic IP (public IPv4)",
+            "aws:ec2/eip:Eip",
+            count,
+            count,
+            table.price(region, "public_ipv4_hour"),
+        )
 
     if settings.metadata.enabled:
         _database_lines(lines, settings, today)
@@ -237,17 +285,34 @@ def _database_lines(lines: _Lines, settings: Settings, today: datetime.date) -> 
     copies = table.price(region, "rds_multi_az_factor").usd if db.multi_az else 1
     deployment = "multi-AZ" if db.multi_az else "single-AZ"
     instance = table.price(region, "rds_instance_hour", db.instance_class)
-    lines.hourly(f"RDS PostgreSQL {db.engine_version} {db.instance_class} ({deployment})",
-                 "aws:rds/instance:Instance", 1, copies, instance, unit="instance-hour")
+    lines.hourly(
+        f"RDS PostgreSQL {db.engine_version} {db.instance_class} ({deployment})",
+        "aws:rds/instance:Instance",
+        1,
+        copies,
+        instance,
+        unit="instance-hour",
+    )
     storage = table.price(region, "rds_storage_gb_month", "gp3")
-    lines.add(f"RDS gp3 storage ({deployment})", "aws:rds/instance:Instance", 0,
-              db.allocated_storage_gb * copies, "GB-month", storage)
+    lines.add(
+        f"RDS gp3 storage ({deployment})",
+        "aws:rds/instance:Instance",
+        0,
+        db.allocated_storage_gb * copies,
+        "GB-month",
+        storage,
+    )
     band = _extended_support_rate(settings, today)
     if band:
         vcpus = table.vcpus("rds_instance_vcpus", db.instance_class) * copies
-        lines.hourly(f"RDS Extended Support for PostgreSQL {db.engine_version} ({band.replace('_', ' ')})",
-                     "aws:rds/instance:Instance", 0, vcpus,
-                     table.price(region, "rds_extended_support_vcpu_hour", band), unit="vCPU-hour")
+        lines.hourly(
+            f"RDS Extended Support for PostgreSQL {db.engine_version} ({band.replace('_', ' ')})",
+            "aws:rds/instance:Instance",
+            0,
+            vcpus,
+            table.price(region, "rds_extended_support_vcpu_hour", band),
+            unit="vCPU-hour",
+        )
 
 
 def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
@@ -258,22 +323,51 @@ def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) 
         spot = table.price(region, "fargate", "spot_discount")
         discount, kind = 1.0 - spot.usd, f"Fargate Spot (~{spot.usd:.0%} below on-demand)"
     vcpus, gigabytes = service.cpu / 1024, service.memory / 1024
-    lines.hourly(f"Metadata service: {kind}, {vcpus:g} vCPU", "aws:ecs/service:Service", 1, vcpus,
-                 table.price(region, "fargate", "x86_vcpu_hour"), unit="vCPU-hour", multiplier=discount)
-    lines.hourly(f"Metadata service: {kind}, {gigabytes:g} GB", "aws:ecs/service:Service", 0, gigabytes,
-                 table.price(region, "fargate", "x86_gb_hour"), unit="GB-hour", multiplier=discount)
+    lines.hourly(
+        f"Metadata service: {kind}, {vcpus:g} vCPU",
+        "aws:ecs/service:Service",
+        1,
+        vcpus,
+        table.price(region, "fargate", "x86_vcpu_hour"),
+        unit="vCPU-hour",
+        multiplier=discount,
+    )
+    lines.hourly(
+        f"Metadata service: {kind}, {gigabytes:g} GB",
+        "aws:ecs/service:Service",
+        0,
+        gigabytes,
+        table.price(region, "fargate", "x86_gb_hour"),
+        unit="GB-hour",
+        multiplier=discount,
+    )
     if public_ip:
-        lines.hourly("Metadata service task's public IPv4 address (to pull its image; no NAT)",
-                     "aws:ecs/service:Service", 0, 1, table.price(region, "public_ipv4_hour"))
-    lines.add("Secrets Manager: database password and API key", "aws:secretsmanager/secret:Secret",
-              SECRETS_WITH_METADATA_SERVICE, SECRETS_WITH_METADATA_SERVICE, "secret-month",
-              table.price(region, "secrets_manager_secret_month"))
-    lines.add("Cloud Map private DNS namespace (a Route 53 hosted zone)",
-              "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace", 1, 1, "zone-month",
-              table.price(region, "route53_hosted_zone_month"))
+        lines.hourly(
+            "Metadata service task's public IPv4 address (to pull its image; no NAT)",
+            "aws:ecs/service:Service",
+            0,
+            1,
+            table.price(region, "public_ipv4_hour"),
+        )
+    lines.add(
+        "Secrets Manager: database password and API key",
+        "aws:secretsmanager/secret:Secret",
+        SECRETS_WITH_METADATA_SERVICE,
+        SECRETS_WITH_METADATA_SERVICE,
+        "secret-month",
+        table.price(region, "secrets_manager_secret_month"),
+    )
+    lines.add(
+        "Cloud Map private DNS namespace (a Route 53 hosted zone)",
+        "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
+        1,
+        1,
+        "zone-month",
+        table.price(region, "route53_hosted_zone_month"),
+    )
 
 
-def terraform_defaults_estimate(region: str, table: Optional[PriceTable] = None) -> CostEstimate:
+def terraform_defaults_estimate(region: str, table: PriceTable | None = None) -> CostEstimate:
     """The Terraform module's default always-on resources, priced with the same table."""
     table = table or price_table()
     inventory = tomllib.loads(resources.files("metaflow_infra").joinpath("data", "terraform_defaults.toml").read_text())

@@ -4,7 +4,7 @@ subnet and TLS parameter groups, and its generated password in Secrets Manager."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -38,8 +38,9 @@ class DatabaseEndpoint:
     password_secret_arn: pulumi.Output[str]
 
 
-def connection_environment(host: str, port: int, name: str, user: str,
-                           password_secret_arn: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def connection_environment(
+    host: str, port: int, name: str, user: str, password_secret_arn: str
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The metadata-service image's database settings, as ECS container `environment` and `secrets`:
     the password only as an ECS secret. Shared by every container that runs that image."""
     environment = [
@@ -63,23 +64,36 @@ def extended_support_choice(settings: DbSettings) -> str:
 class Database(Component):
     endpoint: DatabaseEndpoint
 
-    def __init__(self, name: str, args: DatabaseArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Database", name, opts)
         settings = args.settings
-        password = random.RandomPassword(self.named("db-password"), length=40, special=False,
-                                         opts=self._moved("db-password"))
-        secret = stored_secret(self.named("db-password"), "Metaflow metadata database: master password",
-                               password.result, self._moved("db-password"))
-        subnets = aws.rds.SubnetGroup(self.named("db"), subnet_ids=args.subnet_ids,
-                                      description="Metaflow metadata database", opts=self._moved("db"))
+        password = random.RandomPassword(
+            self.named("db-password"), length=40, special=False, opts=self._moved("db-password")
+        )
+        secret = stored_secret(
+            self.named("db-password"),
+            "Metaflow metadata database: master password",
+            password.result,
+            self._moved("db-password"),
+        )
+        subnets = aws.rds.SubnetGroup(
+            self.named("db"),
+            subnet_ids=args.subnet_ids,
+            description="Metaflow metadata database",
+            opts=self._moved("db"),
+        )
         parameters = aws.rds.ParameterGroup(
-            self.named("db"), family=f"postgres{settings.engine_version}",
+            self.named("db"),
+            family=f"postgres{settings.engine_version}",
             description="Metaflow metadata database: TLS required",
             parameters=[aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1", apply_method="immediate")],
-            opts=self._moved("db"))
-        final_snapshot: Optional[pulumi.Output[str]] = None
+            opts=self._moved("db"),
+        )
+        final_snapshot: pulumi.Output[str] | None = None
         if not settings.skip_final_snapshot:  # a unique, stable name for the snapshot taken on deletion
-            suffix = random.RandomId(self.named("db-final-snapshot"), byte_length=4, opts=self._moved("db-final-snapshot"))
+            suffix = random.RandomId(
+                self.named("db-final-snapshot"), byte_length=4, opts=self._moved("db-final-snapshot")
+            )
             final_snapshot = suffix.hex.apply(lambda hex_suffix: self.labelled(f"db-final-{hex_suffix}"))
         instance = aws.rds.Instance(
             self.named("db"),
@@ -112,10 +126,17 @@ class Database(Component):
             # Deleting the database (metadata:enabled false, another preset, `pulumi destroy`) is
             # refused by Pulumi and by RDS while db:deletionProtection is on. Its name is fixed at
             # creation: a new prefix must not replace it.
-            opts=self._moved("db", protect=settings.deletion_protection,
-                             ignore_changes=["identifier", "identifierPrefix"]))
-        self.endpoint = DatabaseEndpoint(address=instance.address, port=instance.port, name=DATABASE_NAME,
-                                         user=DATABASE_USER, password_secret_arn=secret.arn)
+            opts=self._moved(
+                "db", protect=settings.deletion_protection, ignore_changes=["identifier", "identifierPrefix"]
+            ),
+        )
+        self.endpoint = DatabaseEndpoint(
+            address=instance.address,
+            port=instance.port,
+            name=DATABASE_NAME,
+            user=DATABASE_USER,
+            password_secret_arn=secret.arn,
+        )
         self.register_outputs({"address": instance.address})
 
     def _moved(self, purpose: str, **options: Any) -> pulumi.ResourceOptions:

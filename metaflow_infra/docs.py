@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .settings import NAMESPACES, default_preset, documented_meaning, known_keys, presets
 
@@ -46,11 +47,16 @@ def config_table() -> str:
             cells = [c.replace("|", "\\|") for c in cells]
             rows.append(f"| `{key}` | {' | '.join(cells)} | {documented_meaning(info)} |")
         if namespace == "aws":
-            passed_through = [key for key in known_keys("aws") if key.removeprefix("aws:") not in
-                              {info.alias for info in model.model_fields.values()}]
-            rows.append(f"| any other AWS provider setting: {', '.join(f'`{key}`' for key in passed_through)} | "
-                        f"{' | '.join(['unset'] * len(names))} | forwarded to the AWS provider as given "
-                        "(lists and objects as JSON) |")
+            passed_through = [
+                key
+                for key in known_keys("aws")
+                if key.removeprefix("aws:") not in {info.alias for info in model.model_fields.values()}
+            ]
+            rows.append(
+                f"| any other AWS provider setting: {', '.join(f'`{key}`' for key in passed_through)} | "
+                f"{' | '.join(['unset'] * len(names))} | forwarded to the AWS provider as given "
+                "(lists and objects as JSON) |"
+            )
     return "\n".join(rows)
 
 
@@ -61,5 +67,6 @@ def update_readme(path: Path, sections: dict[str, Callable[[], str]]) -> None:
         pattern = re.compile(rf"(<!-- {name}:[^>]*-->\n).*?(<!-- /{name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"{path} has no <!-- {name}: --> section")
-        text = pattern.sub(lambda match: f"{match.group(1)}{generate()}\n{match.group(2)}", text)
+        body = generate()
+        text = pattern.sub(lambda match, body=body: f"{match.group(1)}{body}\n{match.group(2)}", text)
     path.write_text(text)

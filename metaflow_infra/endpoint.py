@@ -39,11 +39,15 @@ def log_group(owner: Component, purpose: str) -> aws.cloudwatch.LogGroup:
     return aws.cloudwatch.LogGroup(owner.named(purpose), retention_in_days=LOG_RETENTION_DAYS, opts=owner.child())
 
 
-def secret_reading_role(owner: Component, purpose: str, service: str, secret_arn: pulumi.Input[str],
-                        logs: aws.cloudwatch.LogGroup) -> aws.iam.Role:
+def secret_reading_role(
+    owner: Component, purpose: str, service: str, secret_arn: pulumi.Input[str], logs: aws.cloudwatch.LogGroup
+) -> aws.iam.Role:
     """A role that may read one secret and write one log group, nothing else."""
-    return owner.service_role(purpose, service, inline=pulumi.Output.all(secret_arn, logs.arn).apply(
-        lambda arns: read_secret_and_write_logs(arns[0], arns[1])))
+    return owner.service_role(
+        purpose,
+        service,
+        inline=pulumi.Output.all(secret_arn, logs.arn).apply(lambda arns: read_secret_and_write_logs(arns[0], arns[1])),
+    )
 
 
 def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Function:
@@ -59,43 +63,68 @@ def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Fu
         role=role.arn,
         memory_size=128,
         timeout=5,
-        environment=aws.lambda_.FunctionEnvironmentArgs(variables={
-            "API_KEY_SECRET_ARN": args.api_key_secret.arn,
-            "API_KEY_GRACE_SECONDS": str(API_KEY_GRACE_SECONDS),
-        }),
+        environment=aws.lambda_.FunctionEnvironmentArgs(
+            variables={
+                "API_KEY_SECRET_ARN": args.api_key_secret.arn,
+                "API_KEY_GRACE_SECONDS": str(API_KEY_GRACE_SECONDS),
+            }
+        ),
         # Valid clients rarely reach it (API Gateway caches each answer for 5 minutes); a flood of
         # wrong keys does, and this caps what it can cost: about 100 runs a second.
         reserved_concurrent_executions=args.authorizer_concurrency or None,
         logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
-        opts=owner.child())
+        opts=owner.child(),
+    )
 
 
 def declare_endpoint(owner: Component, args: EndpointArgs) -> pulumi.Output[str]:
     """Declare the endpoint's resources as children of `owner`; return its HTTPS URL."""
     name = owner.named("metadata")
-    api = aws.apigatewayv2.Api(name, protocol_type="HTTP", description="Metaflow metadata service",
-                               opts=owner.child())
-    link = aws.apigatewayv2.VpcLink(name, subnet_ids=args.subnet_ids, security_group_ids=[args.security_group_id],
-                                    opts=owner.child())
+    api = aws.apigatewayv2.Api(name, protocol_type="HTTP", description="Metaflow metadata service", opts=owner.child())
+    link = aws.apigatewayv2.VpcLink(
+        name, subnet_ids=args.subnet_ids, security_group_ids=[args.security_group_id], opts=owner.child()
+    )
     integration = aws.apigatewayv2.Integration(
-        name, api_id=api.id, integration_type="HTTP_PROXY", integration_method="ANY",
-        connection_type="VPC_LINK", connection_id=link.id, integration_uri=args.discovery_service_arn,
-        payload_format_version="1.0", opts=owner.child())
+        name,
+        api_id=api.id,
+        integration_type="HTTP_PROXY",
+        integration_method="ANY",
+        connection_type="VPC_LINK",
+        connection_id=link.id,
+        integration_uri=args.discovery_service_arn,
+        payload_format_version="1.0",
+        opts=owner.child(),
+    )
     function = _authorizer_function(owner, args)
     authorizer = aws.apigatewayv2.Authorizer(
-        owner.named("api-key"), api_id=api.id, authorizer_type="REQUEST", authorizer_uri=function.invoke_arn,
-        identity_sources=[f"$request.header.{API_KEY_HEADER}"], authorizer_payload_format_version="2.0",
-        enable_simple_responses=True, authorizer_result_ttl_in_seconds=AUTHORIZER_CACHE_SECONDS,
-        opts=owner.child())
+        owner.named("api-key"),
+        api_id=api.id,
+        authorizer_type="REQUEST",
+        authorizer_uri=function.invoke_arn,
+        identity_sources=[f"$request.header.{API_KEY_HEADER}"],
+        authorizer_payload_format_version="2.0",
+        enable_simple_responses=True,
+        authorizer_result_ttl_in_seconds=AUTHORIZER_CACHE_SECONDS,
+        opts=owner.child(),
+    )
     aws.lambda_.Permission(
-        owner.named("authorizer"), action="lambda:InvokeFunction", function=function.name,
+        owner.named("authorizer"),
+        action="lambda:InvokeFunction",
+        function=function.name,
         principal="apigateway.amazonaws.com",
         source_arn=pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id),
-        opts=owner.child())
+        opts=owner.child(),
+    )
     # `$default` catches every path, `/` included, and forwards it unchanged.
     aws.apigatewayv2.Route(
-        name, api_id=api.id, route_key="$default", target=pulumi.Output.concat("integrations/", integration.id),
-        authorization_type="CUSTOM", authorizer_id=authorizer.id, opts=owner.child())
+        name,
+        api_id=api.id,
+        route_key="$default",
+        target=pulumi.Output.concat("integrations/", integration.id),
+        authorization_type="CUSTOM",
+        authorizer_id=authorizer.id,
+        opts=owner.child(),
+    )
     # No stage throttling: Metaflow does not retry a 429, so a wide foreach would fail; the
     # account's API Gateway limits still apply, and requests without the key never pass.
     stage = aws.apigatewayv2.Stage(name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child())

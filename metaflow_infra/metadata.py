@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -91,8 +91,10 @@ def container_definitions(
     environment, secrets = connection_environment(db_host, db_port, db_name, db_user, db_password_secret_arn)
 
     def logs(stream_prefix: str) -> dict[str, Any]:
-        return {"logDriver": "awslogs", "options": {
-            "awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": stream_prefix}}
+        return {
+            "logDriver": "awslogs",
+            "options": {"awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": stream_prefix},
+        }
 
     return [
         {
@@ -110,7 +112,8 @@ def container_definitions(
             "essential": True,
             "command": [PYTHON, "-m", "services.metadata_service.server"],
             "portMappings": [{"containerPort": METADATA_PORT, "protocol": "tcp"}],
-            "environment": environment + [
+            "environment": [
+                *environment,
                 {"name": "MF_METADATA_PORT", "value": str(METADATA_PORT)},
                 {"name": "MF_METADATA_HOST", "value": "0.0.0.0"},
             ],
@@ -118,7 +121,10 @@ def container_definitions(
             "dependsOn": [{"containerName": MIGRATION_CONTAINER, "condition": "SUCCESS"}],
             "healthCheck": {
                 "command": ["CMD-SHELL", f"curl -fsS http://localhost:{METADATA_PORT}/ping || exit 1"],
-                "interval": 30, "timeout": 5, "retries": 3, "startPeriod": 30,
+                "interval": 30,
+                "timeout": 5,
+                "retries": 3,
+                "startPeriod": 30,
             },
             "logConfiguration": logs(SERVICE_CONTAINER),
         },
@@ -129,29 +135,38 @@ class MetadataService(Component):
     url: pulumi.Output[str]
     api_key: pulumi.Output[str]
 
-    def __init__(self, name: str, args: MetadataServiceArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: MetadataServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("MetadataService", name, opts)
         discovery = self._run_service(args)
         current, previous = self._api_keys(args.settings.api_key_rotation)
         self.api_key = pulumi.Output.secret(current)
         # What the authorizer admits: the current key, and the previous one for a grace period.
         admitted = pulumi.Output.all(current, previous).apply(
-            lambda keys: json.dumps({"current": keys[0], "previous": keys[1]}))
-        key_secret = stored_secret(self.named("api-key"), "Metaflow metadata service API key (x-api-key)",
-                                   admitted, self.child())
-        self.url = declare_endpoint(self, EndpointArgs(
-            subnet_ids=args.placement.subnet_ids, security_group_id=args.placement.endpoint_security_group_id,
-            discovery_service_arn=discovery.arn, api_key_secret=key_secret,
-            authorizer_concurrency=args.settings.authorizer_concurrency))
+            lambda keys: json.dumps({"current": keys[0], "previous": keys[1]})
+        )
+        key_secret = stored_secret(
+            self.named("api-key"), "Metaflow metadata service API key (x-api-key)", admitted, self.child()
+        )
+        self.url = declare_endpoint(
+            self,
+            EndpointArgs(
+                subnet_ids=args.placement.subnet_ids,
+                security_group_id=args.placement.endpoint_security_group_id,
+                discovery_service_arn=discovery.arn,
+                api_key_secret=key_secret,
+                authorizer_concurrency=args.settings.authorizer_concurrency,
+            ),
+        )
         self.register_outputs({"url": self.url})
 
-    def _api_keys(self, rotation: int) -> tuple[pulumi.Output[str], pulumi.Input[Optional[str]]]:
+    def _api_keys(self, rotation: int) -> tuple[pulumi.Output[str], pulumi.Input[str | None]]:
         """The current and previous API keys, from two alternating generated passwords."""
         keys = {}
         for slot, generation in api_key_slots(rotation).items():
             keepers = None if generation == 1 else {"rotation": str(generation)}
-            keys[generation] = random.RandomPassword(self.named(slot), length=40, special=False, keepers=keepers,
-                                                     opts=self.child()).result
+            keys[generation] = random.RandomPassword(
+                self.named(slot), length=40, special=False, keepers=keepers, opts=self.child()
+            ).result
         return keys[rotation], keys.get(rotation - 1)
 
     def _run_service(self, args: MetadataServiceArgs) -> aws.servicediscovery.Service:
@@ -161,13 +176,15 @@ class MetadataService(Component):
         logs = log_group(self, "metadata")
         # No task role: the service itself calls no AWS API. The execution role only pulls the
         # password into the container and ships its logs.
-        execution_role = secret_reading_role(self, "metadata-execution", "ecs-tasks.amazonaws.com",
-                                             database.password_secret_arn, logs)
+        execution_role = secret_reading_role(
+            self, "metadata-execution", "ecs-tasks.amazonaws.com", database.password_secret_arn, logs
+        )
         cluster = aws.ecs.Cluster(
-            name, settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="disabled")],
-            opts=self.child())
+            name, settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="disabled")], opts=self.child()
+        )
         capacity = aws.ecs.ClusterCapacityProviders(
-            name, cluster_name=cluster.name, capacity_providers=["FARGATE", "FARGATE_SPOT"], opts=self.child())
+            name, cluster_name=cluster.name, capacity_providers=["FARGATE", "FARGATE_SPOT"], opts=self.child()
+        )
         task = aws.ecs.TaskDefinition(
             name,
             family=f"{scoped_name}-metadata",
@@ -177,51 +194,79 @@ class MetadataService(Component):
             requires_compatibilities=["FARGATE"],
             # The published image is built for x86-64 only.
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                cpu_architecture="X86_64", operating_system_family="LINUX"),
+                cpu_architecture="X86_64", operating_system_family="LINUX"
+            ),
             execution_role_arn=execution_role.arn,
             container_definitions=pulumi.Output.all(
-                logs.name, database.address, database.port, database.password_secret_arn,
-            ).apply(lambda values: json.dumps(container_definitions(
-                image=settings.image, region=args.region, log_group=values[0], db_host=values[1],
-                db_port=values[2], db_name=database.name, db_user=database.user,
-                db_password_secret_arn=values[3]))),
-            opts=self.child())
+                logs.name,
+                database.address,
+                database.port,
+                database.password_secret_arn,
+            ).apply(
+                lambda values: json.dumps(
+                    container_definitions(
+                        image=settings.image,
+                        region=args.region,
+                        log_group=values[0],
+                        db_host=values[1],
+                        db_port=values[2],
+                        db_name=database.name,
+                        db_user=database.user,
+                        db_password_secret_arn=values[3],
+                    )
+                )
+            ),
+            opts=self.child(),
+        )
         dns = aws.servicediscovery.PrivateDnsNamespace(
-            name, name=f"{scoped_name}.metaflow.internal", vpc=placement.vpc_id,
+            name,
+            name=f"{scoped_name}.metaflow.internal",
+            vpc=placement.vpc_id,
             description="Metaflow metadata service discovery for the API's VPC link",
             # Named at creation: renaming would replace it and the service registered in it.
-            opts=self.child(ignore_changes=["name"]))
+            opts=self.child(ignore_changes=["name"]),
+        )
         discovery = aws.servicediscovery.Service(
             name,
             name=SERVICE_CONTAINER,
             dns_config=aws.servicediscovery.ServiceDnsConfigArgs(
-                namespace_id=dns.id, routing_policy="MULTIVALUE",
+                namespace_id=dns.id,
+                routing_policy="MULTIVALUE",
                 # API Gateway needs SRV records (address and port) for ECS-registered tasks.
-                dns_records=[aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=10, type="SRV")]),
+                dns_records=[aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=10, type="SRV")],
+            ),
             health_check_custom_config=aws.servicediscovery.ServiceHealthCheckCustomConfigArgs(),
             force_destroy=True,
-            opts=self.child())
+            opts=self.child(),
+        )
         aws.ecs.Service(
             name,
             cluster=cluster.arn,
             task_definition=task.arn,
             desired_count=1,
-            capacity_provider_strategies=[aws.ecs.ServiceCapacityProviderStrategyArgs(
-                capacity_provider="FARGATE_SPOT" if settings.spot else "FARGATE", weight=1)],
+            capacity_provider_strategies=[
+                aws.ecs.ServiceCapacityProviderStrategyArgs(
+                    capacity_provider="FARGATE_SPOT" if settings.spot else "FARGATE", weight=1
+                )
+            ],
             # Start the new task (its migrator first) and keep the old one serving until the new one
             # is healthy: a deploy leaves no gap. One new task at a time, so one migrator at a time.
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
-                subnets=placement.subnet_ids, security_groups=[placement.service_security_group_id],
-                assign_public_ip=placement.assign_public_ip),
+                subnets=placement.subnet_ids,
+                security_groups=[placement.service_security_group_id],
+                assign_public_ip=placement.assign_public_ip,
+            ),
             service_registries=aws.ecs.ServiceServiceRegistriesArgs(
-                registry_arn=discovery.arn, container_name=SERVICE_CONTAINER, container_port=METADATA_PORT),
+                registry_arn=discovery.arn, container_name=SERVICE_CONTAINER, container_port=METADATA_PORT
+            ),
             # Needed to move between FARGATE and FARGATE_SPOT (metadata:spot) on an existing service.
             force_new_deployment=True,
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
             # The capacity provider must be attached to the cluster before the service asks for it.
-            opts=self.child(capacity))
+            opts=self.child(capacity),
+        )
         return discovery

@@ -4,8 +4,8 @@ plus the security groups of every tier, each admitting only the hops that exist.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -50,18 +50,25 @@ def subnet_set_problems(subnets: Sequence[SubnetFacts], unsupported_zones: Seque
     """What the subnets together lack: two AZs, one kind of way out, zones the service can use."""
     problems = []
     if len({s.availability_zone for s in subnets}) < 2:
-        problems.append("network:subnetIds are all in one availability zone; give subnets in at least two "
-                        "(the database's subnet group needs two)")
+        problems.append(
+            "network:subnetIds are all in one availability zone; give subnets in at least two "
+            "(the database's subnet group needs two)"
+        )
     if len({s.through_internet_gateway for s in subnets}) > 1:
-        problems.append("network:subnetIds mix subnets that reach the internet through an internet gateway "
-                        "with subnets behind NAT: give subnets of one kind")
+        problems.append(
+            "network:subnetIds mix subnets that reach the internet through an internet gateway "
+            "with subnets behind NAT: give subnets of one kind"
+        )
     for subnet in subnets:
         if subnet.zone_id in unsupported_zones:
-            problems.append(f"{subnet.subnet_id} is in {subnet.zone_id}, where HTTP API VPC links or Fargate "
-                            "do not run; use subnets in other zones")
+            problems.append(
+                f"{subnet.subnet_id} is in {subnet.zone_id}, where HTTP API VPC links or Fargate "
+                "do not run; use subnets in other zones"
+            )
     return problems
 
-def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> Optional[str]:
+
+def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> str | None:
     """Why Batch jobs would wait in RUNNABLE forever in this subnet, or None if it has a way out."""
     if facts.vpc_id != expected_vpc:
         return f"{facts.subnet_id} is in {facts.vpc_id}, not in network:vpcId {expected_vpc}"
@@ -69,11 +76,15 @@ def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> Optional[str
     via_internet_gateway = facts.through_internet_gateway
     via_other = any(t.startswith(("nat-", "tgw-", "eni-", "pcx-", "vpce-")) for t in targets)
     if via_internet_gateway and not facts.map_public_ip_on_launch:
-        return (f"{facts.subnet_id} routes to an internet gateway but does not give instances a public IP "
-                "(map_public_ip_on_launch is off): Batch instances could not reach ECS, ECR, S3 or PyPI")
+        return (
+            f"{facts.subnet_id} routes to an internet gateway but does not give instances a public IP "
+            "(map_public_ip_on_launch is off): Batch instances could not reach ECS, ECR, S3 or PyPI"
+        )
     if not via_internet_gateway and not via_other:
-        return (f"{facts.subnet_id} has no default route (0.0.0.0/0) to an internet gateway or NAT gateway: "
-                "Batch instances could not reach ECS, ECR, S3 or PyPI and jobs would stay RUNNABLE")
+        return (
+            f"{facts.subnet_id} has no default route (0.0.0.0/0) to an internet gateway or NAT gateway: "
+            "Batch instances could not reach ECS, ECR, S3 or PyPI and jobs would stay RUNNABLE"
+        )
     return None
 
 
@@ -92,7 +103,7 @@ class Network(Component):
     public_subnets: bool
     """True when the subnets reach the internet through an internet gateway (so hosts need public IPs)."""
     batch_security_group_id: pulumi.Output[str]
-    service_groups: Optional[ServiceGroups] = None
+    service_groups: ServiceGroups | None = None
 
     def __init__(
         self,
@@ -100,25 +111,28 @@ class Network(Component):
         settings: NetworkSettings,
         region: str,
         with_metadata_service: bool,
-        opts: Optional[pulumi.ResourceOptions] = None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("Network", name, opts)
         # Zones where VPC links or Fargate do not run: left out, or refused for the service.
         self._unsupported_zones = unsupported_zone_ids(region)
         if settings.vpc_id is not None and settings.subnet_ids is not None:
-            self.public_subnets = self._check_existing_subnets(settings.vpc_id, settings.subnet_ids,
-                                                               with_metadata_service)
+            self.public_subnets = self._check_existing_subnets(
+                settings.vpc_id, settings.subnet_ids, with_metadata_service
+            )
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
         else:
             self._create_vpc(settings.vpc_cidr)
             self.public_subnets = True
         self._create_security_groups(with_metadata_service)
-        self.register_outputs({
-            "vpcId": self.vpc_id,
-            "subnetIds": self.subnet_ids,
-            "batchSecurityGroupId": self.batch_security_group_id,
-        })
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "subnetIds": self.subnet_ids,
+                "batchSecurityGroupId": self.batch_security_group_id,
+            }
+        )
 
     def _create_vpc(self, cidr: str) -> None:
         zones = aws.get_availability_zones(
@@ -128,21 +142,41 @@ class Network(Component):
             opts=pulumi.InvokeOptions(parent=self),
         ).names[:MAX_AZS]
         if len(zones) < 2:
-            raise ConfigError(f"the region offers {len(zones)} availability zone(s); Batch needs subnets in at least two")
-        vpc = aws.ec2.Vpc(self.named("vpc"), cidr_block=cidr, enable_dns_hostnames=True,
-                          enable_dns_support=True, tags={"Name": self.labelled("vpc")}, opts=self.child())
+            raise ConfigError(
+                f"the region offers {len(zones)} availability zone(s); Batch needs subnets in at least two"
+            )
+        vpc = aws.ec2.Vpc(
+            self.named("vpc"),
+            cidr_block=cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": self.labelled("vpc")},
+            opts=self.child(),
+        )
         gateway = aws.ec2.InternetGateway(self.named("igw"), vpc_id=vpc.id, opts=self.child())
         routes = aws.ec2.RouteTable(self.named("public"), vpc_id=vpc.id, opts=self.child())
         # Without this route (and public IPs) instances never join ECS and jobs wait in RUNNABLE.
-        aws.ec2.Route(self.named("public-default"), route_table_id=routes.id,
-                      destination_cidr_block=ANYWHERE_V4, gateway_id=gateway.id, opts=self.child())
+        aws.ec2.Route(
+            self.named("public-default"),
+            route_table_id=routes.id,
+            destination_cidr_block=ANYWHERE_V4,
+            gateway_id=gateway.id,
+            opts=self.child(),
+        )
         subnets = []
-        for index, (zone, block) in enumerate(zip(zones, subnet_cidrs(cidr, len(zones)))):
+        for index, (zone, block) in enumerate(zip(zones, subnet_cidrs(cidr, len(zones)), strict=True)):
             subnet = aws.ec2.Subnet(
-                self.named(f"public-{index}"), vpc_id=vpc.id, cidr_block=block, availability_zone=zone,
-                map_public_ip_on_launch=True, tags={"Name": self.labelled(f"public-{zone}")}, opts=self.child())
-            aws.ec2.RouteTableAssociation(self.named(f"public-{index}"), subnet_id=subnet.id,
-                                          route_table_id=routes.id, opts=self.child())
+                self.named(f"public-{index}"),
+                vpc_id=vpc.id,
+                cidr_block=block,
+                availability_zone=zone,
+                map_public_ip_on_launch=True,
+                tags={"Name": self.labelled(f"public-{zone}")},
+                opts=self.child(),
+            )
+            aws.ec2.RouteTableAssociation(
+                self.named(f"public-{index}"), subnet_id=subnet.id, route_table_id=routes.id, opts=self.child()
+            )
             subnets.append(subnet.id)
         self.vpc_id = vpc.id
         self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
@@ -156,20 +190,39 @@ class Network(Component):
             subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
             tables = aws.ec2.get_route_tables(
                 filters=[aws.ec2.GetRouteTablesFilterArgs(name="association.subnet-id", values=[subnet_id])],
-                opts=invoke).ids
+                opts=invoke,
+            ).ids
             if not tables:  # no explicit association: the VPC's main route table applies
                 tables = aws.ec2.get_route_tables(
                     vpc_id=subnet.vpc_id,
                     filters=[aws.ec2.GetRouteTablesFilterArgs(name="association.main", values=["true"])],
-                    opts=invoke).ids
+                    opts=invoke,
+                ).ids
             targets: list[str] = []
             for table_id in tables:
                 for route in aws.ec2.get_route_table(route_table_id=table_id, opts=invoke).routes:
                     if route.cidr_block == ANYWHERE_V4:
-                        targets += [t for t in (route.gateway_id, route.nat_gateway_id, route.transit_gateway_id,
-                                                route.network_interface_id, route.vpc_peering_connection_id) if t]
-            facts.append(SubnetFacts(subnet_id, subnet.vpc_id, subnet.map_public_ip_on_launch, targets,
-                                     subnet.availability_zone, subnet.availability_zone_id))
+                        targets += [
+                            t
+                            for t in (
+                                route.gateway_id,
+                                route.nat_gateway_id,
+                                route.transit_gateway_id,
+                                route.network_interface_id,
+                                route.vpc_peering_connection_id,
+                            )
+                            if t
+                        ]
+            facts.append(
+                SubnetFacts(
+                    subnet_id,
+                    subnet.vpc_id,
+                    subnet.map_public_ip_on_launch,
+                    targets,
+                    subnet.availability_zone,
+                    subnet.availability_zone_id,
+                )
+            )
             problem = subnet_egress_problem(facts[-1], vpc_id)
             if problem:
                 problems.append(problem)
@@ -179,24 +232,49 @@ class Network(Component):
         return facts[0].through_internet_gateway
 
     def _security_group(self, tier: str, description: str) -> aws.ec2.SecurityGroup:
-        return aws.ec2.SecurityGroup(self.named(tier), description=description, vpc_id=self.vpc_id,
-                                     tags={"Name": self.labelled(tier)}, opts=self.child())
+        return aws.ec2.SecurityGroup(
+            self.named(tier),
+            description=description,
+            vpc_id=self.vpc_id,
+            tags={"Name": self.labelled(tier)},
+            opts=self.child(),
+        )
 
-    def _egress_anywhere(self, tier: str, group: aws.ec2.SecurityGroup, why: str,
-                         port: Optional[int] = None) -> None:
+    def _egress_anywhere(self, tier: str, group: aws.ec2.SecurityGroup, why: str, port: int | None = None) -> None:
         """Outbound to the internet: every protocol, or one TCP port."""
-        aws.vpc.SecurityGroupEgressRule(self.named(f"{tier}-egress"), security_group_id=group.id,
-                                        cidr_ipv4=ANYWHERE_V4, ip_protocol="-1" if port is None else "tcp",
-                                        from_port=port, to_port=port, description=why, opts=self.child())
+        aws.vpc.SecurityGroupEgressRule(
+            self.named(f"{tier}-egress"),
+            security_group_id=group.id,
+            cidr_ipv4=ANYWHERE_V4,
+            ip_protocol="-1" if port is None else "tcp",
+            from_port=port,
+            to_port=port,
+            description=why,
+            opts=self.child(),
+        )
 
     def _hop(self, source: aws.ec2.SecurityGroup, target: aws.ec2.SecurityGroup, port: int, rule: str) -> None:
         """Let `source` reach `target` on one TCP port: egress on one side, ingress on the other."""
-        aws.vpc.SecurityGroupEgressRule(self.named(f"{rule}-out"), security_group_id=source.id,
-                                        referenced_security_group_id=target.id, ip_protocol="tcp",
-                                        from_port=port, to_port=port, description=rule, opts=self.child())
-        aws.vpc.SecurityGroupIngressRule(self.named(f"{rule}-in"), security_group_id=target.id,
-                                         referenced_security_group_id=source.id, ip_protocol="tcp",
-                                         from_port=port, to_port=port, description=rule, opts=self.child())
+        aws.vpc.SecurityGroupEgressRule(
+            self.named(f"{rule}-out"),
+            security_group_id=source.id,
+            referenced_security_group_id=target.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=rule,
+            opts=self.child(),
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            self.named(f"{rule}-in"),
+            security_group_id=target.id,
+            referenced_security_group_id=source.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=rule,
+            opts=self.child(),
+        )
 
     def _create_security_groups(self, with_metadata_service: bool) -> None:
         batch = self._security_group("batch", "Metaflow Batch jobs: no ingress, egress to AWS APIs and PyPI")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws
@@ -128,7 +129,7 @@ class SubnetFixture:
     availability_zone: str
     zone_id: str
     map_public_ip_on_launch: bool = True
-    default_route_target: Optional[str] = "igw-0123456789abcdef0"
+    default_route_target: str | None = "igw-0123456789abcdef0"
 
 
 ZONE_ID_PREFIXES = {"us-east-1": "use1", "us-west-2": "usw2", "eu-west-1": "euw1", "ap-northeast-1": "apne1"}
@@ -138,7 +139,7 @@ us-east-1's HTTP API VPC links (and Tokyo's Fargate) do not support."""
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str, subnets: Mapping[str, SubnetFixture], vpc_id: Optional[str] = None) -> None:
+    def __init__(self, region: str, subnets: Mapping[str, SubnetFixture], vpc_id: str | None = None) -> None:
         self.region = region
         self.subnets = dict(subnets)
         self.vpc_id = vpc_id
@@ -149,8 +150,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if subnet_id not in self.subnets:
             prefix = ZONE_ID_PREFIXES.get(self.region, self.region.replace("-", ""))
             letter = "bcd"[len(self.assumed) % 3]  # zones every mocked region supports
-            self.subnets[subnet_id] = SubnetFixture(self.vpc_id or "", f"{self.region}{letter}",
-                                                    f"{prefix}-az{MOCK_ZONE_NUMBERS[letter]}")
+            self.subnets[subnet_id] = SubnetFixture(
+                self.vpc_id or "", f"{self.region}{letter}", f"{prefix}-az{MOCK_ZONE_NUMBERS[letter]}"
+            )
             self.assumed.append(subnet_id)
         return self.subnets[subnet_id]
 
@@ -160,7 +162,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         account = "" if service == "s3" else ACCOUNT_ID
         return f"arn:aws:{service}:{region}:{account}:{path.format(name=physical_name)}"
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         auto_name = f"{args.name}-{_suffix(args.name)}"
         state.setdefault("name", auto_name)
@@ -186,8 +188,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if type_ == "aws:rds/instance:Instance":
             return {"address": f"{resource_id}.abcdefghij.{self.region}.rds.amazonaws.com", "port": 5432}
         if type_ == "aws:apigatewayv2/api:Api":
-            return {"apiEndpoint": f"https://{resource_id}.execute-api.{self.region}.amazonaws.com",
-                    "executionArn": f"arn:aws:execute-api:{self.region}:{ACCOUNT_ID}:{resource_id}"}
+            return {
+                "apiEndpoint": f"https://{resource_id}.execute-api.{self.region}.amazonaws.com",
+                "executionArn": f"arn:aws:execute-api:{self.region}:{ACCOUNT_ID}:{resource_id}",
+            }
         if type_ == "random:index/randomPassword:RandomPassword":
             return {"result": hashlib.sha256(resource_id.encode()).hexdigest()[:40]}
         if type_ == "random:index/randomId:RandomId":
@@ -196,26 +200,38 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"invokeArn": f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations"}
         return {}
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         return self._answer(args.token, args.args), []
 
     def _answer(self, token: str, a: dict[str, Any]) -> dict[str, Any]:
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             prefix = ZONE_ID_PREFIXES.get(self.region, self.region.replace("-", ""))
-            zones = [(f"{self.region}{letter}", f"{prefix}-az{number}") for letter, number in MOCK_ZONE_NUMBERS.items()
-                     if f"{prefix}-az{number}" not in a.get("excludeZoneIds", [])]
+            zones = [
+                (f"{self.region}{letter}", f"{prefix}-az{number}")
+                for letter, number in MOCK_ZONE_NUMBERS.items()
+                if f"{prefix}-az{number}" not in a.get("excludeZoneIds", [])
+            ]
             return {"names": [n for n, _ in zones], "zoneIds": [z for _, z in zones], "id": self.region}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline",
-                    "userId": "OFFLINE", "id": ACCOUNT_ID}
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline",
+                "userId": "OFFLINE",
+                "id": ACCOUNT_ID,
+            }
         if token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:ec2/getSubnet:getSubnet":
             subnet = self._subnet(a["id"])
-            return {"id": a["id"], "vpcId": subnet.vpc_id, "mapPublicIpOnLaunch": subnet.map_public_ip_on_launch,
-                    "availabilityZone": subnet.availability_zone, "availabilityZoneId": subnet.zone_id}
+            return {
+                "id": a["id"],
+                "vpcId": subnet.vpc_id,
+                "mapPublicIpOnLaunch": subnet.map_public_ip_on_launch,
+                "availabilityZone": subnet.availability_zone,
+                "availabilityZoneId": subnet.zone_id,
+            }
         if token == "aws:ec2/getRouteTables:getRouteTables":
             subnet_filter = [f for f in a.get("filters", []) if f["name"] == "association.subnet-id"]
             ids = [f"rtb-{subnet_filter[0]['values'][0]}"] if subnet_filter else []
@@ -223,11 +239,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:ec2/getRouteTable:getRouteTable":
             subnet = self._subnet(a["routeTableId"].removeprefix("rtb-"))
             target = subnet.default_route_target
-            routes = [] if target is None else [{
-                "cidrBlock": "0.0.0.0/0",
-                "gatewayId": target if target.startswith("igw-") else "",
-                "natGatewayId": target if target.startswith("nat-") else "",
-            }]
+            routes = (
+                []
+                if target is None
+                else [
+                    {
+                        "cidrBlock": "0.0.0.0/0",
+                        "gatewayId": target if target.startswith("igw-") else "",
+                        "natGatewayId": target if target.startswith("nat-") else "",
+                    }
+                ]
+            )
             return {"routeTableId": a["routeTableId"], "routes": routes, "id": a["routeTableId"]}
         raise NotImplementedError(f"the offline mocks do not answer {token}")
 
@@ -245,14 +267,27 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             registration = self.resources[response.urn]
             secret_paths: set[str] = set()
             inputs = _reveal(pulumi.runtime.rpc.deserialize_properties(request.object), "", secret_paths)
-            self.declared.append(DeclaredResource(
-                urn=response.urn, type=request.type, name=request.name, inputs=inputs,
-                state=_reveal(dict(registration.state), "", set()), parent_urn=request.parent,
-                provider=request.provider, secret_inputs=secret_paths, dependencies=list(request.dependencies),
-                aliases=[AliasSpec(a.spec.name, a.spec.type, a.spec.parentUrn, a.spec.noParent)
-                         for a in request.aliases if a.HasField("spec")],
-                protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
-                ignore_changes=list(request.ignoreChanges)))
+            self.declared.append(
+                DeclaredResource(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    inputs=inputs,
+                    state=_reveal(dict(registration.state), "", set()),
+                    parent_urn=request.parent,
+                    provider=request.provider,
+                    secret_inputs=secret_paths,
+                    dependencies=list(request.dependencies),
+                    aliases=[
+                        AliasSpec(a.spec.name, a.spec.type, a.spec.parentUrn, a.spec.noParent)
+                        for a in request.aliases
+                        if a.HasField("spec")
+                    ],
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    ignore_changes=list(request.ignoreChanges),
+                )
+            )
         return response
 
 
@@ -310,8 +345,9 @@ class OfflineRun:
         aliases', and those it inherits from its parents' aliases."""
         by_urn = {r.urn: r for r in self.resources}
         parent = by_urn.get(resource.parent_urn)
-        parent_chains = ({identity.split("::")[0] for identity in self.earlier_identities(parent)}
-                         if parent is not None else {""})
+        parent_chains = (
+            {identity.split("::")[0] for identity in self.earlier_identities(parent)} if parent is not None else {""}
+        )
 
         def qualified(chain: str, type_: str, name: str) -> str:
             return f"{chain}${type_}::{name}" if chain else f"{type_}::{name}"
@@ -327,7 +363,7 @@ class OfflineRun:
             found |= {qualified(chain, alias.type or resource.type, alias.name or resource.name) for chain in chains}
         return found
 
-    def component_of(self, resource: DeclaredResource) -> Optional[DeclaredResource]:
+    def component_of(self, resource: DeclaredResource) -> DeclaredResource | None:
         """The nearest metaflow:infra component above a resource."""
         by_urn = {r.urn: r for r in self.resources}
         parent = by_urn.get(resource.parent_urn)
@@ -339,8 +375,8 @@ class OfflineRun:
 def run_offline(
     raw_config: Mapping[str, Any],
     stack: str = "dev",
-    subnets: Optional[Mapping[str, SubnetFixture]] = None,
-    today: Optional[datetime.date] = None,
+    subnets: Mapping[str, SubnetFixture] | None = None,
+    today: datetime.date | None = None,
     declare: Callable[[Settings], dict[str, pulumi.Output[Any]]] = build,
 ) -> OfflineRun:
     """Validate the config, declare the stack (`build`, unless told otherwise) on mocks and resolve

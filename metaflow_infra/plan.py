@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -56,7 +57,9 @@ def resources_by_component(run: OfflineRun) -> dict[str, list[dict[str, str]]]:
         label = component.type.removeprefix("metaflow:infra:") if component else "(stack)"
         groups[label].append({"type": resource.type, "name": resource.name})
     # Registration order is asynchronous: sort, so the same config always prints the same plan.
-    return {label: sorted(items, key=lambda item: (item["type"], item["name"])) for label, items in sorted(groups.items())}
+    return {
+        label: sorted(items, key=lambda item: (item["type"], item["name"])) for label, items in sorted(groups.items())
+    }
 
 
 def plan_document(run: OfflineRun) -> dict[str, Any]:
@@ -76,11 +79,15 @@ def _cost_rows(estimate: Mapping[str, Any]) -> list[str]:
         return [f"  cost estimate unavailable: {estimate['error']}"]
     rows = [f"  {'item':<74} {'quantity':>9} {'unit':<14} {'unit $':>9} {'$/month':>9}"]
     for line in estimate["lines"]:
-        rows.append(f"  {line['item']:<74} {line['quantity']:>9g} {line['unit']:<14} "
-                    f"{line['unitUsd']:>9.4f} {line['monthlyUsd']:>9.2f}")
+        rows.append(
+            f"  {line['item']:<74} {line['quantity']:>9g} {line['unit']:<14} "
+            f"{line['unitUsd']:>9.4f} {line['monthlyUsd']:>9.2f}"
+        )
     rows.append(f"  {'total':<74} {'':>9} {'':<14} {'':>9} {estimate['totalUsd']:>9.2f}")
     if estimate["estimatedItems"]:
-        rows.append(f"  estimated from {estimate['region']}'s ratio to us-east-1: {', '.join(estimate['estimatedItems'])}")
+        rows.append(
+            f"  estimated from {estimate['region']}'s ratio to us-east-1: {', '.join(estimate['estimatedItems'])}"
+        )
     rows.append("  not included (usage-based): " + "; ".join(estimate["notIncluded"]))
     return rows
 
@@ -88,18 +95,27 @@ def _cost_rows(estimate: Mapping[str, Any]) -> list[str]:
 def render_plan(document: Mapping[str, Any]) -> str:
     resources = document["resources"]
     total = sum(len(items) for items in resources.values())
-    out = [f"Stack {document['stack']} ({document['preset']} preset) in {document['region']}: "
-           f"`pulumi up` would create {total} resources", ""]
+    out = [
+        f"Stack {document['stack']} ({document['preset']} preset) in {document['region']}: "
+        f"`pulumi up` would create {total} resources",
+        "",
+    ]
     for component, items in resources.items():
         out.append(f"  {component} ({len(items)})")
         out += [f"    {item['type']:<70} {item['name']}" for item in items]
     if document.get("uncheckedSubnets"):
-        out += ["", f"  Not checked offline: {', '.join(document['uncheckedSubnets'])} (taken as having a way out to "
-                "the internet; `pulumi up` checks their routes and public IPs before declaring anything)"]
+        out += [
+            "",
+            f"  Not checked offline: {', '.join(document['uncheckedSubnets'])} (taken as having a way out to "
+            "the internet; `pulumi up` checks their routes and public IPs before declaring anything)",
+        ]
     out += ["", "Metaflow profile (metaflowProfile output; secrets masked):"]
     out += [f"  {key} = {value}" for key, value in document["metaflowProfile"].items()]
     cost = document["estimatedMonthlyCost"]
-    out += ["", f"Always-on monthly cost (estimatedMonthlyCost; 730 h; prices read on {cost.get('pricesReadOn', '?')}):"]
+    out += [
+        "",
+        f"Always-on monthly cost (estimatedMonthlyCost; 730 h; prices read on {cost.get('pricesReadOn', '?')}):",
+    ]
     out += _cost_rows(cost)
     return "\n".join(out)
 
@@ -108,8 +124,9 @@ def preset_estimates(region: str) -> dict[str, CostEstimate]:
     """Idle cost of each preset's defaults in a region (presets not deployable yet are priced too)."""
     estimates = {}
     for preset in presets():
-        settings = load_settings({"aws:region": region, "metaflow:preset": preset}, stack="compare",
-                                 check_availability=False)
+        settings = load_settings(
+            {"aws:region": region, "metaflow:preset": preset}, stack="compare", check_availability=False
+        )
         estimates[preset] = estimate_monthly_cost(settings)
     return estimates
 
@@ -122,8 +139,12 @@ def comparison_document(region: str) -> dict[str, Any]:
 
 def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
     region = next(iter(document.values()))["region"]
-    out = [f"Monthly idle cost in {region} (730 h; always-on resources only)", "",
-           "| setup | $/month | what bills while idle |", "|---|---:|---|"]
+    out = [
+        f"Monthly idle cost in {region} (730 h; always-on resources only)",
+        "",
+        "| setup | $/month | what bills while idle |",
+        "|---|---:|---|",
+    ]
     for name, estimate in document.items():
         items = "; ".join(f"{line['item']} ${line['monthlyUsd']:.2f}" for line in estimate["lines"]) or "nothing"
         label = f"`{name}` preset" if name in presets() else name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -26,19 +26,31 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     provider = aws_provider(prefix, settings)
     opts = pulumi.ResourceOptions(providers=[provider])
 
-    network = Network(prefix, settings.network, settings.region, with_metadata_service=settings.metadata.enabled,
-                      opts=opts)
+    network = Network(
+        prefix, settings.network, settings.region, with_metadata_service=settings.metadata.enabled, opts=opts
+    )
     datastore = Datastore(prefix, settings.datastore, opts=opts)
     compute = Compute(
-        prefix, settings.compute,
+        prefix,
+        settings.compute,
         Placement(subnet_ids=network.subnet_ids, security_group_id=network.batch_security_group_id),
-        bucket_arn=datastore.bucket_arn, instance_tags=settings.tags, opts=opts)
+        bucket_arn=datastore.bucket_arn,
+        instance_tags=settings.tags,
+        opts=opts,
+    )
     # What people attach to their own IAM identity to use the stack: the roles it may pass are
     # exactly those the profile names.
     passable_roles = [compute.task_role_arn] + ([compute.execution_role_arn] if compute.execution_role_arn else [])
-    access = Access(prefix, AccessArgs(
-        region=settings.region, bucket_arn=datastore.bucket_arn, job_queue_arns=[compute.job_queue_arn],
-        passable_role_arns=passable_roles), opts=opts)
+    access = Access(
+        prefix,
+        AccessArgs(
+            region=settings.region,
+            bucket_arn=datastore.bucket_arn,
+            job_queue_arns=[compute.job_queue_arn],
+            passable_role_arns=passable_roles,
+        ),
+        opts=opts,
+    )
     outputs: dict[str, pulumi.Output[Any]] = {
         "bucketName": datastore.bucket_name,
         "jobQueueArn": compute.job_queue_arn,
@@ -46,17 +58,27 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         "estimatedMonthlyCost": pulumi.Output.from_input(estimate_output(settings, network.public_subnets)),
     }
 
-    service: Optional[MetadataService] = None
+    service: MetadataService | None = None
     groups = network.service_groups
     if groups is not None:
         database = Database(prefix, DatabaseArgs(settings.db, network.subnet_ids, groups.database), opts=opts)
-        service = MetadataService(prefix, MetadataServiceArgs(
-            settings=settings.metadata,
-            placement=ServicePlacement(subnet_ids=network.subnet_ids, vpc_id=network.vpc_id,
-                                       service_security_group_id=groups.service,
-                                       endpoint_security_group_id=groups.endpoint,
-                                       assign_public_ip=network.public_subnets),
-            database=database.endpoint, region=settings.region, stack=settings.stack), opts=opts)
+        service = MetadataService(
+            prefix,
+            MetadataServiceArgs(
+                settings=settings.metadata,
+                placement=ServicePlacement(
+                    subnet_ids=network.subnet_ids,
+                    vpc_id=network.vpc_id,
+                    service_security_group_id=groups.service,
+                    endpoint_security_group_id=groups.endpoint,
+                    assign_public_ip=network.public_subnets,
+                ),
+                database=database.endpoint,
+                region=settings.region,
+                stack=settings.stack,
+            ),
+            opts=opts,
+        )
         outputs["serviceUrl"] = service.url
 
     profile = pulumi.Output.all(
@@ -83,13 +105,20 @@ def aws_provider(prefix: str, settings: Settings) -> aws.Provider:
         profile=account.profile,
         allowed_account_ids=account.allowed_account_ids,
         forbidden_account_ids=account.forbidden_account_ids,
-        assume_roles=[aws.ProviderAssumeRoleArgs(role_arn=role.role_arn, session_name=role.session_name,
-                                                 external_id=role.external_id)
-                      for role in account.assume_roles or []] or None,
+        assume_roles=[
+            aws.ProviderAssumeRoleArgs(
+                role_arn=role.role_arn, session_name=role.session_name, external_id=role.external_id
+            )
+            for role in account.assume_roles or []
+        ]
+        or None,
         default_tags=aws.ProviderDefaultTagsArgs(tags=settings.tags),
-        **{name: pulumi.Output.secret(value) if key in SECRET_PROVIDER_SETTINGS else value
-           for key, (name, value) in forwarded_provider_settings(account).items()},
-        opts=pulumi.ResourceOptions(aliases=legacy_aliases(logical, prefix)))
+        **{
+            name: pulumi.Output.secret(value) if key in SECRET_PROVIDER_SETTINGS else value
+            for key, (name, value) in forwarded_provider_settings(account).items()
+        },
+        opts=pulumi.ResourceOptions(aliases=legacy_aliases(logical, prefix)),
+    )
 
 
 def forwarded_provider_settings(account: AwsSettings) -> dict[str, tuple[str, Any]]:

@@ -5,7 +5,8 @@ Components feed them resolved ARNs through `Output.apply` and serialise with `js
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 Policy = dict[str, Any]
 VERSION = "2012-10-17"
@@ -20,7 +21,7 @@ SERVICES_SENDING_SOURCE_ACCOUNT = frozenset({"ecs-tasks.amazonaws.com"})
 profiles: the condition there would leave instances without credentials (and jobs RUNNABLE)."""
 
 
-def assume_role_policy(service: str, account: Optional[str] = None) -> Policy:
+def assume_role_policy(service: str, account: str | None = None) -> Policy:
     """Trust `service`; with `account`, only on this account's behalf where the service says so."""
     statement: dict[str, Any] = {
         "Effect": "Allow",
@@ -115,8 +116,13 @@ def user_policy(
             # Authorization Reference lists no resource type for them), so only "*" works.
             "Sid": "DescribeBatch",
             "Effect": "Allow",
-            "Action": ["batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
-                       "batch:DescribeJobQueues", "batch:DescribeJobs", "batch:ListJobs"],
+            "Action": [
+                "batch:DescribeComputeEnvironments",
+                "batch:DescribeJobDefinitions",
+                "batch:DescribeJobQueues",
+                "batch:DescribeJobs",
+                "batch:ListJobs",
+            ],
             "Resource": "*",
         },
         {
@@ -157,22 +163,26 @@ def user_policy(
             "Sid": "ReadMetaflowJobLogs",
             "Effect": "Allow",
             "Action": ["logs:GetLogEvents"],
-            "Resource": [f"arn:{partition}:logs:{region}:{account}:log-group:{BATCH_JOB_LOG_GROUP}"
-                         f":log-stream:{JOB_DEFINITION_NAMES}"],
+            "Resource": [
+                f"arn:{partition}:logs:{region}:{account}:log-group:{BATCH_JOB_LOG_GROUP}"
+                f":log-stream:{JOB_DEFINITION_NAMES}"
+            ],
         },
     )
 
 
 def tls_only_bucket_policy(bucket_arn: str) -> Policy:
     """Refuse every request to the bucket that does not use TLS."""
-    return document({
-        "Sid": "DenyInsecureTransport",
-        "Effect": "Deny",
-        "Principal": "*",
-        "Action": "s3:*",
-        "Resource": [bucket_arn, object_arns(bucket_arn)],
-        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-    })
+    return document(
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, object_arns(bucket_arn)],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    )
 
 
 def aws_managed_policy_arn(partition: str, name: str) -> str:
@@ -182,8 +192,16 @@ def aws_managed_policy_arn(partition: str, name: str) -> str:
 def read_secret_and_write_logs(secret_arn: str, log_group_arn: str) -> Policy:
     """For a task execution role or a Lambda: fetch one secret, write to one log group."""
     return document(
-        {"Sid": "ReadOneSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-         "Resource": [secret_arn]},
-        {"Sid": "WriteOneLogGroup", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": [f"{log_group_arn}:log-stream:*"]},
+        {
+            "Sid": "ReadOneSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [secret_arn],
+        },
+        {
+            "Sid": "WriteOneLogGroup",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"{log_group_arn}:log-stream:*"],
+        },
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 SECRET_KEYS = frozenset({"METAFLOW_SERVICE_AUTH_KEY"})
 """Profile keys whose values are secrets."""
@@ -36,9 +35,9 @@ class ProfileInputs:
     bucket_name: str
     job_queue_arn: str
     task_role_arn: str
-    fargate_execution_role_arn: Optional[str] = None
-    metadata: Optional[MetadataEndpoint] = None
-    job_tags: Optional[dict[str, str]] = None
+    fargate_execution_role_arn: str | None = None
+    metadata: MetadataEndpoint | None = None
+    job_tags: dict[str, str] | None = None
     """Tags for every Batch job Metaflow submits (and, propagated, its ECS task): the bill splits by them."""
 
 

@@ -9,10 +9,12 @@ SECRET_RECOVERY_DAYS = 7
 """A deleted secret can be restored for this long (the shortest window AWS allows besides none)."""
 
 
-def stored_secret(name: str, description: str, value: pulumi.Input[str],
-                  opts: pulumi.ResourceOptions) -> aws.secretsmanager.Secret:
+def stored_secret(
+    name: str, description: str, value: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> aws.secretsmanager.Secret:
     """A Secrets Manager secret holding `value`; both resources take `opts` (parent, aliases)."""
-    secret = aws.secretsmanager.Secret(name, description=description,
-                                       recovery_window_in_days=SECRET_RECOVERY_DAYS, opts=opts)
+    secret = aws.secretsmanager.Secret(
+        name, description=description, recovery_window_in_days=SECRET_RECOVERY_DAYS, opts=opts
+    )
     aws.secretsmanager.SecretVersion(name, secret_id=secret.id, secret_string=value, opts=opts)
     return secret

@@ -8,7 +8,7 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -32,8 +32,9 @@ def _preload_pulumi_aws_modules() -> None:
 _preload_pulumi_aws_modules()
 
 
-def stack_config(preset: str = "minimal", overrides: Optional[dict[str, Any]] = None,
-                 region: str = "us-east-1") -> dict[str, Any]:
+def stack_config(
+    preset: str = "minimal", overrides: dict[str, Any] | None = None, region: str = "us-east-1"
+) -> dict[str, Any]:
     """Config as Pulumi hands it to the program: `namespace:key` to string values."""
     raw: dict[str, Any] = {"aws:region": region, "metaflow:preset": preset}
     for key, value in (overrides or {}).items():
@@ -41,7 +42,7 @@ def stack_config(preset: str = "minimal", overrides: Optional[dict[str, Any]] = 
     return raw
 
 
-def offline(preset: str = "minimal", overrides: Optional[dict[str, Any]] = None, **kwargs: Any) -> OfflineRun:
+def offline(preset: str = "minimal", overrides: dict[str, Any] | None = None, **kwargs: Any) -> OfflineRun:
     """Run the program offline; a deprecated pulumi-aws resource or argument fails the test."""
     run = run_offline(stack_config(preset, overrides, kwargs.pop("region", "us-east-1")), today=TODAY, **kwargs)
     assert not run.deprecations, run.deprecations

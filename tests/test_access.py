@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 from fnmatch import fnmatchcase
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from botocore.session import get_session
+from conftest import offline, policy_of
 from parliament import analyze_policy_string
 
-from conftest import offline, policy_of
 from metaflow_infra.offline import ACCOUNT_ID, OfflineRun
 from metaflow_infra.policies import datastore_statements, user_policy
 
@@ -36,31 +37,41 @@ EXECUTION_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/metaflow-batch-execution-01234
 BUCKET = "arn:aws:s3:::metaflow-artifacts-0123456"
 
 
-def policy_for(queues: tuple[str, ...] = (QUEUE,), roles: tuple[str, ...] = (TASK_ROLE,),
-               partition: str = "aws") -> dict[str, Any]:
-    return user_policy(partition=partition, region=REGION, account=ACCOUNT_ID, bucket_arn=BUCKET,
-                       job_queue_arns=queues, passable_role_arns=roles)
+def policy_for(
+    queues: tuple[str, ...] = (QUEUE,), roles: tuple[str, ...] = (TASK_ROLE,), partition: str = "aws"
+) -> dict[str, Any]:
+    return user_policy(
+        partition=partition,
+        region=REGION,
+        account=ACCOUNT_ID,
+        bucket_arn=BUCKET,
+        job_queue_arns=queues,
+        passable_role_arns=roles,
+    )
 
 
 def resources_of(statement: dict[str, Any]) -> list[str]:
     return [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
 
 
-def allows(policy: dict[str, Any], action: str, resource: str, context: Optional[dict[str, str]] = None) -> bool:
+def allows(policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None) -> bool:
     """IAM's answer for one action on one resource, for the features these policies use: Allow
     statements, exact actions, `*` wildcards in resources, StringEquals conditions."""
     for statement in policy["Statement"]:
         conditions = statement.get("Condition", {})
         assert set(conditions) <= {"StringEquals"}, "the evaluator knows StringEquals only"
-        if (statement["Effect"] == "Allow" and action.lower() in (a.lower() for a in statement["Action"])
-                and any(fnmatchcase(resource, pattern) for pattern in resources_of(statement))
-                and all((context or {}).get(key) == value
-                        for key, value in conditions.get("StringEquals", {}).items())):
+        if (
+            statement["Effect"] == "Allow"
+            and action.lower() in (a.lower() for a in statement["Action"])
+            and any(fnmatchcase(resource, pattern) for pattern in resources_of(statement))
+            and all((context or {}).get(key) == value for key, value in conditions.get("StringEquals", {}).items())
+        ):
             return True
     return False
 
 
 # --- metaflow's Batch client against a recording Batch --------------------------------------------------------
+
 
 class RecordingBatch:
     """Stands in for boto3's Batch client: answers like Batch for one queue on one compute environment,
@@ -74,7 +85,7 @@ class RecordingBatch:
         self.operations: list[str] = []
         self.jobs: dict[str, dict[str, Any]] = {}
 
-    def _call(self, operation: str, *resources: str, context: Optional[dict[str, str]] = None) -> None:
+    def _call(self, operation: str, *resources: str, context: dict[str, str] | None = None) -> None:
         self.operations.append(operation)
         for resource in resources or ("*",):
             self.authorized.append((f"batch:{operation}", resource, context or {}))
@@ -82,9 +93,17 @@ class RecordingBatch:
     def describe_job_queues(self, **_: Any) -> dict[str, Any]:
         self._call("DescribeJobQueues")
         environment = f"{BATCH}:compute-environment/e"
-        return {"jobQueues": [{"jobQueueName": QUEUE.rsplit("/", 1)[1], "jobQueueArn": QUEUE, "state": "ENABLED",
-                               "status": "VALID",
-                               "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": environment}]}]}
+        return {
+            "jobQueues": [
+                {
+                    "jobQueueName": QUEUE.rsplit("/", 1)[1],
+                    "jobQueueArn": QUEUE,
+                    "state": "ENABLED",
+                    "status": "VALID",
+                    "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": environment}],
+                }
+            ]
+        }
 
     def describe_compute_environments(self, **_: Any) -> dict[str, Any]:
         self._call("DescribeComputeEnvironments")
@@ -107,9 +126,15 @@ class RecordingBatch:
         self._call("SubmitJob", job["jobQueue"], job["jobDefinition"], f"{BATCH}:job/{job_id}")
         if job.get("tags"):
             self.authorized.append(("batch:TagResource", f"{BATCH}:job/{job_id}", {}))
-        self.jobs[job_id] = {"jobId": job_id, "jobName": job["jobName"], "jobQueue": job["jobQueue"],
-                             "status": "RUNNING", "createdAt": 1, "parameters": dict(job.get("parameters", {})),
-                             "container": {}}
+        self.jobs[job_id] = {
+            "jobId": job_id,
+            "jobName": job["jobName"],
+            "jobQueue": job["jobQueue"],
+            "status": "RUNNING",
+            "createdAt": 1,
+            "parameters": dict(job.get("parameters", {})),
+            "container": {},
+        }
         return {"jobId": job_id}
 
     def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
@@ -120,7 +145,7 @@ class RecordingBatch:
         self._call("ListJobs")
         return {"jobSummaryList": [{"jobId": j["jobId"], "jobName": j["jobName"]} for j in self.jobs.values()]}
 
-    def terminate_job(self, jobId: str, reason: str) -> dict[str, Any]:  # noqa: N803 (boto3's spelling)
+    def terminate_job(self, jobId: str, reason: str) -> dict[str, Any]:
         self._call("TerminateJob", f"{BATCH}:job/{jobId}")
         self.jobs[jobId].update(status="FAILED", stoppedAt=2)
         return {}
@@ -147,7 +172,7 @@ class Clock:
         return self.now
 
 
-def run_a_flow_step_the_way_metaflow_does(platform: str, execution_role: Optional[str]) -> RecordingBatch:
+def run_a_flow_step_the_way_metaflow_does(platform: str, execution_role: str | None) -> RecordingBatch:
     """`Batch.create_job` + `launch_job` (registering the job definition, submitting with tags), then
     `batch list` and `batch kill` (`Batch.list_jobs`, `Batch.kill_jobs`)."""
     fake = RecordingBatch(platform)
@@ -155,17 +180,48 @@ def run_a_flow_step_the_way_metaflow_does(platform: str, execution_role: Optiona
     client._client = fake
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(batch_client, "time", Clock())
-        job = (BatchJob(fake).job_name("alice-HelloFlow-1-start-1-0").job_queue(QUEUE)
-               .command(["bash", "-c", "true"]).image("python:3.11").iam_role(TASK_ROLE).execution_role(execution_role)
-               .cpu(1).gpu(0).memory(4096).timeout_in_secs(3600)
-               .job_def("python:3.11", TASK_ROLE, QUEUE, execution_role, None, None, None, None, None, memory=4096,
-                        host_volumes=None, efs_volumes=None, use_tmpfs=False, tmpfs_tempdir=True, tmpfs_size=None,
-                        tmpfs_path="/metaflow_temp", num_parallel=0, ephemeral_storage=None, log_driver=None,
-                        log_options=None, privileged=False)
-               .task_id("1")
-               .parameter("metaflow.user", "alice").parameter("metaflow.flow_name", "HelloFlow")
-               .parameter("metaflow.run_id", "1")
-               .tag("app", "metaflow").tag("metaflow:stack", "dev"))  # what METAFLOW_BATCH_EMIT_TAGS adds
+        job = (
+            BatchJob(fake)
+            .job_name("alice-HelloFlow-1-start-1-0")
+            .job_queue(QUEUE)
+            .command(["bash", "-c", "true"])
+            .image("python:3.11")
+            .iam_role(TASK_ROLE)
+            .execution_role(execution_role)
+            .cpu(1)
+            .gpu(0)
+            .memory(4096)
+            .timeout_in_secs(3600)
+            .job_def(
+                "python:3.11",
+                TASK_ROLE,
+                QUEUE,
+                execution_role,
+                None,
+                None,
+                None,
+                None,
+                None,
+                memory=4096,
+                host_volumes=None,
+                efs_volumes=None,
+                use_tmpfs=False,
+                tmpfs_tempdir=True,
+                tmpfs_size=None,
+                tmpfs_path="/metaflow_temp",
+                num_parallel=0,
+                ephemeral_storage=None,
+                log_driver=None,
+                log_options=None,
+                privileged=False,
+            )
+            .task_id("1")
+            .parameter("metaflow.user", "alice")
+            .parameter("metaflow.flow_name", "HelloFlow")
+            .parameter("metaflow.run_id", "1")
+            .tag("app", "metaflow")
+            .tag("metaflow:stack", "dev")
+        )  # what METAFLOW_BATCH_EMIT_TAGS adds
         job.execute()
         batch = Batch.__new__(Batch)
         batch._client = client
@@ -178,7 +234,8 @@ def run_a_flow_step_the_way_metaflow_does(platform: str, execution_role: Optiona
 
 @pytest.mark.parametrize("platform, roles", [("SPOT", (TASK_ROLE,)), ("FARGATE", (TASK_ROLE, EXECUTION_ROLE))])
 def test_every_batch_call_metaflow_makes_to_run_list_and_kill_a_step_is_allowed(
-        platform: str, roles: tuple[str, ...]) -> None:
+    platform: str, roles: tuple[str, ...]
+) -> None:
     fake = run_a_flow_step_the_way_metaflow_does(platform, roles[1] if len(roles) > 1 else None)
     policy = policy_for(roles=roles)
     denied = [call for call in fake.authorized if not allows(policy, *call)]
@@ -233,12 +290,14 @@ def test_job_logs_are_readable_for_metaflow_jobs_only() -> None:
 
 @pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])
 def test_user_policy_passes_parliament_in_every_partition(partition: str) -> None:
-    document = json.dumps(policy_for(queues=(QUEUE, f"{BATCH}:job-queue/b"), roles=(TASK_ROLE, EXECUTION_ROLE),
-                                     partition=partition))
+    document = json.dumps(
+        policy_for(queues=(QUEUE, f"{BATCH}:job-queue/b"), roles=(TASK_ROLE, EXECUTION_ROLE), partition=partition)
+    )
     assert [(f.issue, f.detail) for f in analyze_policy_string(document).findings] == []
 
 
 # --- the declared component -----------------------------------------------------------------------------------
+
 
 def test_the_user_policy_is_an_access_component_output(minimal: OfflineRun) -> None:
     policy = minimal.one(POLICY)
@@ -246,12 +305,16 @@ def test_the_user_policy_is_an_access_component_output(minimal: OfflineRun) -> N
     assert minimal.outputs["userPolicyArn"] == policy.state["arn"]
 
 
-@pytest.mark.parametrize("overrides, profile_keys", [
-    ({}, ["METAFLOW_ECS_S3_ACCESS_IAM_ROLE"]),
-    ({"compute:type": "fargate"}, ["METAFLOW_ECS_S3_ACCESS_IAM_ROLE", "METAFLOW_ECS_FARGATE_EXECUTION_ROLE"]),
-])
-def test_the_declared_policy_passes_exactly_the_roles_the_profile_names(overrides: dict[str, Any],
-                                                                       profile_keys: list[str]) -> None:
+@pytest.mark.parametrize(
+    "overrides, profile_keys",
+    [
+        ({}, ["METAFLOW_ECS_S3_ACCESS_IAM_ROLE"]),
+        ({"compute:type": "fargate"}, ["METAFLOW_ECS_S3_ACCESS_IAM_ROLE", "METAFLOW_ECS_FARGATE_EXECUTION_ROLE"]),
+    ],
+)
+def test_the_declared_policy_passes_exactly_the_roles_the_profile_names(
+    overrides: dict[str, Any], profile_keys: list[str]
+) -> None:
     run = offline("minimal", overrides)
     profile = run.outputs["metaflowProfile"]
     [passing] = [s for s in policy_of(run.one(POLICY).inputs)["Statement"] if s["Action"] == ["iam:PassRole"]]

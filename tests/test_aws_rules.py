@@ -51,11 +51,16 @@ def _doc(shape: Any) -> str:
 def test_every_rule_names_its_source_and_the_day_it_was_read() -> None:
     data = rules()
     tables: list[tuple[str, dict[str, Any]]] = [(name, table) for name, table in data.items()]
-    tables += [("tags.reserved_prefix_in_values", data["tags"]["reserved_prefix_in_values"]),
-               ("image_reference.ecs", data["image_reference"]["ecs"]),
-               ("vpc_cidr.stack", data["vpc_cidr"]["stack"])]
-    tables += [(f"vpc_cidr.{kind}[{entry['cidr']}]", entry)
-               for kind in ("accepted", "refused") for entry in data["vpc_cidr"][kind]]
+    tables += [
+        ("tags.reserved_prefix_in_values", data["tags"]["reserved_prefix_in_values"]),
+        ("image_reference.ecs", data["image_reference"]["ecs"]),
+        ("vpc_cidr.stack", data["vpc_cidr"]["stack"]),
+    ]
+    tables += [
+        (f"vpc_cidr.{kind}[{entry['cidr']}]", entry)
+        for kind in ("accepted", "refused")
+        for entry in data["vpc_cidr"][kind]
+    ]
     for name, table in tables:
         assert table.get("source"), f"{name} has no source"
         assert table.get("read_on") == READ_ON, f"{name} has no read_on {READ_ON}"
@@ -80,7 +85,9 @@ def test_region_data_equals_botocores_endpoints_for_the_included_partitions() ->
         assert sorted(names) == botocore_regions[partition], partition
 
 
-@pytest.mark.parametrize("region", ["us-east-1", "eu-west-3", "ap-southeast-7", "mx-central-1", "cn-north-1", "us-gov-west-1"])
+@pytest.mark.parametrize(
+    "region", ["us-east-1", "eu-west-3", "ap-southeast-7", "mx-central-1", "cn-north-1", "us-gov-west-1"]
+)
 def test_existing_regions_pass(region: str) -> None:
     assert region_problems("aws:region", region) == []
 
@@ -103,7 +110,11 @@ def test_malformed_and_isolated_partition_regions_are_refused(region: str) -> No
 def test_tag_limits_and_characters_match_the_ecs_api_model(boto: botocore.session.Session) -> None:
     ecs = boto.get_service_model("ecs")
     spec = rules()["tags"]
-    key, value, tags = ecs.shape_for("TagKey").metadata, ecs.shape_for("TagValue").metadata, ecs.shape_for("Tags").metadata
+    key, value, tags = (
+        ecs.shape_for("TagKey").metadata,
+        ecs.shape_for("TagValue").metadata,
+        ecs.shape_for("Tags").metadata,
+    )
     assert (key["min"], key["max"]) == (spec["key_min_length"], spec["key_max_length"])
     assert value["max"] == spec["value_max_length"]
     assert tags["max"] == spec["max_tags_per_resource"]
@@ -120,14 +131,17 @@ def test_the_character_rule_the_checker_uses_is_the_aws_pattern() -> None:
     assert sorted(literals) == sorted(spec["extra_characters"])
 
 
-@pytest.mark.parametrize("tags", [
-    {},
-    {"team": "data-science", "cost-center": "4711"},
-    {"équipe": "données", "owner": "jane.doe@example.com", "path": "a/b:c=d+e_f"},
-    {"Environment": ""},
-    {"k" * 128: "v" * 256},
-    {"name": "lowercase name is another key than Name"},
-])
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {},
+        {"team": "data-science", "cost-center": "4711"},
+        {"équipe": "données", "owner": "jane.doe@example.com", "path": "a/b:c=d+e_f"},
+        {"Environment": ""},
+        {"k" * 128: "v" * 256},
+        {"name": "lowercase name is another key than Name"},
+    ],
+)
 def test_ordinary_tags_pass(tags: dict[str, str]) -> None:
     assert tag_problems(tags, PROGRAM_TAGS) == []
 
@@ -143,16 +157,19 @@ def test_values_starting_with_aws_prefix_are_refused() -> None:
     assert "values starting with 'aws:'" in problem
 
 
-@pytest.mark.parametrize(("tags", "fragment"), [
-    ({"": "x"}, "the key has 0 characters; accepted: 1 to 128"),
-    ({"k" * 129: "x"}, "the key has 129 characters; accepted: 1 to 128"),
-    ({"k": "v" * 257}, "the value has 257 characters; accepted: at most 256"),
-    ({"team#1": "x"}, "the key has characters AWS refuses in tags ('#')"),
-    ({"team": "a!b"}, "the value has characters AWS refuses in tags ('!')"),
-    ({"team": "line\nbreak"}, "('\\n')"),
-    ({"team": "party 🎉"}, "('🎉')"),
-    ({"team": "tab\there"}, "('\\t')"),
-])
+@pytest.mark.parametrize(
+    ("tags", "fragment"),
+    [
+        ({"": "x"}, "the key has 0 characters; accepted: 1 to 128"),
+        ({"k" * 129: "x"}, "the key has 129 characters; accepted: 1 to 128"),
+        ({"k": "v" * 257}, "the value has 257 characters; accepted: at most 256"),
+        ({"team#1": "x"}, "the key has characters AWS refuses in tags ('#')"),
+        ({"team": "a!b"}, "the value has characters AWS refuses in tags ('!')"),
+        ({"team": "line\nbreak"}, "('\\n')"),
+        ({"team": "party 🎉"}, "('🎉')"),
+        ({"team": "tab\there"}, "('\\t')"),
+    ],
+)
 def test_tags_aws_refuses_are_refused_with_the_reason(tags: dict[str, str], fragment: str) -> None:
     problems = tag_problems(tags, PROGRAM_TAGS)
     assert len(problems) == 1 and fragment in problems[0], problems
@@ -175,57 +192,66 @@ def test_the_programs_own_tags_count_toward_the_fifty_per_resource() -> None:
 # --- Container image references --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("image", [
-    "netflixoss/metaflow_metadata_service:v2.5.1",
-    "public.ecr.aws/x/y:v2.5.1",
-    "registry.example.com:5000/team/img:v2.5.1",
-    f"img@{DIGEST}",
-    f"img:v2.5.1@{DIGEST}",
-    "123456789012.dkr.ecr.us-east-1.amazonaws.com/metaflow/service:v2.5.1",
-    "localhost:5000/img:dev",
-    "localhost/img",
-    "[::1]:5000/team/img:TAG_1.0-rc",
-    "ubuntu",
-    "my__repo/with.dots-and--dashes:latest",
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "netflixoss/metaflow_metadata_service:v2.5.1",
+        "public.ecr.aws/x/y:v2.5.1",
+        "registry.example.com:5000/team/img:v2.5.1",
+        f"img@{DIGEST}",
+        f"img:v2.5.1@{DIGEST}",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/metaflow/service:v2.5.1",
+        "localhost:5000/img:dev",
+        "localhost/img",
+        "[::1]:5000/team/img:TAG_1.0-rc",
+        "ubuntu",
+        "my__repo/with.dots-and--dashes:latest",
+    ],
+)
 def test_valid_image_references_pass(image: str) -> None:
     assert image_reference_problems("metadata:image", image) == []
 
 
-@pytest.mark.parametrize(("image", "fragment"), [
-    ("Netflixoss/img:v1", "'Netflixoss' has uppercase letters"),
-    ("netflixoss/Img:v1", "'Img' has uppercase letters"),
-    ("img:", "the tag is empty"),
-    ("img:.hidden", "'.hidden' is not a valid tag"),
-    ("img:" + "t" * 129, "is not a valid tag"),
-    ("img@sha256:abc", "is not sha256:<64 lowercase hex>"),
-    ("img@" + DIGEST.upper().replace("SHA256", "sha256"), "is not sha256:<64 lowercase hex>"),
-    ("img@sha512:" + "a" * 128, "is not sha256:<64 lowercase hex>"),
-    ("img@", "is not sha256"),
-    ("", "empty"),
-    ("img :v1", "contains whitespace"),
-    ("team//img", "an empty component"),
-    ("-team/img", "'-team' is not lowercase letters and digits"),
-    ("team/img-", "'img-' is not lowercase letters and digits"),
-    ("host.example.com:port/img", "the registry port 'port' is not a number"),
-    ("bad_host.example.com/img", "is not a host name"),
-    ("img:v1:v2", "'img:v1' is not lowercase letters and digits"),
-    ("a/" * 127 + "ab:v1", "characters before any '@'"),
-])
+@pytest.mark.parametrize(
+    ("image", "fragment"),
+    [
+        ("Netflixoss/img:v1", "'Netflixoss' has uppercase letters"),
+        ("netflixoss/Img:v1", "'Img' has uppercase letters"),
+        ("img:", "the tag is empty"),
+        ("img:.hidden", "'.hidden' is not a valid tag"),
+        ("img:" + "t" * 129, "is not a valid tag"),
+        ("img@sha256:abc", "is not sha256:<64 lowercase hex>"),
+        ("img@" + DIGEST.upper().replace("SHA256", "sha256"), "is not sha256:<64 lowercase hex>"),
+        ("img@sha512:" + "a" * 128, "is not sha256:<64 lowercase hex>"),
+        ("img@", "is not sha256"),
+        ("", "empty"),
+        ("img :v1", "contains whitespace"),
+        ("team//img", "an empty component"),
+        ("-team/img", "'-team' is not lowercase letters and digits"),
+        ("team/img-", "'img-' is not lowercase letters and digits"),
+        ("host.example.com:port/img", "the registry port 'port' is not a number"),
+        ("bad_host.example.com/img", "is not a host name"),
+        ("img:v1:v2", "'img:v1' is not lowercase letters and digits"),
+        ("a/" * 127 + "ab:v1", "characters before any '@'"),
+    ],
+)
 def test_invalid_image_references_are_refused_with_the_reason(image: str, fragment: str) -> None:
     problems = image_reference_problems("metadata:image", image)
     assert problems and any(fragment in problem for problem in problems), problems
     assert all(problem.startswith(f"metadata:image = {image!r}: ") and "accepted: " in problem for problem in problems)
 
 
-@pytest.mark.parametrize(("image", "pin"), [
-    ("netflixoss/metaflow_metadata_service:v2.5.1", ("v2.5.1", None)),
-    ("registry.example.com:5000/team/img", (None, None)),
-    ("registry.example.com:5000/team/img:v1", ("v1", None)),
-    (f"img@{DIGEST}", (None, DIGEST)),
-    (f"img:v2.5.1@{DIGEST}", ("v2.5.1", DIGEST)),
-    ("img", (None, None)),
-])
+@pytest.mark.parametrize(
+    ("image", "pin"),
+    [
+        ("netflixoss/metaflow_metadata_service:v2.5.1", ("v2.5.1", None)),
+        ("registry.example.com:5000/team/img", (None, None)),
+        ("registry.example.com:5000/team/img:v1", ("v1", None)),
+        (f"img@{DIGEST}", (None, DIGEST)),
+        (f"img:v2.5.1@{DIGEST}", ("v2.5.1", DIGEST)),
+        ("img", (None, None)),
+    ],
+)
 def test_image_pin_splits_out_tag_and_digest(image: str, pin: tuple[str | None, str | None]) -> None:
     assert image_pin(image) == pin
 
@@ -240,8 +266,18 @@ def test_image_rules_agree_with_the_ecs_api_documentation(boto: botocore.session
 # --- VPC CIDR blocks -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cidr", ["10.0.0.0/16", "10.200.16.0/20", "172.16.0.0/16", "172.31.0.0/16",
-                                  "192.168.0.0/16", "192.168.16.0/20", "100.64.0.0/16"])
+@pytest.mark.parametrize(
+    "cidr",
+    [
+        "10.0.0.0/16",
+        "10.200.16.0/20",
+        "172.16.0.0/16",
+        "172.31.0.0/16",
+        "192.168.0.0/16",
+        "192.168.16.0/20",
+        "100.64.0.0/16",
+    ],
+)
 def test_private_blocks_from_16_to_20_pass(cidr: str) -> None:
     assert vpc_cidr_problems("network:vpcCidr", cidr) == []
 
@@ -259,11 +295,19 @@ def test_blocks_outside_16_to_28_are_refused_as_aws_would_and_as_the_program_nee
     assert any("16 equal subnets" in problem for problem in problems)
 
 
-@pytest.mark.parametrize(("cidr", "range_"), [
-    ("0.0.0.0/16", "0.0.0.0/8"), ("127.0.0.0/16", "127.0.0.0/8"), ("169.254.0.0/16", "169.254.0.0/16"),
-    ("224.0.0.0/16", "224.0.0.0/4"), ("240.0.0.0/16", "240.0.0.0/4"), ("255.255.255.255/32", "240.0.0.0/4"),
-    ("172.17.0.0/16", "172.17.0.0/16"), ("172.17.32.0/20", "172.17.0.0/16"),
-])
+@pytest.mark.parametrize(
+    ("cidr", "range_"),
+    [
+        ("0.0.0.0/16", "0.0.0.0/8"),
+        ("127.0.0.0/16", "127.0.0.0/8"),
+        ("169.254.0.0/16", "169.254.0.0/16"),
+        ("224.0.0.0/16", "224.0.0.0/4"),
+        ("240.0.0.0/16", "240.0.0.0/4"),
+        ("255.255.255.255/32", "240.0.0.0/4"),
+        ("172.17.0.0/16", "172.17.0.0/16"),
+        ("172.17.32.0/20", "172.17.0.0/16"),
+    ],
+)
 def test_special_purpose_and_docker_bridge_ranges_are_refused(cidr: str, range_: str) -> None:
     problems = vpc_cidr_problems("network:vpcCidr", cidr)
     assert any(f"overlaps {range_}" in problem for problem in problems), problems
@@ -281,13 +325,16 @@ def test_publicly_routable_blocks_are_refused(cidr: str) -> None:
     assert "outside the private ranges" in problem and "10.0.0.0/8" in problem and "100.64.0.0/10" in problem
 
 
-@pytest.mark.parametrize(("cidr", "fragment"), [
-    ("10.0.0.1/16", "accepted: 10.0.0.0/16"),
-    ("10.0.0.0/255.255.0.0", "accepted: 10.0.0.0/16"),
-    ("fd00::/56", "a VPC's primary block is IPv4"),
-    ("ten-dot-oh", "not an IPv4 network in CIDR form"),
-    ("", "not an IPv4 network in CIDR form"),
-])
+@pytest.mark.parametrize(
+    ("cidr", "fragment"),
+    [
+        ("10.0.0.1/16", "accepted: 10.0.0.0/16"),
+        ("10.0.0.0/255.255.0.0", "accepted: 10.0.0.0/16"),
+        ("fd00::/56", "a VPC's primary block is IPv4"),
+        ("ten-dot-oh", "not an IPv4 network in CIDR form"),
+        ("", "not an IPv4 network in CIDR form"),
+    ],
+)
 def test_malformed_or_non_canonical_blocks_are_refused(cidr: str, fragment: str) -> None:
     problems = vpc_cidr_problems("network:vpcCidr", cidr)
     assert any(fragment in problem for problem in problems), problems
@@ -305,40 +352,57 @@ def test_vpc_rules_agree_with_the_refused_and_accepted_ranges_not_overlapping() 
 # --- RDS for PostgreSQL instance classes -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("instance_class", ["db.t4g.micro", "db.t4g.medium", "db.m7g.large", "db.t3.micro",
-                                            "db.r8g.48xlarge", "db.m7i.large", "db.r6idn.32xlarge"])
+@pytest.mark.parametrize(
+    "instance_class",
+    [
+        "db.t4g.micro",
+        "db.t4g.medium",
+        "db.m7g.large",
+        "db.t3.micro",
+        "db.r8g.48xlarge",
+        "db.m7i.large",
+        "db.r6idn.32xlarge",
+    ],
+)
 @pytest.mark.parametrize("engine_version", [16, 17])
 def test_current_classes_pass(instance_class: str, engine_version: int) -> None:
     assert db_instance_class_problems("db:instanceClass", instance_class, engine_version, "us-east-1") == []
 
 
-@pytest.mark.parametrize(("instance_class", "fragment"), [
-    ("db.t2.micro", "previous-generation class"),
-    ("db.m4.large", "previous-generation class"),
-    ("db.x9.huge", "not an RDS for PostgreSQL instance class; accepted: e.g. db.t4g.micro"),
-    ("db.t4g.nano", "db.t4g has no size 'nano'"),
-    ("db.t3.nano", "db.t3 has no size 'nano'"),
-    ("db.r6idn.large", "db.r6idn has no size 'large'"),
-    ("db.m7g.24xlarge", "db.m7g has no size '24xlarge'"),
-    ("db.c6gd.large", "not an RDS for PostgreSQL instance class"),
-    ("db.z1d.large", "not an RDS for PostgreSQL instance class"),
-    ("db.m7i.metal-24xl", "(db.<family>.<size>)"),
-    ("t4g.micro", "(db.<family>.<size>)"),
-    ("DB.T4G.MICRO", "(db.<family>.<size>)"),
-])
+@pytest.mark.parametrize(
+    ("instance_class", "fragment"),
+    [
+        ("db.t2.micro", "previous-generation class"),
+        ("db.m4.large", "previous-generation class"),
+        ("db.x9.huge", "not an RDS for PostgreSQL instance class; accepted: e.g. db.t4g.micro"),
+        ("db.t4g.nano", "db.t4g has no size 'nano'"),
+        ("db.t3.nano", "db.t3 has no size 'nano'"),
+        ("db.r6idn.large", "db.r6idn has no size 'large'"),
+        ("db.m7g.24xlarge", "db.m7g has no size '24xlarge'"),
+        ("db.c6gd.large", "not an RDS for PostgreSQL instance class"),
+        ("db.z1d.large", "not an RDS for PostgreSQL instance class"),
+        ("db.m7i.metal-24xl", "(db.<family>.<size>)"),
+        ("t4g.micro", "(db.<family>.<size>)"),
+        ("DB.T4G.MICRO", "(db.<family>.<size>)"),
+    ],
+)
 def test_classes_rds_does_not_offer_for_postgresql_are_refused(instance_class: str, fragment: str) -> None:
     [problem] = db_instance_class_problems("db:instanceClass", instance_class, 17, "us-east-1")
     assert problem.startswith(f"db:instanceClass = {instance_class!r}: ") and fragment in problem
     assert "accepted: " in problem
 
 
-@pytest.mark.parametrize(("instance_class", "engine_version", "fragment"), [
-    ("db.x2idn.16xlarge", 17, "PostgreSQL 13 to 15, not 17"),
-    ("db.m8g.large", 12, "PostgreSQL 13 or later, not 12"),
-    ("db.t4g.micro", 11, "PostgreSQL 12 or later, not 11"),
-])
+@pytest.mark.parametrize(
+    ("instance_class", "engine_version", "fragment"),
+    [
+        ("db.x2idn.16xlarge", 17, "PostgreSQL 13 to 15, not 17"),
+        ("db.m8g.large", 12, "PostgreSQL 13 or later, not 12"),
+        ("db.t4g.micro", 11, "PostgreSQL 12 or later, not 11"),
+    ],
+)
 def test_classes_are_refused_for_postgresql_versions_rds_does_not_pair_them_with(
-        instance_class: str, engine_version: int, fragment: str) -> None:
+    instance_class: str, engine_version: int, fragment: str
+) -> None:
     [problem] = db_instance_class_problems("db:instanceClass", instance_class, engine_version, "us-east-1")
     assert fragment in problem and f"accepted for PostgreSQL {engine_version}: e.g. db." in problem
     assert db_instance_class_problems("db:instanceClass", "db.x2idn.16xlarge", 15, "us-east-1") == []
@@ -347,8 +411,12 @@ def test_classes_are_refused_for_postgresql_versions_rds_does_not_pair_them_with
 def test_every_postgres_class_is_an_ec2_instance_type_botocore_knows(boto: botocore.session.Session) -> None:
     ec2_types = set(boto.get_service_model("ec2").shape_for("InstanceType").enum)
     families = rules()["rds_postgres_instance_classes"]["families"]
-    unknown = [f"db.{family}.{size}" for family, spec in families.items() for size in spec["sizes"]
-               if f"{spec.get('ec2_family', family)}.{size}" not in ec2_types]
+    unknown = [
+        f"db.{family}.{size}"
+        for family, spec in families.items()
+        for size in spec["sizes"]
+        if f"{spec.get('ec2_family', family)}.{size}" not in ec2_types
+    ]
     assert unknown == []
     assert len(postgres_instance_classes()) == sum(len(spec["sizes"]) for spec in families.values())
 
@@ -374,16 +442,32 @@ def test_the_examples_offered_in_problems_are_themselves_accepted() -> None:
 # --- Account ids -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("allowed", "forbidden"), [
-    (None, None), (["123456789012"], None), (None, ["000000000000"]),
-    (["123456789012", "012345678901"], ["999999999999"]), ([], []),
-])
+@pytest.mark.parametrize(
+    ("allowed", "forbidden"),
+    [
+        (None, None),
+        (["123456789012"], None),
+        (None, ["000000000000"]),
+        (["123456789012", "012345678901"], ["999999999999"]),
+        ([], []),
+    ],
+)
 def test_twelve_digit_ids_in_one_list_each_pass(allowed: list[str] | None, forbidden: list[str] | None) -> None:
     assert account_id_problems(allowed, forbidden) == []
 
 
-@pytest.mark.parametrize("account", ["12345678901", "1234567890123", "12345678901a", " 123456789012",
-                                     "１２３４５６７８９０１２", "123456789012\n", 123456789012])
+@pytest.mark.parametrize(
+    "account",
+    [
+        "12345678901",
+        "1234567890123",
+        "12345678901a",
+        " 123456789012",
+        "１２３４５６７８９０１２",
+        "123456789012\n",
+        123456789012,
+    ],
+)
 def test_ids_that_are_not_exactly_twelve_ascii_digits_are_refused(account: Any) -> None:
     [problem] = account_id_problems([account], None)
     assert problem.startswith(f"aws:allowedAccountIds: {account!r} is not an AWS account id")
@@ -393,8 +477,10 @@ def test_ids_that_are_not_exactly_twelve_ascii_digits_are_refused(account: Any) 
 
 def test_an_id_both_allowed_and_forbidden_is_refused() -> None:
     [problem] = account_id_problems(["123456789012", "111111111111"], ["123456789012"])
-    assert problem == ("aws:allowedAccountIds and aws:forbiddenAccountIds both list '123456789012'; "
-                       "accepted: an id in at most one of them")
+    assert problem == (
+        "aws:allowedAccountIds and aws:forbiddenAccountIds both list '123456789012'; "
+        "accepted: an id in at most one of them"
+    )
 
 
 # --- AWS Batch -------------------------------------------------------------------------------------
@@ -428,9 +514,12 @@ if importlib.util.find_spec("hypothesis") is not None:
     from hypothesis import strategies as st
 
     FAST = settings(max_examples=100, deadline=None)
-    TAG_CHARACTERS = st.characters(categories=["L", "N", "Zs"]) | st.sampled_from(sorted(rules()["tags"]["extra_characters"]))
+    TAG_CHARACTERS = st.characters(categories=["L", "N", "Zs"]) | st.sampled_from(
+        sorted(rules()["tags"]["extra_characters"])
+    )
     TAG_KEYS = st.text(TAG_CHARACTERS, min_size=1, max_size=128).filter(
-        lambda key: not key.lower().startswith("aws:") and key not in PROGRAM_TAGS)
+        lambda key: not key.lower().startswith("aws:") and key not in PROGRAM_TAGS
+    )
     TAG_VALUES = st.text(TAG_CHARACTERS, max_size=256).filter(lambda value: not value.lower().startswith("aws:"))
 
     @FAST
@@ -439,8 +528,12 @@ if importlib.util.find_spec("hypothesis") is not None:
         assert tag_problems(tags, PROGRAM_TAGS) == []
 
     @FAST
-    @given(TAG_KEYS, st.characters(codec="utf-8").filter(
-        lambda character: unicodedata.category(character)[0] not in "LNZ" and character not in "_.:/=+-@"))
+    @given(
+        TAG_KEYS,
+        st.characters(codec="utf-8").filter(
+            lambda character: unicodedata.category(character)[0] not in "LNZ" and character not in "_.:/=+-@"
+        ),
+    )
     def test_property_any_character_outside_the_class_is_refused(key: str, character: str) -> None:
         assert tag_problems({key: f"x{character}"}, PROGRAM_TAGS)
 
@@ -459,17 +552,22 @@ if importlib.util.find_spec("hypothesis") is not None:
 
     ALNUM = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
     SEPARATORS = st.sampled_from([".", "_", "__", "-", "--"])
-    COMPONENT = st.builds(lambda first, rest: first + "".join(sep + part for sep, part in rest),
-                          ALNUM, st.lists(st.tuples(SEPARATORS, ALNUM), max_size=2))
+    COMPONENT = st.builds(
+        lambda first, rest: first + "".join(sep + part for sep, part in rest),
+        ALNUM,
+        st.lists(st.tuples(SEPARATORS, ALNUM), max_size=2),
+    )
     HOSTS = st.sampled_from(["", "registry.example.com/", "localhost:5000/", "public.ecr.aws/", "10.0.0.1:443/"])
-    TAGS = st.none() | st.builds(lambda first, rest: first + rest,
-                                 st.sampled_from("Az9_"), st.text("abcXYZ019_.-", max_size=20))
+    TAGS = st.none() | st.builds(
+        lambda first, rest: first + rest, st.sampled_from("Az9_"), st.text("abcXYZ019_.-", max_size=20)
+    )
     DIGESTS = st.none() | st.binary(min_size=32, max_size=32).map(lambda raw: f"sha256:{raw.hex()}")
 
     @FAST
     @given(HOSTS, st.lists(COMPONENT, min_size=1, max_size=3), TAGS, DIGESTS)
     def test_property_references_built_from_the_grammar_pass_and_pin_round_trips(
-            host: str, path: list[str], tag: str | None, digest: str | None) -> None:
+        host: str, path: list[str], tag: str | None, digest: str | None
+    ) -> None:
         # Without a registry, a first component with a '.' would be read as a registry host.
         assume(host or len(path) == 1 or "." not in path[0])
         image = host + "/".join(path) + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")

@@ -10,8 +10,8 @@ import subprocess
 
 import botocore.session
 import pytest
-
 from conftest import offline, policy_of
+
 from metaflow_infra.compute import instance_user_data
 from metaflow_infra.offline import ACCOUNT_ID, OfflineRun
 
@@ -26,8 +26,11 @@ def role(run: OfflineRun, name: str) -> dict:
 
 
 def attachments(run: OfflineRun, role_name: str) -> list[str]:
-    return [a.inputs["policyArn"] for a in run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-            if a.inputs["role"] == role_name]
+    return [
+        a.inputs["policyArn"]
+        for a in run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if a.inputs["role"] == role_name
+    ]
 
 
 def test_spot_environment_uses_price_capacity_optimized_and_scales_to_zero(minimal: OfflineRun) -> None:
@@ -66,9 +69,11 @@ def test_fargate_environments_have_no_instances_and_an_execution_role(kind: str,
     assert not run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
     execution = role(run, "batch-execution")
     assert policy_of(execution, "assumeRolePolicy")["Statement"][0]["Principal"] == {
-        "Service": "ecs-tasks.amazonaws.com"}
+        "Service": "ecs-tasks.amazonaws.com"
+    }
     assert attachments(run, execution["name"]) == [
-        "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"]
+        "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+    ]
     assert run.outputs["metaflowProfile"]["METAFLOW_ECS_FARGATE_EXECUTION_ROLE"] == execution["arn"]
 
 
@@ -81,8 +86,9 @@ def test_spot_with_fallback_queues_on_demand_behind_spot() -> None:
 
 def test_kept_running_vcpus_belong_to_the_first_environment_only() -> None:
     run = offline("minimal", {"compute:onDemandFallback": True, "compute:minVcpus": 4})
-    minimums = {e.inputs["computeResources"]["type"]: e.inputs["computeResources"]["minVcpus"]
-                for e in run.of_type(ENVIRONMENT)}
+    minimums = {
+        e.inputs["computeResources"]["type"]: e.inputs["computeResources"]["minVcpus"] for e in run.of_type(ENVIRONMENT)
+    }
     assert minimums == {"SPOT": 4, "EC2": 0}
 
 
@@ -124,15 +130,20 @@ def boothook_commands(run: OfflineRun) -> list[list[str]]:
     script = boothook.get_payload(decode=True).decode("ascii")
     assert script.startswith("#cloud-boothook\n#!/bin/bash\n")
     joined = script.replace("\\\n", " ")
-    return [[word for word in shlex.split(command) if word != "2>/dev/null"]
-            for line in joined.splitlines() if not line.startswith("#") for command in line.split("||")]
+    return [
+        [word for word in shlex.split(command) if word != "2>/dev/null"]
+        for line in joined.splitlines()
+        if not line.startswith("#")
+        for command in line.split("||")
+    ]
 
 
 def test_instance_user_data_is_a_mime_multipart_archive_batch_can_merge_into(minimal: OfflineRun) -> None:
     [part] = user_data_parts(minimal)
     assert part.get_content_charset() == "us-ascii"
     assert base64.b64decode(minimal.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]).decode() == (
-        instance_user_data())
+        instance_user_data()
+    )
 
 
 def test_the_boothook_is_valid_bash(minimal: OfflineRun) -> None:
@@ -146,7 +157,7 @@ def test_containers_are_refused_the_instance_metadata_service(minimal: OfflineRu
     inserts = [c for c in boothook_commands(minimal) if c[:4] == ["iptables", "--wait", "--insert", "DOCKER-USER"]]
     [rule] = inserts
     assert rule[4] == "1", "the rule must come before anything else in DOCKER-USER"
-    options = dict(zip(rule[5::2], rule[6::2]))
+    options = dict(zip(rule[5::2], rule[6::2], strict=True))
     assert options["--destination"] == "169.254.169.254/32"
     assert options["--jump"] == "REJECT", "DROP would make each IMDS probe of a task wait for its timeout"
     assert options["--protocol"] == "tcp" and options["--reject-with"] == "tcp-reset"
@@ -165,7 +176,7 @@ def test_the_metadata_rule_is_added_once_even_when_docker_made_the_chain_first(m
     commands = boothook_commands(minimal)
     check = next(c for c in commands if "--check" in c)
     insert = next(c for c in commands if "--insert" in c)
-    assert check[check.index("DOCKER-USER") + 1:] == insert[insert.index("DOCKER-USER") + 2:]
+    assert check[check.index("DOCKER-USER") + 1 :] == insert[insert.index("DOCKER-USER") + 2 :]
     assert ["iptables", "--wait", "--new-chain", "DOCKER-USER"] in commands
 
 
@@ -179,7 +190,9 @@ def test_instances_and_their_volumes_carry_the_stack_tags() -> None:
     run = offline("minimal", {"metaflow:tags": {"team": "ds"}})
     specifications = run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["tagSpecifications"]
     assert {s["resourceType"]: s["tags"] for s in specifications} == {
-        "instance": {"team": "ds", "metaflow:stack": "dev"}, "volume": {"team": "ds", "metaflow:stack": "dev"}}
+        "instance": {"team": "ds", "metaflow:stack": "dev"},
+        "volume": {"team": "ds", "metaflow:stack": "dev"},
+    }
     # Not through the environments' compute resources: a launch template version updates them in place.
     assert all("tags" not in e.inputs["computeResources"] for e in run.of_type(ENVIRONMENT))
 
@@ -187,9 +200,13 @@ def test_instances_and_their_volumes_carry_the_stack_tags() -> None:
 def test_instances_get_the_ecs_instance_role_through_a_profile(minimal: OfflineRun) -> None:
     instance = role(minimal, "batch-instance")
     assert policy_of(instance, "assumeRolePolicy")["Statement"][0] == {
-        "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        "Effect": "Allow",
+        "Principal": {"Service": "ec2.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }
     assert attachments(minimal, instance["name"]) == [
-        "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"]
+        "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
+    ]
     profile = minimal.one("aws:iam/instanceProfile:InstanceProfile")
     assert profile.inputs["role"] == instance["name"]
     assert minimal.one(ENVIRONMENT).inputs["computeResources"]["instanceRole"] == profile.state["arn"]
@@ -199,15 +216,19 @@ def test_instances_get_the_ecs_instance_role_through_a_profile(minimal: OfflineR
 def test_batch_uses_its_service_linked_role_so_environments_update_in_place(kind: str) -> None:
     run = offline("minimal", {"compute:type": kind})
     assert "serviceRole" not in run.one(ENVIRONMENT).inputs
-    trusted = [json.loads(r.inputs["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"]
-               for r in run.of_type(ROLE)]
+    trusted = [
+        json.loads(r.inputs["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"] for r in run.of_type(ROLE)
+    ]
     assert "batch.amazonaws.com" not in trusted
 
 
 def test_task_role_is_trusted_by_ecs_tasks_for_this_account_only(minimal: OfflineRun) -> None:
     assert policy_of(role(minimal, "batch-task"), "assumeRolePolicy")["Statement"][0] == {
-        "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}}
+        "Effect": "Allow",
+        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}},
+    }
 
 
 def test_task_role_can_read_write_and_list_this_bucket_and_delete_nothing(minimal: OfflineRun) -> None:
@@ -249,8 +270,10 @@ def test_launch_template_values_are_valid_ec2_enums(minimal: OfflineRun) -> None
     ec2 = botocore.session.get_session().get_service_model("ec2")
     template = minimal.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
     assert template["metadataOptions"]["httpTokens"] in ec2.shape_for("LaunchTemplateHttpTokensState").enum
-    assert template["metadataOptions"]["httpProtocolIpv6"] in ec2.shape_for(
-        "LaunchTemplateInstanceMetadataProtocolIpv6").enum
+    assert (
+        template["metadataOptions"]["httpProtocolIpv6"]
+        in ec2.shape_for("LaunchTemplateInstanceMetadataProtocolIpv6").enum
+    )
     for specification in template["tagSpecifications"]:
         assert specification["resourceType"] in ec2.shape_for("ResourceType").enum
     assert template["blockDeviceMappings"][0]["ebs"]["volumeType"] in ec2.shape_for("VolumeType").enum

@@ -9,10 +9,10 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.loaders import Loader
+from conftest import TODAY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TODAY
 from metaflow_infra.settings import ConfigError, Settings, key_fields, load_settings, provider_settings
 
 KEYS = sorted({*key_fields(), *(f"aws:{key}" for key in provider_settings())})
@@ -21,12 +21,20 @@ EC2_TYPES = set(SESSION.get_service_model("ec2").shape_for("InstanceType").enum)
 REGIONS = {region for partition in Loader().load_data("endpoints")["partitions"] for region in partition["regions"]}
 
 EDGES = [0, 1, -1, 2**31 - 1, 2**31, 2**63, 10**6]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.sampled_from(EDGES),
-                    st.floats(allow_nan=True),
-                    st.text(max_size=40), st.sampled_from(["", " ", "true", "0", "-1", "1e3", "[]", "{}", "[", "a,b"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                        st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-                      max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.sampled_from(EDGES),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
+    st.sampled_from(["", " ", "true", "0", "-1", "1e3", "[]", "{}", "[", "a,b"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=8,
+)
 
 
 def as_pulumi_hands_it_over(value: Any) -> str:

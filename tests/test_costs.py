@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import re
 from collections import Counter
 from typing import Any
 
 import pytest
-
 from conftest import TODAY, offline, stack_config
+
 from metaflow_infra.costs import (
     BILLED_WHILE_IDLE,
     HOURS_PER_MONTH,
@@ -58,19 +57,24 @@ def billed_counts(run: OfflineRun) -> Counter[str]:
     for resource in run.resources:
         if resource.type not in BILLED_WHILE_IDLE:
             continue
-        if resource.type == "aws:batch/computeEnvironment:ComputeEnvironment" and \
-                resource.inputs["computeResources"].get("minVcpus", 0) == 0:
+        if (
+            resource.type == "aws:batch/computeEnvironment:ComputeEnvironment"
+            and resource.inputs["computeResources"].get("minVcpus", 0) == 0
+        ):
             continue  # scales to zero: bills only while jobs run
         counted[resource.type] += 1
     return counted
 
 
-@pytest.mark.parametrize("preset, overrides", [
-    ("minimal", {}),
-    ("minimal", {"compute:minVcpus": 4, "compute:onDemandFallback": True}),
-    ("dev", {}),
-    ("dev", {"db:multiAz": True, "metadata:spot": False, "compute:minVcpus": 2}),
-])
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [
+        ("minimal", {}),
+        ("minimal", {"compute:minVcpus": 4, "compute:onDemandFallback": True}),
+        ("dev", {}),
+        ("dev", {"db:multiAz": True, "metadata:spot": False, "compute:minVcpus": 2}),
+    ],
+)
 def test_every_always_on_resource_declared_has_a_cost_line(preset: str, overrides: dict[str, Any]) -> None:
     run = offline(preset, overrides)
     lines = estimate_monthly_cost(run.settings, today=TODAY).lines
@@ -78,9 +82,11 @@ def test_every_always_on_resource_declared_has_a_cost_line(preset: str, override
     for line in lines:
         priced[line.resource_type] += line.resources
     assert priced == billed_counts(run)
-    kept_running = sum(e.inputs["computeResources"].get("minVcpus", 0)
-                       for e in run.of_type("aws:batch/computeEnvironment:ComputeEnvironment"))
-    priced_vcpu_hours = sum(l.quantity for l in lines if l.unit == "vCPU-hour" and "Batch" in l.item)
+    kept_running = sum(
+        e.inputs["computeResources"].get("minVcpus", 0)
+        for e in run.of_type("aws:batch/computeEnvironment:ComputeEnvironment")
+    )
+    priced_vcpu_hours = sum(line.quantity for line in lines if line.unit == "vCPU-hour" and "Batch" in line.item)
     assert priced_vcpu_hours == kept_running * HOURS_PER_MONTH
 
 
@@ -92,9 +98,12 @@ def test_bigger_database_class_moves_the_total_by_its_price() -> None:
 
 
 def test_multi_az_doubles_the_database_lines() -> None:
-    single = {l.item: l.monthly_usd for l in estimate("dev").lines if l.resource_type.startswith("aws:rds")}
-    multi = {l.item: l.monthly_usd for l in estimate("dev", {"db:multiAz": True}).lines
-             if l.resource_type.startswith("aws:rds")}
+    single = {line.item: line.monthly_usd for line in estimate("dev").lines if line.resource_type.startswith("aws:rds")}
+    multi = {
+        line.item: line.monthly_usd
+        for line in estimate("dev", {"db:multiAz": True}).lines
+        if line.resource_type.startswith("aws:rds")
+    }
     assert sum(multi.values()) == pytest.approx(2 * sum(single.values()), abs=0.02)
 
 
@@ -102,26 +111,28 @@ def test_nat_gateway_moves_the_total_by_its_price_and_its_address() -> None:
     base = settings("dev")
     with_nat = base.model_copy(update={"network": base.network.model_copy(update={"nat_gateways": 1})})
     table = price_table()
-    expected = (table.price("us-east-1", "nat_gateway_hour").usd + table.price("us-east-1", "public_ipv4_hour").usd)
+    expected = table.price("us-east-1", "nat_gateway_hour").usd + table.price("us-east-1", "public_ipv4_hour").usd
     delta = estimate_monthly_cost(with_nat, today=TODAY).total_usd - estimate_monthly_cost(base, today=TODAY).total_usd
     assert delta == pytest.approx(expected * HOURS_PER_MONTH, abs=0.02)
 
 
 def test_min_vcpus_are_priced_per_vcpu() -> None:
-    line = next(l for l in estimate("minimal", {"compute:minVcpus": 8}).lines if "vCPUs kept running" in l.item)
+    lines = estimate("minimal", {"compute:minVcpus": 8}).lines
+    line = next(line for line in lines if "vCPUs kept running" in line.item)
     assert line.quantity == 8 * HOURS_PER_MONTH and line.unit == "vCPU-hour"
 
 
 def test_extended_support_is_priced_when_allowed() -> None:
     lines = estimate("dev", {"db:engineVersion": 13, "db:allowExtendedSupport": True}).lines
-    [support] = [l for l in lines if "Extended Support" in l.item]
+    [support] = [line for line in lines if "Extended Support" in line.item]
     assert support.unit == "vCPU-hour" and support.quantity == 2 * HOURS_PER_MONTH  # db.t4g.micro: 2 vCPUs
 
 
 def test_extended_support_year_3_rate_applies_two_years_after_the_end_date() -> None:
-    allowed = settings("dev", {"db:engineVersion": 11, "db:allowExtendedSupport": True,
-                               "db:instanceClass": "db.t3.micro"})
-    [support] = [l for l in estimate_monthly_cost(allowed, today=TODAY).lines if "Extended Support" in l.item]
+    allowed = settings(
+        "dev", {"db:engineVersion": 11, "db:allowExtendedSupport": True, "db:instanceClass": "db.t3.micro"}
+    )
+    [support] = [line for line in estimate_monthly_cost(allowed, today=TODAY).lines if "Extended Support" in line.item]
     assert "year 3" in support.item
 
 
@@ -137,7 +148,7 @@ def test_every_required_region_prices_every_preset(region: str) -> None:
 
 
 def test_region_without_data_is_a_clear_error_not_a_guess() -> None:
-    with pytest.raises(PriceDataError, match="no price data for region eu-north-1.*us-east-1"):
+    with pytest.raises(PriceDataError, match=r"no price data for region eu-north-1.*us-east-1"):
         estimate("dev", region="eu-north-1")
     output = estimate_output(settings("dev", region="eu-north-1"), public_subnets=True)
     assert output["totalUsd"] is None and "eu-north-1" in output["error"]

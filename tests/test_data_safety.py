@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from conftest import offline
+
 from metaflow_infra.offline import DeclaredResource, OfflineRun
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -83,8 +83,14 @@ def test_the_judge_sees_a_renamed_bucket() -> None:
     """The check above would catch a bucket whose logical name changed without an alias."""
     before, after = offline("dev"), offline("dev", {"metaflow:prefix": "team-a"})
     [bucket] = before.of_type(BUCKET)
-    renamed = DeclaredResource(**{**bucket.__dict__, "protect": False, "retain_on_delete": False,
-                                  "name": "metaflow-old-artifacts",
-                                  "urn": bucket.urn.replace("metaflow-artifacts", "metaflow-old-artifacts")})
+    renamed = DeclaredResource(
+        **{
+            **bucket.__dict__,
+            "protect": False,
+            "retain_on_delete": False,
+            "name": "metaflow-old-artifacts",
+            "urn": bucket.urn.replace("metaflow-artifacts", "metaflow-old-artifacts"),
+        }
+    )
     before.resources[before.resources.index(bucket)] = renamed
     assert fate(before, after, BUCKET) == "deleted"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import offline
-from metaflow_infra.offline import OfflineRun
 from test_settings import error_for
+
+from metaflow_infra.offline import OfflineRun
 
 DB = "aws:rds/instance:Instance"
 
@@ -39,16 +39,31 @@ def test_database_requires_tls_through_its_parameter_group(dev: OfflineRun) -> N
 
 
 def test_database_is_reachable_only_from_the_metadata_service(dev: OfflineRun) -> None:
-    groups = {g.name.removeprefix("metaflow-"): f"{g.state['name']}-id"
-              for g in dev.of_type("aws:ec2/securityGroup:SecurityGroup")}
+    groups = {
+        g.name.removeprefix("metaflow-"): f"{g.state['name']}-id"
+        for g in dev.of_type("aws:ec2/securityGroup:SecurityGroup")
+    }
     assert dev.one(DB).inputs["vpcSecurityGroupIds"] == [groups["database"]]
-    into_database = [r.inputs for r in dev.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-                     if r.inputs["securityGroupId"] == groups["database"]]
-    assert into_database == [{
-        "securityGroupId": groups["database"], "referencedSecurityGroupId": groups["metadata"],
-        "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432, "description": "metadata-to-database"}]
-    assert not [r for r in dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-                if r.inputs["securityGroupId"] == groups["database"]]
+    into_database = [
+        r.inputs
+        for r in dev.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs["securityGroupId"] == groups["database"]
+    ]
+    assert into_database == [
+        {
+            "securityGroupId": groups["database"],
+            "referencedSecurityGroupId": groups["metadata"],
+            "ipProtocol": "tcp",
+            "fromPort": 5432,
+            "toPort": 5432,
+            "description": "metadata-to-database",
+        }
+    ]
+    assert not [
+        r
+        for r in dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.inputs["securityGroupId"] == groups["database"]
+    ]
 
 
 def test_password_is_generated_and_kept_in_secrets_manager(dev: OfflineRun) -> None:
@@ -76,8 +91,17 @@ def test_only_skip_final_snapshot_lets_the_database_go_without_one() -> None:
 
 
 def test_overrides_change_the_database() -> None:
-    run = offline("dev", {"db:engineVersion": 16, "db:instanceClass": "db.t4g.small", "db:multiAz": True,
-                          "db:allocatedStorageGb": 50, "db:backupRetentionDays": 7, "db:deletionProtection": False})
+    run = offline(
+        "dev",
+        {
+            "db:engineVersion": 16,
+            "db:instanceClass": "db.t4g.small",
+            "db:multiAz": True,
+            "db:allocatedStorageGb": 50,
+            "db:backupRetentionDays": 7,
+            "db:deletionProtection": False,
+        },
+    )
     db = run.one(DB).inputs
     assert (db["engineVersion"], db["instanceClass"], db["multiAz"]) == ("16", "db.t4g.small", True)
     assert (db["allocatedStorage"], db["backupRetentionPeriod"], db["deletionProtection"]) == (50, 7, False)
@@ -103,14 +127,17 @@ def test_unknown_versions_are_refused(version: int) -> None:
     assert "not an RDS PostgreSQL major version" in error_for({"db:engineVersion": version}, preset="dev")
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"db:allocatedStorageGb": 10}, "db:allocatedStorageGb = '10'"),
-    ({"db:backupRetentionDays": 40}, "db:backupRetentionDays = '40'"),
-    ({"db:instanceClass": "db.t2.small"}, "previous-generation"),
-    ({"db:instanceClass": "t4g.micro"}, "db:instanceClass = 't4g.micro'"),
-    ({"metadata:cpu": 300}, "metadata:cpu 300 is not a Fargate size"),
-    ({"metadata:memory": 8192}, "metadata:memory 8192 does not fit metadata:cpu 256"),
-    ({"metadata:image": "netflixoss/metaflow_metadata_service:latest"}, "metadata:image = "),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"db:allocatedStorageGb": 10}, "db:allocatedStorageGb = '10'"),
+        ({"db:backupRetentionDays": 40}, "db:backupRetentionDays = '40'"),
+        ({"db:instanceClass": "db.t2.small"}, "previous-generation"),
+        ({"db:instanceClass": "t4g.micro"}, "db:instanceClass = 't4g.micro'"),
+        ({"metadata:cpu": 300}, "metadata:cpu 300 is not a Fargate size"),
+        ({"metadata:memory": 8192}, "metadata:memory 8192 does not fit metadata:cpu 256"),
+        ({"metadata:image": "netflixoss/metaflow_metadata_service:latest"}, "metadata:image = "),
+    ],
+)
 def test_bad_database_and_service_sizing_is_refused(overrides: dict, expected: str) -> None:
     assert expected in error_for(overrides, preset="dev")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import offline, policy_of
+
 from metaflow_infra.offline import OfflineRun
 
 BUCKET = "aws:s3/bucket:Bucket"

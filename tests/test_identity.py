@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import offline
+
 from metaflow_infra.offline import OfflineRun, SubnetFixture
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -32,8 +32,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "dev-prefix-team": ("dev", {"metaflow:prefix": "team"}, {}),
     "dev": ("dev", {}, {}),
     "dev-fargate-compute": ("dev", {"compute:type": "fargate_spot"}, {}),
-    "dev-existing-network": ("dev", {"network:vpcId": VPC, "network:subnetIds": list(EXISTING_SUBNETS)},
-                             {"subnets": EXISTING_SUBNETS}),
+    "dev-existing-network": (
+        "dev",
+        {"network:vpcId": VPC, "network:subnetIds": list(EXISTING_SUBNETS)},
+        {"subnets": EXISTING_SUBNETS},
+    ),
 }
 PHYSICAL_NAME_INPUTS = ("name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix", "family")
 """Inputs that set a physical name: changing one replaces the resource."""
@@ -48,10 +51,16 @@ def identity_lines(run: OfflineRun) -> list[str]:
         names = ", ".join(f"{key}={resource.inputs[key]}" for key in PHYSICAL_NAME_INPUTS if key in resource.inputs)
         identity = run.identity(resource)
         earlier = sorted(run.earlier_identities(resource) - {identity})
-        guards = [flag for flag, on in (("protect", resource.protect), ("retainOnDelete", resource.retain_on_delete)) if on]
+        guards = [
+            flag for flag, on in (("protect", resource.protect), ("retainOnDelete", resource.retain_on_delete)) if on
+        ]
         guards += [f"ignoreChanges={','.join(resource.ignore_changes)}"] if resource.ignore_changes else []
-        lines.append(identity + (f"  [{names}]" if names else "") + (f"  {{{'; '.join(guards)}}}" if guards else "")
-                     + "".join(f"\n    <- {e}" for e in earlier))
+        lines.append(
+            identity
+            + (f"  [{names}]" if names else "")
+            + (f"  {{{'; '.join(guards)}}}" if guards else "")
+            + "".join(f"\n    <- {e}" for e in earlier)
+        )
     return sorted(lines)
 
 
@@ -69,13 +78,15 @@ def test_resource_identities_match_the_committed_snapshot(variant: str) -> None:
     assert path.exists(), f"no snapshot for {variant}: run with UPDATE_SNAPSHOTS=1 and review it"
     assert current == path.read_text(), (
         f"resource identities of {variant} changed: a changed URN or physical name replaces the resource. "
-        "Add an alias for a moved resource; if the change is deliberate, regenerate with UPDATE_SNAPSHOTS=1")
+        "Add an alias for a moved resource; if the change is deliberate, regenerate with UPDATE_SNAPSHOTS=1"
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_data_resources_answer_to_every_identity_they_ever_had(variant: str) -> None:
-    recorded = [line.split(" ", 1)[1] for line in DATA_IDENTITIES.read_text().splitlines()
-                if line.startswith(f"{variant} ")]
+    recorded = [
+        line.split(" ", 1)[1] for line in DATA_IDENTITIES.read_text().splitlines() if line.startswith(f"{variant} ")
+    ]
     assert recorded, f"{variant} has no recorded data identities"
     run = _run(variant)
     reachable = set().union(*(run.earlier_identities(r) for r in run.resources))

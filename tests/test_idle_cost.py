@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from conftest import offline
+
 from metaflow_infra.costs import BILLED_WHILE_IDLE
 from metaflow_infra.offline import OfflineRun
-
 
 
 def test_minimal_declares_nothing_that_bills_while_idle(minimal: OfflineRun) -> None:
@@ -22,14 +22,19 @@ def test_minimal_keeps_no_vcpus_running(minimal: OfflineRun) -> None:
 
 
 def test_dev_always_on_resources_are_exactly_the_database_the_service_and_their_small_change() -> None:
-    always_on = Counter(r.type for r in offline("dev").resources
-                        if r.type in BILLED_WHILE_IDLE and r.type != "aws:batch/computeEnvironment:ComputeEnvironment")
-    assert always_on == Counter({
-        "aws:rds/instance:Instance": 1,                 # db.t4g.micro, single-AZ
-        "aws:ecs/service:Service": 1,                   # one Fargate Spot task (and its public IPv4)
-        "aws:secretsmanager/secret:Secret": 2,          # DB password, API key
-        "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": 1,  # one Route 53 zone
-    })
+    always_on = Counter(
+        r.type
+        for r in offline("dev").resources
+        if r.type in BILLED_WHILE_IDLE and r.type != "aws:batch/computeEnvironment:ComputeEnvironment"
+    )
+    assert always_on == Counter(
+        {
+            "aws:rds/instance:Instance": 1,  # db.t4g.micro, single-AZ
+            "aws:ecs/service:Service": 1,  # one Fargate Spot task (and its public IPv4)
+            "aws:secretsmanager/secret:Secret": 2,  # DB password, API key
+            "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": 1,  # one Route 53 zone
+        }
+    )
 
 
 def test_dev_keeps_no_vcpus_running_either() -> None:

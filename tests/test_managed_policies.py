@@ -20,8 +20,9 @@ from parliament import analyze_policy_string
 from metaflow_infra.settings.models import ComputeType
 
 STORED_DIR = Path(__file__).resolve().parent / "managed_policies"
-STORED: dict[str, dict[str, Any]] = {path.stem: json.loads(path.read_text())
-                                     for path in sorted(STORED_DIR.glob("*.json"))}
+STORED: dict[str, dict[str, Any]] = {
+    path.stem: json.loads(path.read_text()) for path in sorted(STORED_DIR.glob("*.json"))
+}
 """Policy name -> {"arn", "version", "source", "read_on", "document"}: the default version `source` shows."""
 
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
@@ -67,16 +68,20 @@ ACCEPTED_FINDINGS: dict[str, dict[Finding, str]] = {
 
 @cache
 def attached_managed_policy_arns() -> frozenset[str]:
-    return frozenset(attachment.inputs["policyArn"] for preset, overrides in RUNS
-                     for attachment in offline(preset, overrides).of_type(ATTACHMENT))
+    return frozenset(
+        attachment.inputs["policyArn"]
+        for preset, overrides in RUNS
+        for attachment in offline(preset, overrides).of_type(ATTACHMENT)
+    )
 
 
 def findings(document: Mapping[str, Any]) -> set[Finding]:
     found: set[Finding] = set()
     for finding in analyze_policy_string(json.dumps(document)).findings:
         items = finding.detail if isinstance(finding.detail, list) else [finding.detail]
-        found |= {(finding.issue, item if isinstance(item, str) else json.dumps(item, sort_keys=True))
-                  for item in items}
+        found |= {
+            (finding.issue, item if isinstance(item, str) else json.dumps(item, sort_keys=True)) for item in items
+        }
     return found
 
 
@@ -124,8 +129,10 @@ def test_the_judge_rejects_a_planted_bad_document_and_a_stale_acceptance() -> No
     accepted finding whose statement is gone."""
     name = "AmazonECSTaskExecutionRolePolicy"
     bad = copy.deepcopy(STORED[name]["document"])
-    bad["Statement"] += [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
-                         {"Effect": "Allow", "Action": "ecr:BatchGetImages", "Resource": "*"}]
+    bad["Statement"] += [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+        {"Effect": "Allow", "Action": "ecr:BatchGetImages", "Resource": "*"},
+    ]
     unexpected, stale = judge(bad, ACCEPTED_FINDINGS[name])
     assert ("RESOURCE_STAR", "s3:GetObject") in unexpected
     assert any(issue == "UNKNOWN_ACTION" for issue, _ in unexpected)

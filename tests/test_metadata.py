@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 import pytest
-
 from conftest import offline, policy_of
+
 from metaflow_infra.metadata import api_key_slots
 from metaflow_infra.offline import DeclaredResource, OfflineRun
 from metaflow_infra.settings import FARGATE_MEMORY_BY_CPU
@@ -89,8 +89,9 @@ def test_task_has_no_role_and_its_execution_role_reads_one_secret_and_writes_one
     assert "taskRoleArn" not in task
     execution = named(dev, "aws:iam/role:Role", "metadata-execution")
     assert task["executionRoleArn"] == execution.state["arn"]
-    [inline] = [p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy")
-                if p.inputs["role"] == f"{execution.state['name']}-id"]
+    [inline] = [
+        p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == f"{execution.state['name']}-id"
+    ]
     secret_arn = named(dev, "aws:secretsmanager/secret:Secret", "db-password").state["arn"]
     log_arn = named(dev, "aws:cloudwatch/logGroup:LogGroup", "metadata").state["arn"]
     statements = policy_of(inline.inputs)["Statement"]
@@ -98,8 +99,11 @@ def test_task_has_no_role_and_its_execution_role_reads_one_secret_and_writes_one
         (["secretsmanager:GetSecretValue"], [secret_arn]),
         (["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_arn}:log-stream:*"]),
     ]
-    assert not [a for a in dev.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                if a.inputs["role"] == execution.state["name"]]
+    assert not [
+        a
+        for a in dev.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if a.inputs["role"] == execution.state["name"]
+    ]
 
 
 def test_dev_service_runs_one_spot_task_with_a_public_ip_and_registers_in_cloud_map(dev: OfflineRun) -> None:
@@ -112,7 +116,10 @@ def test_dev_service_runs_one_spot_task_with_a_public_ip_and_registers_in_cloud_
     assert network["securityGroups"] == [f"{metadata_group.state['name']}-id"]
     discovery = dev.one("aws:servicediscovery/service:Service")
     assert service["serviceRegistries"] == {
-        "registryArn": discovery.state["arn"], "containerName": "metadata", "containerPort": 8080}
+        "registryArn": discovery.state["arn"],
+        "containerName": "metadata",
+        "containerPort": 8080,
+    }
     assert discovery.inputs["dnsConfig"]["dnsRecords"] == [{"ttl": 10, "type": "SRV"}]
     assert service["forceNewDeployment"] is True  # lets metadata:spot move between FARGATE and FARGATE_SPOT
 
@@ -183,7 +190,9 @@ def test_authorizer_function_reads_only_the_api_key_secret(dev: OfflineRun) -> N
     assert function["environment"]["variables"] == {"API_KEY_SECRET_ARN": key_secret, "API_KEY_GRACE_SECONDS": "3600"}
     role = named(dev, "aws:iam/role:Role", "authorizer")
     assert function["role"] == role.state["arn"]
-    [inline] = [p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == f"{role.state['name']}-id"]
+    [inline] = [
+        p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == f"{role.state['name']}-id"
+    ]
     assert policy_of(inline.inputs)["Statement"][0]["Resource"] == [key_secret]
 
 
@@ -193,10 +202,16 @@ def test_a_flood_of_wrong_keys_meets_a_bounded_authorizer(dev: OfflineRun) -> No
     assert "reservedConcurrentExecutions" not in unbounded.inputs
 
 
-@pytest.mark.parametrize("rotation, slots", [
-    (1, {"api-key": 1}), (2, {"api-key": 1, "api-key-b": 2}), (3, {"api-key": 3, "api-key-b": 2}),
-    (4, {"api-key": 3, "api-key-b": 4}), (11, {"api-key": 11, "api-key-b": 10}),
-])
+@pytest.mark.parametrize(
+    "rotation, slots",
+    [
+        (1, {"api-key": 1}),
+        (2, {"api-key": 1, "api-key-b": 2}),
+        (3, {"api-key": 3, "api-key-b": 2}),
+        (4, {"api-key": 3, "api-key-b": 4}),
+        (11, {"api-key": 11, "api-key-b": 10}),
+    ],
+)
 def test_two_key_slots_take_turns(rotation: int, slots: dict[str, int]) -> None:
     assert api_key_slots(rotation) == slots
 
@@ -219,12 +234,16 @@ def test_before_any_rotation_the_one_key_is_current_and_keeps_its_identity(dev: 
 
 @pytest.mark.parametrize("rotation, current, previous", [(2, "api-key-b", "api-key"), (3, "api-key", "api-key-b")])
 def test_a_rotation_makes_a_new_current_key_and_keeps_the_last_one_as_previous(
-        rotation: int, current: str, previous: str) -> None:
+    rotation: int, current: str, previous: str
+) -> None:
     run = offline("dev", {"metadata:apiKeyRotation": rotation})
     assert admitted_keys(run) == {"current": key_of(run, current), "previous": key_of(run, previous)}
     assert run.outputs["metaflowProfile"]["METAFLOW_SERVICE_AUTH_KEY"] == key_of(run, current)
-    keepers = {p.name: p.inputs.get("keepers") for p in run.of_type("random:index/randomPassword:RandomPassword")
-               if "api-key" in p.name}
+    keepers = {
+        p.name: p.inputs.get("keepers")
+        for p in run.of_type("random:index/randomPassword:RandomPassword")
+        if "api-key" in p.name
+    }
     assert keepers[f"metaflow-{current}"] == {"rotation": str(rotation)}
 
 
@@ -241,17 +260,27 @@ def test_profile_carries_the_real_key_and_is_secret(dev: OfflineRun) -> None:
 
 
 def test_security_groups_admit_only_the_hops_that_exist(dev: OfflineRun) -> None:
-    ids = {g.name.removeprefix("metaflow-"): f"{g.state['name']}-id"
-           for g in dev.of_type("aws:ec2/securityGroup:SecurityGroup")}
-    ingress = {(r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId"), r.inputs["fromPort"])
-               for r in dev.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")}
+    ids = {
+        g.name.removeprefix("metaflow-"): f"{g.state['name']}-id"
+        for g in dev.of_type("aws:ec2/securityGroup:SecurityGroup")
+    }
+    ingress = {
+        (r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId"), r.inputs["fromPort"])
+        for r in dev.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    }
     assert ingress == {(ids["metadata"], ids["endpoint"], 8080), (ids["database"], ids["metadata"], 5432)}
-    egress = {(r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId") or r.inputs["cidrIpv4"],
-               r.inputs["ipProtocol"], r.inputs.get("fromPort"))
-              for r in dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")}
+    egress = {
+        (
+            r.inputs["securityGroupId"],
+            r.inputs.get("referencedSecurityGroupId") or r.inputs["cidrIpv4"],
+            r.inputs["ipProtocol"],
+            r.inputs.get("fromPort"),
+        )
+        for r in dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    }
     assert egress == {
-        (ids["batch"], "0.0.0.0/0", "-1", None),               # ECS, ECR, S3, PyPI, the API endpoint
-        (ids["endpoint"], ids["metadata"], "tcp", 8080),       # VPC link -> service
-        (ids["metadata"], "0.0.0.0/0", "tcp", 443),            # image pull, Secrets Manager, logs
-        (ids["metadata"], ids["database"], "tcp", 5432),       # service -> database
+        (ids["batch"], "0.0.0.0/0", "-1", None),  # ECS, ECR, S3, PyPI, the API endpoint
+        (ids["endpoint"], ids["metadata"], "tcp", 8080),  # VPC link -> service
+        (ids["metadata"], "0.0.0.0/0", "tcp", 443),  # image pull, Secrets Manager, logs
+        (ids["metadata"], ids["database"], "tcp", 5432),  # service -> database
     }

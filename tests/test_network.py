@@ -6,8 +6,8 @@ import ipaddress
 
 import pulumi
 import pytest
-
 from conftest import offline
+
 from metaflow_infra.network import SubnetFacts, subnet_cidrs, subnet_egress_problem
 from metaflow_infra.offline import OfflineRun, SubnetFixture
 
@@ -28,7 +28,7 @@ def test_public_subnets_span_distinct_azs_and_give_public_ips(minimal: OfflineRu
     assert all(s["mapPublicIpOnLaunch"] is True for s in subnets)
     blocks = [ipaddress.ip_network(s["cidrBlock"]) for s in subnets]
     assert all(b.subnet_of(ipaddress.ip_network("10.0.0.0/16")) for b in blocks)
-    assert not any(a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1:])
+    assert not any(a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1 :])
 
 
 def test_every_subnet_routes_the_internet_through_the_gateway(minimal: OfflineRun) -> None:
@@ -65,16 +65,25 @@ def test_vpc_cidr_override_is_used() -> None:
     run = offline("minimal", {"network:vpcCidr": "172.20.0.0/18"})
     assert run.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"] == "172.20.0.0/18"
     assert {s.inputs["cidrBlock"] for s in run.of_type("aws:ec2/subnet:Subnet")} == {
-        "172.20.0.0/22", "172.20.4.0/22", "172.20.8.0/22"}
+        "172.20.0.0/22",
+        "172.20.4.0/22",
+        "172.20.8.0/22",
+    }
 
 
 ZONES = [("us-east-1b", "use1-az1"), ("us-east-1c", "use1-az2")]
 
 
-def existing(preset: str = "minimal", zones: list[tuple[str, str]] = ZONES,
-             routes: tuple[str | None, ...] = ("igw-0123456789abcdef0",) * 2, public_ip: bool = True) -> OfflineRun:
-    fixtures = {subnet: SubnetFixture(VPC, zone, zone_id, public_ip, route)
-                for subnet, (zone, zone_id), route in zip(SUBNETS, zones, routes)}
+def existing(
+    preset: str = "minimal",
+    zones: list[tuple[str, str]] = ZONES,
+    routes: tuple[str | None, ...] = ("igw-0123456789abcdef0",) * 2,
+    public_ip: bool = True,
+) -> OfflineRun:
+    fixtures = {
+        subnet: SubnetFixture(VPC, zone, zone_id, public_ip, route)
+        for subnet, (zone, zone_id), route in zip(SUBNETS, zones, routes, strict=True)
+    }
     return offline(preset, {"network:vpcId": VPC, "network:subnetIds": SUBNETS}, subnets=fixtures)
 
 

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_docs import README, readme_section
 
 from metaflow_infra.__main__ import main
 from metaflow_infra.costs import price_table
 from metaflow_infra.plan import comparison_document, render_comparison
-from test_docs import README, readme_section
 
 PROJECT = README.parent
 
@@ -47,8 +47,12 @@ def test_plan_json_is_machine_readable_and_masks_the_key(capsys: pytest.CaptureF
 def test_set_overrides_one_key_like_pulumi_config_set(capsys: pytest.CaptureFixture[str]) -> None:
     _, base, _ = plan(capsys, "--json")
     _, bigger, _ = plan(capsys, "--json", "--set", "db:instanceClass=db.t4g.small", "--set", "metaflow:preset=dev")
-    difference = json.loads(bigger)["estimatedMonthlyCost"]["totalUsd"] - json.loads(base)["estimatedMonthlyCost"]["totalUsd"]
-    small, micro = (price_table().price("us-east-1", "rds_instance_hour", c).usd for c in ("db.t4g.small", "db.t4g.micro"))
+    difference = (
+        json.loads(bigger)["estimatedMonthlyCost"]["totalUsd"] - json.loads(base)["estimatedMonthlyCost"]["totalUsd"]
+    )
+    small, micro = (
+        price_table().price("us-east-1", "rds_instance_hour", c).usd for c in ("db.t4g.small", "db.t4g.micro")
+    )
     assert difference == pytest.approx((small - micro) * 730, abs=0.02)
 
 
@@ -74,8 +78,13 @@ def test_missing_stack_file_and_malformed_set_are_clear_errors(capsys: pytest.Ca
 
 def test_plan_runs_as_a_module_without_pulumi_or_aws(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no AWS credentials, no pulumi on PATH
-    result = subprocess.run([sys.executable, "-m", "metaflow_infra", "plan", "--dir", str(PROJECT)],
-                            cwd=PROJECT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "metaflow_infra", "plan", "--dir", str(PROJECT)],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "Always-on monthly cost" in result.stdout
 
@@ -93,19 +102,24 @@ def test_readme_cost_table_is_generated_by_compare() -> None:
 
 def test_plan_of_an_existing_network_says_what_it_could_not_check(capsys: pytest.CaptureFixture[str]) -> None:
     subnets = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
-    code, out, _ = plan(capsys, "--set", "network:vpcId=vpc-0123456789abcdef0",
-                        "--set", f"network:subnetIds={','.join(subnets)}")
+    code, out, _ = plan(
+        capsys, "--set", "network:vpcId=vpc-0123456789abcdef0", "--set", f"network:subnetIds={','.join(subnets)}"
+    )
     assert code == 0 and "aws:ec2/vpc:Vpc" not in out
     assert f"Not checked offline: {', '.join(subnets)}" in out
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("config: [1,2\n", "is not valid YAML"),
-    ("- a\n- b\n", "expected a mapping with a `config:` mapping"),
-    ("config:\n- a\n", "expected a mapping with a `config:` mapping"),
-])
-def test_an_unreadable_stack_file_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                    text: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("config: [1,2\n", "is not valid YAML"),
+        ("- a\n- b\n", "expected a mapping with a `config:` mapping"),
+        ("config:\n- a\n", "expected a mapping with a `config:` mapping"),
+    ],
+)
+def test_an_unreadable_stack_file_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, expected: str
+) -> None:
     (tmp_path / "Pulumi.broken.yaml").write_text(text)
     code = main(["plan", "--dir", str(tmp_path), "--stack", "broken"])
     _, err = capsys.readouterr()

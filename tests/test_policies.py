@@ -7,15 +7,16 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import parliament
 import pytest
+from conftest import offline
 from parliament import analyze_policy_string
 
-from conftest import offline
 from metaflow_infra.offline import OfflineRun
 from metaflow_infra.policies import datastore_statements
 from metaflow_infra.profile import ProfileInputs, metaflow_profile
@@ -53,8 +54,9 @@ def test_every_permission_policy_passes_parliament(run: OfflineRun) -> None:
     documents = list(permission_policies(run))
     assert documents, "no policy documents found"
     for name, document in documents:
-        findings = [(f.issue, f.detail) for f in analyze_policy_string(document).findings
-                    if f.issue not in ACCEPTED_FINDINGS]
+        findings = [
+            (f.issue, f.detail) for f in analyze_policy_string(document).findings if f.issue not in ACCEPTED_FINDINGS
+        ]
         assert not findings, f"{name}: {findings}"
 
 
@@ -63,15 +65,23 @@ def resource_types_by_action() -> dict[str, list[str]]:
     """The Service Authorization Reference as parliament ships it: `service:Action` -> the resource
     types the action can be scoped to (none: it accepts only "*")."""
     definition = json.loads((Path(parliament.__file__).parent / "iam_definition.json").read_text())
-    return {f"{service['prefix']}:{privilege['privilege']}".lower():
-            [r["resource_type"] for r in privilege["resource_types"] if r["resource_type"]]
-            for service in definition for privilege in service["privileges"]}
+    return {
+        f"{service['prefix']}:{privilege['privilege']}".lower(): [
+            r["resource_type"] for r in privilege["resource_types"] if r["resource_type"]
+        ]
+        for service in definition
+        for privilege in service["privileges"]
+    }
 
 
 def actions_granted_on_every_resource(document: dict[str, Any]) -> list[str]:
-    return [action for statement in document["Statement"] if statement["Effect"] == "Allow"
-            and "*" in ([statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"])
-            for action in statement["Action"]]
+    return [
+        action
+        for statement in document["Statement"]
+        if statement["Effect"] == "Allow"
+        and "*" in ([statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"])
+        for action in statement["Action"]
+    ]
 
 
 def test_allow_statements_grant_every_resource_only_where_aws_accepts_nothing_narrower(run: OfflineRun) -> None:
@@ -84,7 +94,8 @@ def test_the_star_check_knows_a_scopable_action() -> None:
     """The judge is awake: an action that takes resource-level permissions is caught."""
     assert resource_types_by_action()["batch:submitjob"]
     assert actions_granted_on_every_resource(
-        {"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*"}]}) == ["s3:GetObject"]
+        {"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*"}]}
+    ) == ["s3:GetObject"]
 
 
 def test_trust_policies_trust_exactly_one_aws_service(run: OfflineRun) -> None:
@@ -212,10 +223,17 @@ print(json.dumps(sorted(set(operations))))
 '''
 
 IAM_ACTION_OF_S3_OPERATION = {
-    "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "ListObjectsV2": "s3:ListBucket",
-    "PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
-    "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
-    "DeleteObject": "s3:DeleteObject", "CopyObject": "s3:PutObject", "ListParts": "s3:ListMultipartUploadParts",
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "DeleteObject": "s3:DeleteObject",
+    "CopyObject": "s3:PutObject",
+    "ListParts": "s3:ListMultipartUploadParts",
     "ListMultipartUploads": "s3:ListBucketMultipartUploads",
 }
 """Service Authorization Reference: the IAM action each S3 API operation is authorized as."""
@@ -224,14 +242,32 @@ IAM_ACTION_OF_S3_OPERATION = {
 def s3_operations_of_metaflow(home: Path, bucket: str) -> list[str]:
     """Drive metaflow's own S3 client (datastore and datatools, in-process and through s3op) against
     a recording S3 endpoint, configured by a generated profile; return the operations it sent."""
-    profile = metaflow_profile(ProfileInputs(bucket_name=bucket, job_queue_arn="arn:aws:batch:us-east-1:1:job-queue/q",
-                                             task_role_arn="arn:aws:iam::1:role/t"))
+    profile = metaflow_profile(
+        ProfileInputs(
+            bucket_name=bucket,
+            job_queue_arn="arn:aws:batch:us-east-1:1:job-queue/q",
+            task_role_arn="arn:aws:iam::1:role/t",
+        )
+    )
     (home / "config_dev.json").write_text(json.dumps(profile))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "AWS_"))}
-    env.update(METAFLOW_HOME=str(home), METAFLOW_PROFILE="dev", USERNAME="tester", AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    result = subprocess.run([sys.executable, "-c", S3_CLIENT_AGAINST_A_RECORDING_ENDPOINT, bucket], env=env,
-                            capture_output=True, text=True, check=False, cwd=home, timeout=120)
+    env.update(
+        METAFLOW_HOME=str(home),
+        METAFLOW_PROFILE="dev",
+        USERNAME="tester",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", S3_CLIENT_AGAINST_A_RECORDING_ENDPOINT, bucket],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=home,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import offline
+
 from metaflow_infra.offline import OfflineRun
 from metaflow_infra.profile import MetadataEndpoint, ProfileInputs, metaflow_profile
 
@@ -29,21 +29,32 @@ def read_with_metaflow(profile: dict[str, str], home: Path, name: str = "dev") -
     (home / f"config_{name}.json").write_text(json.dumps(profile))
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAFLOW_")}
     env.update(METAFLOW_HOME=str(home), METAFLOW_PROFILE=name, USERNAME="tester")
-    result = subprocess.run([sys.executable, "-c", READ_BACK, json.dumps(list(profile))],
-                            env=env, capture_output=True, text=True, check=True, cwd=home)
+    result = subprocess.run(
+        [sys.executable, "-c", READ_BACK, json.dumps(list(profile))],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=home,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def metaflow_reads(key: str) -> bool:
     from metaflow import metaflow_config
+
     return hasattr(metaflow_config, key.removeprefix("METAFLOW_"))
 
 
 FULL = ProfileInputs(
-    bucket_name="b", job_queue_arn="arn:aws:batch:us-east-1:1:job-queue/q", task_role_arn="arn:aws:iam::1:role/t",
+    bucket_name="b",
+    job_queue_arn="arn:aws:batch:us-east-1:1:job-queue/q",
+    task_role_arn="arn:aws:iam::1:role/t",
     fargate_execution_role_arn="arn:aws:iam::1:role/e",
-    metadata=MetadataEndpoint(url="https://x.execute-api.us-east-1.amazonaws.com", internal_url="http://svc:8080",
-                              auth_key="k"))
+    metadata=MetadataEndpoint(
+        url="https://x.execute-api.us-east-1.amazonaws.com", internal_url="http://svc:8080", auth_key="k"
+    ),
+)
 
 
 @pytest.mark.parametrize("inputs", [FULL, ProfileInputs("b", "q", "r")], ids=["every-feature", "minimal"])

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -29,10 +29,16 @@ from metaflow_infra.profile import (
 LONGEST_ACCEPTABLE_HANG_SECONDS = 10 * 60
 """How long a user may wait before a real outage surfaces as an error."""
 
-PROFILE = metaflow_profile(ProfileInputs(
-    bucket_name="b", job_queue_arn="arn:aws:batch:us-east-1:1:job-queue/q", task_role_arn="arn:aws:iam::1:role/t",
-    metadata=MetadataEndpoint(url="https://x.execute-api.us-east-1.amazonaws.com", internal_url="https://x",
-                              auth_key="k")))
+PROFILE = metaflow_profile(
+    ProfileInputs(
+        bucket_name="b",
+        job_queue_arn="arn:aws:batch:us-east-1:1:job-queue/q",
+        task_role_arn="arn:aws:iam::1:role/t",
+        metadata=MetadataEndpoint(
+            url="https://x.execute-api.us-east-1.amazonaws.com", internal_url="https://x", auth_key="k"
+        ),
+    )
+)
 
 CLIENT_DURING_OUTAGE = r"""
 import http.server, json, os, sys, threading, time
@@ -78,16 +84,28 @@ print(json.dumps({"retry_count": metaflow_config.SERVICE_RETRY_COUNT, "outcome":
 """
 
 
-def client_during_outage(home: Path, profile: dict[str, str], outage_seconds: float, failure: str = "503",
-                         retry_count_override: Optional[int] = None) -> dict[str, Any]:
+def client_during_outage(
+    home: Path,
+    profile: dict[str, str],
+    outage_seconds: float,
+    failure: str = "503",
+    retry_count_override: int | None = None,
+) -> dict[str, Any]:
     """Write `profile` where Metaflow reads it and make one metadata request through an outage."""
     (home / "config_dev.json").write_text(json.dumps(profile))
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAFLOW_")}
     env.update(METAFLOW_HOME=str(home), METAFLOW_PROFILE="dev", USERNAME="tester")
     if retry_count_override is not None:
         env["METAFLOW_SERVICE_RETRY_COUNT"] = str(retry_count_override)
-    result = subprocess.run([sys.executable, "-c", CLIENT_DURING_OUTAGE, str(outage_seconds), failure],
-                            env=env, capture_output=True, text=True, check=True, cwd=home, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT_DURING_OUTAGE, str(outage_seconds), failure],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=home,
+        timeout=30,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -113,8 +131,9 @@ def test_metaflow_default_retry_count_gives_up_during_a_task_replacement(tmp_pat
 
 
 def test_one_attempt_fewer_would_not_outlast_it(tmp_path: Path) -> None:
-    result = client_during_outage(tmp_path, PROFILE, TASK_REPLACEMENT_SECONDS,
-                                  retry_count_override=SERVICE_RETRY_COUNT - 1)
+    result = client_during_outage(
+        tmp_path, PROFILE, TASK_REPLACEMENT_SECONDS, retry_count_override=SERVICE_RETRY_COUNT - 1
+    )
     assert result["outcome"] == "ServiceException"
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pulumi
 import pytest
-
 from conftest import TODAY, stack_config
+
 from metaflow_infra.settings import (
     NAMESPACES,
     ComputeType,
@@ -80,8 +80,10 @@ def test_every_preset_key_is_a_known_config_key() -> None:
 
 
 def test_structured_tags_and_list_config_are_read() -> None:
-    settings = load("minimal", {"metaflow:tags": {"team": "ds", "cost-center": "42"},
-                                "compute:instanceTypes": ["c6i.xlarge", "m6i"]})
+    settings = load(
+        "minimal",
+        {"metaflow:tags": {"team": "ds", "cost-center": "42"}, "compute:instanceTypes": ["c6i.xlarge", "m6i"]},
+    )
     assert settings.metaflow.tags == {"team": "ds", "cost-center": "42"}
     assert settings.tags == {"team": "ds", "cost-center": "42", "metaflow:stack": "dev"}
     assert settings.compute.instance_types == ["c6i.xlarge", "m6i"]
@@ -196,15 +198,18 @@ def test_tag_value_that_is_not_a_string() -> None:
     assert "metaflow:tags.budget = 5" in message and "string" in message
 
 
-@pytest.mark.parametrize("tags, expected", [
-    ({"aws:owner": "me"}, "keys starting with 'aws:' (any case) are reserved"),
-    ({"AWS:x": "me"}, "reserved"),
-    ({"": "v"}, "metaflow:tags"),
-    ({"k" * 129: "v"}, "metaflow:tags"),
-    ({"team": "v" * 257}, "metaflow:tags"),
-    ({"team": "a;b"}, "metaflow:tags"),
-    ({f"k{i}": "v" for i in range(49)}, "50"),
-])
+@pytest.mark.parametrize(
+    "tags, expected",
+    [
+        ({"aws:owner": "me"}, "keys starting with 'aws:' (any case) are reserved"),
+        ({"AWS:x": "me"}, "reserved"),
+        ({"": "v"}, "metaflow:tags"),
+        ({"k" * 129: "v"}, "metaflow:tags"),
+        ({"team": "v" * 257}, "metaflow:tags"),
+        ({"team": "a;b"}, "metaflow:tags"),
+        ({f"k{i}": "v" for i in range(49)}, "50"),
+    ],
+)
 def test_tags_aws_would_refuse_are_refused(tags: dict[str, str], expected: str) -> None:
     assert expected in error_for({"metaflow:tags": tags})
 
@@ -213,12 +218,15 @@ def test_forty_eight_user_tags_fit_beside_the_programs_own() -> None:
     assert len(load("minimal", {"metaflow:tags": {f"k{i}": "v" for i in range(48)}}).tags) == 49
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"compute:type": "fargate", "compute:minVcpus": 2}, "Fargate keeps nothing running"),
-    ({"compute:type": "ec2", "compute:onDemandFallback": True}, "nothing to fall back from"),
-    ({"compute:type": "fargate", "compute:onDemandFallback": True}, "nothing to fall back from"),
-    ({"compute:type": "fargate", "compute:instanceTypes": ["c5"]}, "does not apply to Fargate"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"compute:type": "fargate", "compute:minVcpus": 2}, "Fargate keeps nothing running"),
+        ({"compute:type": "ec2", "compute:onDemandFallback": True}, "nothing to fall back from"),
+        ({"compute:type": "fargate", "compute:onDemandFallback": True}, "nothing to fall back from"),
+        ({"compute:type": "fargate", "compute:instanceTypes": ["c5"]}, "does not apply to Fargate"),
+    ],
+)
 def test_keys_the_compute_type_would_ignore_are_refused(overrides: dict[str, Any], expected: str) -> None:
     assert expected in error_for(overrides)
 
@@ -227,34 +235,41 @@ def test_a_preset_value_that_does_not_apply_to_the_chosen_type_is_left_alone() -
     assert load("dev", {"compute:type": "fargate"}).compute.on_demand_fallback is True
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"aws:region": "us-east-9"}, "aws:region = 'us-east-9': not an AWS region"),
-    ({"network:vpcCidr": "8.8.0.0/16"}, "network:vpcCidr"),
-    ({"network:vpcCidr": "169.254.0.0/16"}, "network:vpcCidr"),
-    ({"network:vpcCidr": "172.17.0.0/16"}, "network:vpcCidr"),
-    ({"network:vpcCidr": "10.0.0.0/21"}, "a /16 to /20"),
-    ({"aws:allowedAccountIds": ["123456789012"], "aws:forbiddenAccountIds": ["123456789012"]}, "both list"),
-    ({"db:instanceClass": "db.x9.huge"}, "db:instanceClass = 'db.x9.huge'"),
-    ({"db:instanceClass": "db.t2.micro"}, "previous-generation"),
-    ({"metadata:image": "Netflixoss/metaflow_metadata_service:v2.5.1"}, "uppercase"),
-    ({"metadata:image": "netflixoss/metaflow_metadata_service"}, "is not pinned"),
-    ({"metadata:image": "netflixoss/metaflow_metadata_service:latest"}, "is not pinned"),
-    ({"metadata:image": "netflixoss/metaflow_metadata_service:v2.4.5"}, "older than v2.4.6"),
-])
-def test_values_aws_would_refuse_are_refused_before_anything_is_declared(overrides: dict[str, Any],
-                                                                          expected: str) -> None:
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"aws:region": "us-east-9"}, "aws:region = 'us-east-9': not an AWS region"),
+        ({"network:vpcCidr": "8.8.0.0/16"}, "network:vpcCidr"),
+        ({"network:vpcCidr": "169.254.0.0/16"}, "network:vpcCidr"),
+        ({"network:vpcCidr": "172.17.0.0/16"}, "network:vpcCidr"),
+        ({"network:vpcCidr": "10.0.0.0/21"}, "a /16 to /20"),
+        ({"aws:allowedAccountIds": ["123456789012"], "aws:forbiddenAccountIds": ["123456789012"]}, "both list"),
+        ({"db:instanceClass": "db.x9.huge"}, "db:instanceClass = 'db.x9.huge'"),
+        ({"db:instanceClass": "db.t2.micro"}, "previous-generation"),
+        ({"metadata:image": "Netflixoss/metaflow_metadata_service:v2.5.1"}, "uppercase"),
+        ({"metadata:image": "netflixoss/metaflow_metadata_service"}, "is not pinned"),
+        ({"metadata:image": "netflixoss/metaflow_metadata_service:latest"}, "is not pinned"),
+        ({"metadata:image": "netflixoss/metaflow_metadata_service:v2.4.5"}, "older than v2.4.6"),
+    ],
+)
+def test_values_aws_would_refuse_are_refused_before_anything_is_declared(
+    overrides: dict[str, Any], expected: str
+) -> None:
     assert expected in error_for(overrides, preset="dev")
 
 
-@pytest.mark.parametrize("overrides", [
-    {"db:engineVersion": 18},
-    {"metadata:image": "registry.example.com:5000/team/metaflow_metadata_service:v2.5.1"},
-    {"metadata:image": "netflixoss/metaflow_metadata_service@sha256:" + "a" * 64},
-    {"metadata:image": "netflixoss/metaflow_metadata_service:v2.5.1@sha256:" + "b" * 64},
-    {"compute:instanceTypes": ["optimal"]},
-    {"compute:instanceTypes": ["default_x86_64", "c6i"]},
-    {"network:vpcCidr": "100.64.0.0/16"},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"db:engineVersion": 18},
+        {"metadata:image": "registry.example.com:5000/team/metaflow_metadata_service:v2.5.1"},
+        {"metadata:image": "netflixoss/metaflow_metadata_service@sha256:" + "a" * 64},
+        {"metadata:image": "netflixoss/metaflow_metadata_service:v2.5.1@sha256:" + "b" * 64},
+        {"compute:instanceTypes": ["optimal"]},
+        {"compute:instanceTypes": ["default_x86_64", "c6i"]},
+        {"network:vpcCidr": "100.64.0.0/16"},
+    ],
+)
 def test_valid_values_aws_accepts_are_accepted(overrides: dict[str, Any]) -> None:
     load("dev", overrides)
 
@@ -274,13 +289,22 @@ def test_missing_region() -> None:
 
 
 NOT_YET = {
-    "network:privateSubnets": True, "network:natGateways": 1,
+    "network:privateSubnets": True,
+    "network:natGateways": 1,
     "datastore:kmsKey": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-    "compute:gpu": True, "compute:gpuInstanceTypes": ["g5"], "compute:gpuMaxVcpus": 8, "compute:multiNode": True,
-    "stepFunctions:enabled": True, "ui:enabled": True,
+    "compute:gpu": True,
+    "compute:gpuInstanceTypes": ["g5"],
+    "compute:gpuMaxVcpus": 8,
+    "compute:multiNode": True,
+    "stepFunctions:enabled": True,
+    "ui:enabled": True,
     "ui:certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/1234abcd-12ab-34cd-56ef-1234567890ab",
-    "ui:allowedCidrs": ["203.0.113.0/24"], "ui:domain": "metaflow.example.com", "ecr:enabled": True,
-    "secrets:enabled": True, "alerts:email": "ops@example.com", "budget:monthlyUsd": 100,
+    "ui:allowedCidrs": ["203.0.113.0/24"],
+    "ui:domain": "metaflow.example.com",
+    "ecr:enabled": True,
+    "secrets:enabled": True,
+    "alerts:email": "ops@example.com",
+    "budget:monthlyUsd": 100,
     "budget:email": "ops@example.com",
 }
 """A valid, non-default value for every key whose feature has not landed."""
@@ -323,8 +347,9 @@ def test_aws_keys_are_validated_too() -> None:
     assert "aws:defaultTags is not a known key" in message and "aws:profile" in message
 
 
-@pytest.mark.parametrize("image", ["netflixoss/metaflow_metadata_service:v2.3.0",
-                                   "netflixoss/metaflow_metadata_service:v2.4.5"])
+@pytest.mark.parametrize(
+    "image", ["netflixoss/metaflow_metadata_service:v2.3.0", "netflixoss/metaflow_metadata_service:v2.4.5"]
+)
 def test_metadata_images_that_cannot_speak_tls_are_refused(image: str) -> None:
     assert "earlier releases cannot speak TLS" in error_for({"metadata:image": image}, preset="dev")
 

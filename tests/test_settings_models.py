@@ -98,9 +98,19 @@ def test_backup_retention_is_what_rds_allows(days: int, accepted: bool) -> None:
         refused(DbSettings, backupRetentionDays=days)
 
 
-@pytest.mark.parametrize("prefix, accepted", [("metaflow", True), ("team-a1", True), ("a" * 20, True),
-                                              ("a" * 21, False), ("Team", False), ("1team", False),
-                                              ("team-", False), ("te--am", False)])
+@pytest.mark.parametrize(
+    "prefix, accepted",
+    [
+        ("metaflow", True),
+        ("team-a1", True),
+        ("a" * 20, True),
+        ("a" * 21, False),
+        ("Team", False),
+        ("1team", False),
+        ("team-", False),
+        ("te--am", False),
+    ],
+)
 def test_the_prefix_is_a_short_dns_label(prefix: str, accepted: bool) -> None:
     if accepted:
         assert MetaflowSettings.model_validate({"prefix": prefix}).prefix == prefix

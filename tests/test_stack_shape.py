@@ -11,8 +11,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pytest
-
 from conftest import offline, stack_config
+
 from metaflow_infra.offline import OfflineRun, run_offline
 from metaflow_infra.platform import build
 from metaflow_infra.settings import ConfigError, Settings, load_settings, provider_settings
@@ -31,7 +31,9 @@ def test_every_resource_belongs_to_one_of_the_components(minimal: OfflineRun) ->
 def test_dev_adds_the_database_and_metadata_service_components() -> None:
     run = offline("dev")
     assert {r.type for r in run.resources if r.is_component} == COMPONENTS | {
-        "metaflow:infra:Database", "metaflow:infra:MetadataService"}
+        "metaflow:infra:Database",
+        "metaflow:infra:MetadataService",
+    }
     assert all(run.component_of(r) is not None for r in run.resources if r.type.startswith(("aws:", "random:")))
 
 
@@ -86,28 +88,47 @@ def test_the_pulumi_program_reads_stack_config_and_exports_every_output(monkeypa
         return exported
 
     run = run_offline(stack_config("minimal"), declare=run_program)
-    assert set(run.outputs) == {"metaflowProfile", "estimatedMonthlyCost", "bucketName", "jobQueueArn", "serviceUrl",
-                                "userPolicyArn"}
+    assert set(run.outputs) == {
+        "metaflowProfile",
+        "estimatedMonthlyCost",
+        "bucketName",
+        "jobQueueArn",
+        "serviceUrl",
+        "userPolicyArn",
+    }
     assert run.settings.metaflow.preset == "minimal"  # the harness's own settings…
     assert run.one("aws:rds/instance:Instance")  # …but the program declared the dev stack from PULUMI_CONFIG
     assert "metaflowProfile" in run.secret_outputs
 
 
 def test_aws_stack_config_reaches_the_explicit_provider() -> None:
-    run = offline("minimal", {"aws:profile": "data-science", "aws:allowedAccountIds": ["123456789012"],
-                              "aws:assumeRoles": [{"roleArn": "arn:aws:iam::123456789012:role/deployer",
-                                                   "sessionName": "metaflow"}]})
+    run = offline(
+        "minimal",
+        {
+            "aws:profile": "data-science",
+            "aws:allowedAccountIds": ["123456789012"],
+            "aws:assumeRoles": [{"roleArn": "arn:aws:iam::123456789012:role/deployer", "sessionName": "metaflow"}],
+        },
+    )
     provider = run.one("pulumi:providers:aws").inputs
     assert provider["profile"] == "data-science"
     assert json.loads(provider["allowedAccountIds"]) == ["123456789012"]
     assert json.loads(provider["assumeRoles"]) == [
-        {"roleArn": "arn:aws:iam::123456789012:role/deployer", "sessionName": "metaflow"}]
+        {"roleArn": "arn:aws:iam::123456789012:role/deployer", "sessionName": "metaflow"}
+    ]
 
 
 def test_every_other_aws_provider_setting_is_forwarded_by_its_declared_kind() -> None:
-    run = offline("minimal", {"aws:endpoints": [{"s3": "http://localhost:4566"}],
-                              "aws:skipCredentialsValidation": "true", "aws:maxRetries": "7",
-                              "aws:secretKey": "s3cr3t", "aws:s3UsePathStyle": "TRUE"})
+    run = offline(
+        "minimal",
+        {
+            "aws:endpoints": [{"s3": "http://localhost:4566"}],
+            "aws:skipCredentialsValidation": "true",
+            "aws:maxRetries": "7",
+            "aws:secretKey": "s3cr3t",
+            "aws:s3UsePathStyle": "TRUE",
+        },
+    )
     provider = run.one("pulumi:providers:aws")
     assert json.loads(provider.inputs["endpoints"]) == [{"s3": "http://localhost:4566"}]
     assert (provider.inputs["skipCredentialsValidation"], provider.inputs["maxRetries"]) == ("true", "7")
@@ -123,14 +144,17 @@ def test_the_provider_settings_are_read_from_pulumi_aws_itself() -> None:
     assert "region" not in settings and "defaultTags" not in settings  # set by the program itself
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"aws:skipCredentialsValidation": "yes"}, "aws:skipCredentialsValidation = 'yes': expected true or false"),
-    ({"aws:maxRetries": "many"}, "aws:maxRetries = 'many': expected a whole number"),
-    ({"aws:defaultTags": {"a": "b"}}, "aws:defaultTags is not a known key"),
-    ({"aws:endpoint": []}, "Did you mean aws:endpoints?"),
-    ({"aws:endpoints": "5"}, "aws:endpoints = '5': expected a JSON list of objects"),
-    ({"aws:ignoreTags": ["x"]}, "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"aws:skipCredentialsValidation": "yes"}, "aws:skipCredentialsValidation = 'yes': expected true or false"),
+        ({"aws:maxRetries": "many"}, "aws:maxRetries = 'many': expected a whole number"),
+        ({"aws:defaultTags": {"a": "b"}}, "aws:defaultTags is not a known key"),
+        ({"aws:endpoint": []}, "Did you mean aws:endpoints?"),
+        ({"aws:endpoints": "5"}, "aws:endpoints = '5': expected a JSON list of objects"),
+        ({"aws:ignoreTags": ["x"]}, "expected a JSON object"),
+    ],
+)
 def test_a_bad_provider_setting_is_refused_by_name(overrides: dict[str, Any], expected: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(stack_config("minimal", overrides), stack="dev")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
 import os
 import queue
@@ -40,10 +41,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 # --------------------------------------------------------------------------------------------
 # Mutants
@@ -126,7 +127,7 @@ class MutantFinder:
                 self.parent[id(child)] = node
         self.quiet: set[int] = set()  # nodes never mutated (docstrings, messages, forward refs, f-strings)
         self.no_drop: set[int] = set()  # containers whose elements are not dropped (type subscripts)
-        self.candidates: list[tuple[Mutant, Optional[tuple[ast.AST, ast.AST]]]] = []
+        self.candidates: list[tuple[Mutant, tuple[ast.AST, ast.AST] | None]] = []
         self.invalid = 0
         self.equivalent = 0
 
@@ -143,14 +144,14 @@ class MutantFinder:
         return self.pos(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
 
     def text(self, node: ast.AST) -> str:
-        return self.src[self.start(node):self.end(node)]
+        return self.src[self.start(node) : self.end(node)]
 
     def line_col(self, offset: int) -> tuple[int, int]:
         line = self.src.count("\n", 0, offset) + 1
         return line, offset - self.line_starts[line - 1]
 
     # ---- context marking -------------------------------------------------------------------
-    def _quiet_subtree(self, node: Optional[ast.AST]) -> None:
+    def _quiet_subtree(self, node: ast.AST | None) -> None:
         if node is not None:
             for sub in ast.walk(node):
                 self.quiet.add(id(sub))
@@ -171,7 +172,7 @@ class MutantFinder:
             return bool(PROBLEM_COLLECTION.search(ast.unparse(call.func.value)))
         return False
 
-    def _mark_type_expr(self, node: Optional[ast.AST]) -> None:
+    def _mark_type_expr(self, node: ast.AST | None) -> None:
         """Strings in a type expression are forward references; Call nodes (Field(...)) are code."""
         if node is None or isinstance(node, ast.Call):
             return
@@ -179,8 +180,10 @@ class MutantFinder:
             self.quiet.add(id(node))
             return
         if isinstance(node, ast.Subscript):
-            literal = isinstance(node.value, (ast.Name, ast.Attribute)) and \
-                (getattr(node.value, "id", None) or getattr(node.value, "attr", None)) == "Literal"
+            literal = (
+                isinstance(node.value, (ast.Name, ast.Attribute))
+                and (getattr(node.value, "id", None) or getattr(node.value, "attr", None)) == "Literal"
+            )
             if literal:
                 return
         for child in ast.iter_child_nodes(node):
@@ -188,7 +191,11 @@ class MutantFinder:
 
     def mark_contexts(self) -> None:
         for node in ast.walk(self.tree):
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            if (
+                isinstance(node, ast.Expr)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
                 self.quiet.add(id(node.value))  # docstrings, attribute docstrings: no-op statements
             elif isinstance(node, ast.JoinedStr):
                 self._quiet_subtree(node)  # f-string fragments (and 3.11's unreliable inner positions)
@@ -204,8 +211,13 @@ class MutantFinder:
                     self._quiet_subtree(kw.value)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 self._mark_type_expr(node.returns)
-                for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
-                            node.args.vararg, node.args.kwarg]:
+                for arg in [
+                    *node.args.posonlyargs,
+                    *node.args.args,
+                    *node.args.kwonlyargs,
+                    node.args.vararg,
+                    node.args.kwarg,
+                ]:
                     if arg is not None:
                         self._mark_type_expr(arg.annotation)
             elif isinstance(node, ast.AnnAssign):
@@ -225,19 +237,26 @@ class MutantFinder:
         return test in ("TYPE_CHECKING", "typing.TYPE_CHECKING") or "__name__" in test
 
     # ---- recording ---------------------------------------------------------------------------
-    def add(self, kind: str, description: str, start: int, end: int, replacement: str,
-            fallback: Optional[tuple[ast.AST, ast.AST]] = None) -> None:
+    def add(
+        self,
+        kind: str,
+        description: str,
+        start: int,
+        end: int,
+        replacement: str,
+        fallback: tuple[ast.AST, ast.AST] | None = None,
+    ) -> None:
         line, col = self.line_col(start)
         self.candidates.append((Mutant(self.path, line, col, kind, description, start, end, replacement), fallback))
 
-    def _gap_op(self, left: ast.AST, right: ast.AST, pattern: str) -> Optional[tuple[int, int]]:
+    def _gap_op(self, left: ast.AST, right: ast.AST, pattern: str) -> tuple[int, int] | None:
         """Find the operator token between two operands (only parentheses, spaces, comments around it)."""
         a, b = self.end(left), self.start(right)
         gap = re.sub(r"#[^\n]*", lambda m: " " * len(m.group()), self.src[a:b])
         match = re.search(pattern, gap)
         return (a + match.start(), a + match.end()) if match else None
 
-    def _string_literal_parts(self, node: ast.Constant) -> Optional[tuple[str, str, str, str]]:
+    def _string_literal_parts(self, node: ast.Constant) -> tuple[str, str, str, str] | None:
         """(prefix, quote, body, closing) of a single (not implicitly concatenated) string literal."""
         segment = self.text(node)
         match = re.fullmatch(r"([rRuU]?)('''|\"\"\"|'|\")(.*)\2", segment, re.S)
@@ -281,11 +300,13 @@ class MutantFinder:
             pattern, new = COMPARE_FLIPS[type(op)]
             span = self._gap_op(operands[i], operands[i + 1], pattern)
             if span:
-                old = re.sub(r"\s+", " ", self.src[span[0]:span[1]])
+                old = re.sub(r"\s+", " ", self.src[span[0] : span[1]])
                 self.add("compare", f"`{old}` → `{new}`", span[0], span[1], new)
 
     def _is_text(self, node: ast.AST) -> bool:
-        return isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)))
+        return isinstance(node, ast.JoinedStr) or (
+            isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes))
+        )
 
     def binop(self, node: ast.BinOp) -> None:
         if type(node.op) not in BINOP_FLIPS or self._is_text(node.left) or self._is_text(node.right):
@@ -293,7 +314,7 @@ class MutantFinder:
         pattern, new = BINOP_FLIPS[type(node.op)]
         span = self._gap_op(node.left, node.right, pattern)
         if span:
-            self.add("arithmetic", f"`{self.src[span[0]:span[1]]}` → `{new}`", span[0], span[1], new)
+            self.add("arithmetic", f"`{self.src[span[0] : span[1]]}` → `{new}`", span[0], span[1], new)
 
     def augassign(self, node: ast.AugAssign) -> None:
         if type(node.op) not in BINOP_FLIPS or self._is_text(node.value):
@@ -301,12 +322,12 @@ class MutantFinder:
         pattern, new = BINOP_FLIPS[type(node.op)]
         span = self._gap_op(node.target, node.value, pattern + "=")
         if span:
-            old = self.src[span[0]:span[1]]
+            old = self.src[span[0] : span[1]]
             self.add("arithmetic", f"`{old}` → `{new}=`", span[0], span[1], new + "=")
 
     def boolop(self, node: ast.BoolOp) -> None:
         pattern, new = BOOLOP_FLIPS[type(node.op)]
-        spans = [self._gap_op(a, b, pattern) for a, b in zip(node.values, node.values[1:])]
+        spans = [self._gap_op(a, b, pattern) for a, b in zip(node.values, node.values[1:], strict=False)]
         if not spans or not all(spans):
             return
         # One mutant per BoolOp: every `and` of it becomes `or` (as one edit over its extent).
@@ -321,7 +342,7 @@ class MutantFinder:
 
     def not_(self, node: ast.UnaryOp) -> None:
         s = self.start(node)
-        match = re.match(r"not\b\s*", self.src[s:self.start(node.operand)])
+        match = re.match(r"not\b\s*", self.src[s : self.start(node.operand)])
         if match:
             self.add("boolean", "`not x` → `x`", s, s + match.end(), "")
 
@@ -372,8 +393,13 @@ class MutantFinder:
             return
         if id(node.value) in self.quiet:
             return
-        self.add("return", f"`return {_label(self.text(node.value), 40)}` → `return None`",
-                 self.start(node.value), self.end(node.value), "None")
+        self.add(
+            "return",
+            f"`return {_label(self.text(node.value), 40)}` → `return None`",
+            self.start(node.value),
+            self.end(node.value),
+            "None",
+        )
 
     def _body_reports_problem(self, body: list[ast.stmt]) -> bool:
         stack: list[ast.AST] = list(body)
@@ -392,8 +418,13 @@ class MutantFinder:
         if id(node.test) in self.quiet or isinstance(node.test, ast.Constant):
             return
         why = " (its body raises / reports a problem)" if self._body_reports_problem(node.body) else ""
-        self.add("if-false", f"`if {_label(self.text(node.test), 40)}:` → `if False:`{why}",
-                 self.start(node.test), self.end(node.test), "False")
+        self.add(
+            "if-false",
+            f"`if {_label(self.text(node.test), 40)}:` → `if False:`{why}",
+            self.start(node.test),
+            self.end(node.test),
+            "False",
+        )
 
     def keywords(self, node: ast.Call) -> None:
         items = sorted([*node.args, *node.keywords], key=lambda n: (n.lineno, n.col_offset))  # type: ignore
@@ -408,8 +439,7 @@ class MutantFinder:
             if isinstance(value.value, str) and kw.arg in PROSE_KEYWORDS:
                 continue
             s, e = self._item_removal(items, items.index(kw))
-            fallback_call = ast.Call(func=node.func, args=node.args,
-                                     keywords=[k for k in node.keywords if k is not kw])
+            fallback_call = ast.Call(func=node.func, args=node.args, keywords=[k for k in node.keywords if k is not kw])
             self.add("drop-keyword", f"drop `{kw.arg}={self.text(kw.value)}`", s, e, "", (node, fallback_call))
 
     def _item_removal(self, items: Sequence[ast.AST], i: int) -> tuple[int, int]:
@@ -428,17 +458,21 @@ class MutantFinder:
         if isinstance(node, (ast.List, ast.Tuple)) and not isinstance(node.ctx, ast.Load):
             return
         if isinstance(node, ast.Tuple) and not isinstance(
-                parent, (ast.Compare, ast.Assign, ast.AnnAssign, ast.keyword, ast.Call, ast.Dict)):
+            parent, (ast.Compare, ast.Assign, ast.AnnAssign, ast.keyword, ast.Call, ast.Dict)
+        ):
             return  # returned / unpacked tuples: dropping one only breaks the unpacking
         if isinstance(node, ast.Dict):
             items: list[tuple[int, int]] = []
-            for k, v in zip(node.keys, node.values):
+            for k, v in zip(node.keys, node.values, strict=True):
                 if k is None:
                     star = self.src.rfind("**", 0, self.start(v))
                     items.append((star, self.end(v)))
                 else:
                     items.append((self.start(k), self.end(v)))
-            labels = [self.text(k) if k is not None else "**" + self.text(v) for k, v in zip(node.keys, node.values)]
+            labels = [
+                self.text(k) if k is not None else "**" + self.text(v)
+                for k, v in zip(node.keys, node.values, strict=True)
+            ]
         else:
             elts = node.elts  # type: ignore[attr-defined]
             if any(isinstance(x, ast.Starred) for x in elts) and isinstance(node, ast.Tuple):
@@ -454,16 +488,22 @@ class MutantFinder:
             else:
                 s, e = items[i - 1][1], items[i][1]
             repl = ""
-            fallback: Optional[tuple[ast.AST, ast.AST]] = None
+            fallback: tuple[ast.AST, ast.AST] | None = None
             if isinstance(node, ast.Dict):
-                fallback = (node, ast.Dict(keys=[k for j, k in enumerate(node.keys) if j != i],
-                                           values=[v for j, v in enumerate(node.values) if j != i]))
+                fallback = (
+                    node,
+                    ast.Dict(
+                        keys=[k for j, k in enumerate(node.keys) if j != i],
+                        values=[v for j, v in enumerate(node.values) if j != i],
+                    ),
+                )
             else:
                 rest = [x for j, x in enumerate(node.elts) if j != i]  # type: ignore[attr-defined]
                 new_node: ast.expr
                 if isinstance(node, ast.Set):
-                    new_node = ast.Set(elts=rest) if rest else \
-                        ast.Call(func=ast.Name("set", ast.Load()), args=[], keywords=[])
+                    new_node = (
+                        ast.Set(elts=rest) if rest else ast.Call(func=ast.Name("set", ast.Load()), args=[], keywords=[])
+                    )
                 elif isinstance(node, ast.Tuple):
                     new_node = ast.Tuple(elts=rest, ctx=ast.Load())
                 else:
@@ -485,7 +525,7 @@ class MutantFinder:
             if key in seen:
                 continue
             seen.add(key)
-            source = self.src[:mutant.start] + mutant.replacement + self.src[mutant.end:]
+            source = self.src[: mutant.start] + mutant.replacement + self.src[mutant.end :]
             tree = self._parse(source)
             if tree is None and fallback is not None:
                 old, new = fallback
@@ -501,7 +541,7 @@ class MutantFinder:
                 self.equivalent += 1
                 continue
             mutant.source = source
-            removed = self.src[mutant.start:mutant.end]
+            removed = self.src[mutant.start : mutant.end]
             if not mutant.replacement and "\n" in removed:  # a line-spanning cut: show what went
                 mutant.mutated_line = "removed: " + _label(removed.strip().strip(",").strip(), 200)
             else:
@@ -510,7 +550,7 @@ class MutantFinder:
         result.sort(key=lambda m: (m.line, m.col, m.description))
         return result
 
-    def _parse(self, source: str) -> Optional[ast.Module]:
+    def _parse(self, source: str) -> ast.Module | None:
         try:
             tree = ast.parse(source)
             compile(tree, self.path, "exec", dont_inherit=True)
@@ -522,7 +562,7 @@ class MutantFinder:
     def _changed_lines(source: str, s: int, e: int) -> str:
         first = source.rfind("\n", 0, s) + 1
         last = source.find("\n", max(e, s))
-        text = source[first: last if last != -1 else len(source)]
+        text = source[first : last if last != -1 else len(source)]
         text = " ⏎ ".join(part.strip() for part in text.split("\n"))
         return text if len(text) <= 200 else text[:197] + "…"
 
@@ -534,7 +574,7 @@ def _is_prose(value: str) -> bool:
 
 def _label(text: str, width: int = 50) -> str:
     text = re.sub(r"\s+", " ", text)
-    return text if len(text) <= width else text[:width - 4] + " …"
+    return text if len(text) <= width else text[: width - 4] + " …"
 
 
 def find_mutants(path: str, source: str, prose: bool = False) -> tuple[list[Mutant], int, int, int]:
@@ -547,8 +587,24 @@ def find_mutants(path: str, source: str, prose: bool = False) -> tuple[list[Muta
 # Running
 # --------------------------------------------------------------------------------------------
 
-IGNORE_NAMES = {".venv", "venv", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".pyright", ".ruff_cache",
-                ".hypothesis", "node_modules", ".tox", ".nox", "mutants", ".mutmut-cache", "build", "dist"}
+IGNORE_NAMES = {
+    ".venv",
+    "venv",
+    ".git",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".pyright",
+    ".ruff_cache",
+    ".hypothesis",
+    "node_modules",
+    ".tox",
+    ".nox",
+    "mutants",
+    ".mutmut-cache",
+    "build",
+    "dist",
+}
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
@@ -576,7 +632,7 @@ class Runner:
         self.timeout_factor = timeout_factor
         self.min_timeout = min_timeout
         self.base = Path()
-        self.workers: "queue.Queue[Path]" = queue.Queue()
+        self.workers: queue.Queue[Path] = queue.Queue()
         self.baseline: dict[tuple[str, ...], float] = {}
         self.lock = threading.Lock()
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
@@ -584,13 +640,14 @@ class Runner:
         self.procs: set[subprocess.Popen] = set()
         self.stopping = threading.Event()
 
-    def setup(self, rev: Optional[str] = None) -> None:
+    def setup(self, rev: str | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="mutate-"))
         first = self.base / "w0"
         if rev:  # a committed revision: `git archive` only reads the repository
             first.mkdir()
-            archive = subprocess.Popen(["git", "-C", str(self.root), "archive", "--format=tar", rev],
-                                       stdout=subprocess.PIPE)
+            archive = subprocess.Popen(
+                ["git", "-C", str(self.root), "archive", "--format=tar", rev], stdout=subprocess.PIPE
+            )
             untar = subprocess.run(["tar", "-x", "-C", str(first)], stdin=archive.stdout)
             archive.stdout.close()  # type: ignore[union-attr]
             if archive.wait() or untar.returncode:
@@ -612,12 +669,20 @@ class Runner:
         basetemp = self.base / ("tmp" + work.name[1:]) / "pytest"
         return [self.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}", *tests]
 
-    def run(self, cmd: list[str], cwd: Path, timeout: Optional[float]) -> tuple[Optional[int], str, float]:
+    def run(self, cmd: list[str], cwd: Path, timeout: float | None) -> tuple[int | None, str, float]:
         started = time.monotonic()
         if self.stopping.is_set():
             return -1, "", 0.0
-        proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
         with self.lock:
             self.procs.add(proc)
         try:
@@ -635,12 +700,10 @@ class Runner:
         self.stopping.set()
         with self.lock:
             for proc in list(self.procs):
-                try:
+                with contextlib.suppress(ProcessLookupError):  # it ended on its own
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
-    def check_isolation(self, plan: Plan) -> Optional[str]:
+    def check_isolation(self, plan: Plan) -> str | None:
         """The copy's module must be the one imported (not the shared tree's)."""
         work = self.base / "w0"
         code = f"import importlib; print(importlib.import_module({plan.dotted!r}).__file__)"
@@ -652,8 +715,8 @@ class Runner:
             return f"{plan.dotted} imports from {where}, not from the copy {work / plan.module}"
         return None
 
-    def measure_baselines(self, commands: list[tuple[str, ...]], log) -> dict[tuple[str, ...], Optional[str]]:
-        failures: dict[tuple[str, ...], Optional[str]] = {}
+    def measure_baselines(self, commands: list[tuple[str, ...]], log) -> dict[tuple[str, ...], str | None]:
+        failures: dict[tuple[str, ...], str | None] = {}
 
         def one(tests: tuple[str, ...]) -> None:
             work = self.workers.get()
@@ -721,6 +784,7 @@ def _first_failure(output: str) -> str:
 # Planning, reporting
 # --------------------------------------------------------------------------------------------
 
+
 def expand_modules(args: list[str], root: Path, snapshot: Path) -> list[str]:
     """Paths given relative to the current directory (or absolute, under root), listed in the snapshot."""
     found: list[str] = []
@@ -766,12 +830,13 @@ def default_tests(root: Path, relpath: str) -> list[str]:
     patterns = [re.compile(r"\b" + re.escape(dotted) + r"\b")]
     if len(parts) > 1:
         parent, stem = ".".join(parts[:-1]), parts[-1]
-        patterns.append(re.compile(r"from\s+" + re.escape(parent) + r"\s+import\s+(\([^)]*|[^\n]*)\b"
-                                   + re.escape(stem) + r"\b"))
+        patterns.append(
+            re.compile(r"from\s+" + re.escape(parent) + r"\s+import\s+(\([^)]*|[^\n]*)\b" + re.escape(stem) + r"\b")
+        )
     chosen = []
     for test_file in sorted(tests_dir.rglob("test_*.py")):
         text = test_file.read_text(encoding="utf-8", errors="replace")
-        if test_file.stem[len("test_"):] in names or any(p.search(text) for p in patterns):
+        if test_file.stem[len("test_") :] in names or any(p.search(text) for p in patterns):
             chosen.append(test_file.relative_to(root).as_posix())
     return chosen
 
@@ -786,19 +851,27 @@ def evenly(items: list, n: int) -> list:
 def summarize(plans: list[Plan]) -> list[dict]:
     rows = []
     for plan in plans:
-        counts = {s: sum(1 for m in plan.mutants if m.status == s)
-                  for s in ("killed", "survived", "timeout", "not-importable", "pending")}
+        counts = {
+            s: sum(1 for m in plan.mutants if m.status == s)
+            for s in ("killed", "survived", "timeout", "not-importable", "pending")
+        }
         judged = counts["killed"] + counts["survived"]
         times = [m.seconds for m in plan.mutants if m.status != "pending"]
-        rows.append({
-            "module": plan.module, "mutants": len(plan.mutants), **counts,
-            "score": (counts["killed"] / judged) if judged else None,
-            "mean_s": statistics.mean(times) if times else 0.0,
-            "median_s": statistics.median(times) if times else 0.0,
-            "skipped": plan.invalid + plan.equivalent, "found": plan.total_found,
-            "tests": " ".join(plan.tests) or "(whole suite)", "confirm": plan.confirm_full,
-            "baseline_ok": plan.baseline_ok,
-        })
+        rows.append(
+            {
+                "module": plan.module,
+                "mutants": len(plan.mutants),
+                **counts,
+                "score": (counts["killed"] / judged) if judged else None,
+                "mean_s": statistics.mean(times) if times else 0.0,
+                "median_s": statistics.median(times) if times else 0.0,
+                "skipped": plan.invalid + plan.equivalent,
+                "found": plan.total_found,
+                "tests": " ".join(plan.tests) or "(whole suite)",
+                "confirm": plan.confirm_full,
+                "baseline_ok": plan.baseline_ok,
+            }
+        )
     return rows
 
 
@@ -811,19 +884,27 @@ def render(plans: list[Plan], rows: list[dict], wall: float, jobs: int, markdown
     score = lambda r: "n/a" if r["score"] is None else f"{100 * r['score']:.1f}%"  # noqa: E731
     if markdown:
         out.append("# Mutation report\n")
-        out.append(f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `tools/mutate.py` "
-                   f"({jobs} jobs, {wall / 60:.1f} min wall). Score = killed / (killed + survived); "
-                   "timeouts and mutants that break the import are counted apart."
-                   + (f" Interrupted: {sum(r['pending'] for r in rows)} mutants not run." if any(
-                       r["pending"] and r["baseline_ok"] for r in rows) else "") + "\n")
+        out.append(
+            f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `tools/mutate.py` "
+            f"({jobs} jobs, {wall / 60:.1f} min wall). Score = killed / (killed + survived); "
+            "timeouts and mutants that break the import are counted apart."
+            + (
+                f" Interrupted: {sum(r['pending'] for r in rows)} mutants not run."
+                if any(r["pending"] and r["baseline_ok"] for r in rows)
+                else ""
+            )
+            + "\n"
+        )
         out.append("| module | mutants | killed | survived | timeout | not importable | score | s/mutant | tests |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rows:
             tests = r["tests"] + (" → whole suite for survivors" if r["confirm"] else "")
             if not r["baseline_ok"]:
                 tests += " **(baseline failed: not run)**"
-            out.append(f"| `{r['module']}` | {r['mutants']} | {r['killed']} | {r['survived']} | {r['timeout']} | "
-                       f"{r['not-importable']} | {score(r)} | {r['mean_s']:.1f} | {tests} |")
+            out.append(
+                f"| `{r['module']}` | {r['mutants']} | {r['killed']} | {r['survived']} | {r['timeout']} | "
+                f"{r['not-importable']} | {score(r)} | {r['mean_s']:.1f} | {tests} |"
+            )
         for plan in plans:
             survivors = [m for m in plan.mutants if m.status == "survived"]
             out.append(f"\n## Survivors in `{plan.module}` ({len(survivors)})\n")
@@ -833,16 +914,25 @@ def render(plans: list[Plan], rows: list[dict], wall: float, jobs: int, markdown
             if others:
                 out.append(f"\nTimeouts / not importable in `{plan.module}`:\n")
                 for m in others:
-                    out.append(f"- `{m.path}:{m.line}:{m.col}` {m.status}: {m.description}  \n  {_code(m.mutated_line)}")
+                    out.append(
+                        f"- `{m.path}:{m.line}:{m.col}` {m.status}: {m.description}  \n  {_code(m.mutated_line)}"
+                    )
     else:
         out.append("")
-        out.append(f"{'module':<44} {'mut':>4} {'kill':>5} {'surv':>5} {'t/o':>4} {'!imp':>5} {'score':>7} {'s/mut':>6}")
+        out.append(
+            f"{'module':<44} {'mut':>4} {'kill':>5} {'surv':>5} {'t/o':>4} {'!imp':>5} {'score':>7} {'s/mut':>6}"
+        )
         for r in rows:
             flag = "" if r["baseline_ok"] else "  (baseline failed: not run)"
-            out.append(f"{r['module']:<44} {r['mutants']:>4} {r['killed']:>5} {r['survived']:>5} {r['timeout']:>4} "
-                       f"{r['not-importable']:>5} {score(r):>7} {r['mean_s']:>6.1f}{flag}")
+            out.append(
+                f"{r['module']:<44} {r['mutants']:>4} {r['killed']:>5} {r['survived']:>5} {r['timeout']:>4} "
+                f"{r['not-importable']:>5} {score(r):>7} {r['mean_s']:>6.1f}{flag}"
+            )
         not_run = sum(r["pending"] for r in rows if r["baseline_ok"])
-        out.append(f"wall time {wall:.0f}s with {jobs} jobs" + (f"; {not_run} mutants not run (interrupted)" if not_run else ""))
+        out.append(
+            f"wall time {wall:.0f}s with {jobs} jobs"
+            + (f"; {not_run} mutants not run (interrupted)" if not_run else "")
+        )
         for plan in plans:
             survivors = [m for m in plan.mutants if m.status == "survived"]
             if survivors:
@@ -855,13 +945,17 @@ def render(plans: list[Plan], rows: list[dict], wall: float, jobs: int, markdown
     return "\n".join(out) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("modules", nargs="+", help="module files or directories (expanded to their .py files)")
-    parser.add_argument("--tests", help='pytest args for every module, e.g. "tests/test_costs.py" (default: the '
-                        "test files mentioning each module, survivors confirmed on the whole suite; "
-                        "'all' = the whole suite)")
+    parser.add_argument(
+        "--tests",
+        help='pytest args for every module, e.g. "tests/test_costs.py" (default: the '
+        "test files mentioning each module, survivors confirmed on the whole suite; "
+        "'all' = the whole suite)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="parallel workers (default 2)")
     parser.add_argument("--report", help="also write a markdown report here")
     parser.add_argument("--limit", type=int, default=0, help="at most N mutants per module, evenly spread")
@@ -869,10 +963,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--python", help="interpreter for the tests (default: ROOT/.venv/bin/python)")
     parser.add_argument("--timeout-factor", type=float, default=3.0, help="timeout = factor × clean run (default 3)")
     parser.add_argument("--min-timeout", type=float, default=10.0, help="lower bound of the timeout, seconds")
-    parser.add_argument("--prose", action="store_true",
-                        help="also mutate strings of three words or more (descriptions, messages)")
-    parser.add_argument("--rev", help="test a committed revision (git archive REV) instead of the working tree, "
-                        "e.g. HEAD while others are editing")
+    parser.add_argument(
+        "--prose", action="store_true", help="also mutate strings of three words or more (descriptions, messages)"
+    )
+    parser.add_argument(
+        "--rev",
+        help="test a committed revision (git archive REV) instead of the working tree, "
+        "e.g. HEAD while others are editing",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--keep", action="store_true", help="keep the temp copies (for debugging)")
     args = parser.parse_args(argv)
@@ -881,6 +979,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     python = args.python or str(root / ".venv" / "bin" / "python")
     if not Path(python).exists():
         python = sys.executable
+
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
@@ -897,8 +996,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.dry_run or args.rev:
             runner.setup(args.rev)
             snapshot = runner.base / "w0"
-            log(f"copied {root}{' at ' + args.rev if args.rev else ''} to {runner.base}/w0..w{runner.jobs - 1} "
-                "(tests run there; the tree is only read)")
+            log(
+                f"copied {root}{' at ' + args.rev if args.rev else ''} to {runner.base}/w0..w{runner.jobs - 1} "
+                "(tests run there; the tree is only read)"
+            )
         modules = expand_modules(args.modules, root, snapshot)
         if not modules:
             log("mutate: no modules to mutate")
@@ -912,14 +1013,25 @@ def main(argv: Optional[list[str]] = None) -> int:
                 tests, confirm = [], False
             else:
                 tests, confirm = shlex.split(args.tests), False
-            plan = Plan(module, dotted_name(module), tests, confirm, evenly(mutants, args.limit), len(mutants),
-                        invalid, equivalent)
+            plan = Plan(
+                module,
+                dotted_name(module),
+                tests,
+                confirm,
+                evenly(mutants, args.limit),
+                len(mutants),
+                invalid,
+                equivalent,
+            )
             if mutants:
                 plans.append(plan)
-            log(f"{module}: {len(mutants)} mutants ({invalid} invalid, {equivalent} equivalent dropped, "
+            log(
+                f"{module}: {len(mutants)} mutants ({invalid} invalid, {equivalent} equivalent dropped, "
                 f"{prose} prose strings left alone)"
                 + (f", running {len(plan.mutants)}" if args.limit else "")
-                + f"; tests: {' '.join(tests) or '(whole suite)'}" + (" then whole suite for survivors" if confirm else ""))
+                + f"; tests: {' '.join(tests) or '(whole suite)'}"
+                + (" then whole suite for survivors" if confirm else "")
+            )
 
         if args.dry_run:
             for plan in plans:
@@ -939,9 +1051,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         failures = runner.measure_baselines(commands, log)
         for plan in plans:
             for tests in [plan.tests] + ([[]] if plan.confirm_full else []):
-                if plan.baseline_ok and failures.get(tuple(tests)):
-                    log(f"mutate: the clean run of pytest {' '.join(tests) or '(whole suite)'} fails; {plan.module} is not judged:\n"
-                        + failures[tuple(tests)])  # type: ignore[operator]
+                failure = failures.get(tuple(tests))
+                if plan.baseline_ok and failure:
+                    log(
+                        f"mutate: the clean run of pytest {' '.join(tests) or '(whole suite)'} fails; "
+                        f"{plan.module} is not judged:\n{failure}"
+                    )
                     plan.baseline_ok = False
 
         work = [(p, m) for p in plans if p.baseline_ok for m in p.mutants]
@@ -953,8 +1068,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             runner.test_mutant(plan, mutant)
             with runner.lock:
                 done += 1
-                log(f"[{done}/{len(work)}] {mutant.status.upper():<14} {mutant.seconds:5.1f}s  "
-                    f"{mutant.path}:{mutant.line}  {mutant.description}")
+                log(
+                    f"[{done}/{len(work)}] {mutant.status.upper():<14} {mutant.seconds:5.1f}s  "
+                    f"{mutant.path}:{mutant.line}  {mutant.description}"
+                )
 
         pool = ThreadPoolExecutor(runner.jobs)
         try:

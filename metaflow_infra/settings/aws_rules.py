@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, Optional
+from typing import Any
 
 RULES_FILE = "aws_rules.toml"
 
@@ -48,7 +48,7 @@ def known_regions() -> tuple[str, ...]:
     return tuple(region for names in regions_by_partition().values() for region in names)
 
 
-def partition_of(region: str) -> Optional[str]:
+def partition_of(region: str) -> str | None:
     """The partition a known region belongs to (`aws`, `aws-cn`, `aws-us-gov`), else None."""
     return next((partition for partition, names in regions_by_partition().items() if region in names), None)
 
@@ -100,11 +100,15 @@ def tag_problems(tags: Mapping[str, str], reserved: Mapping[str, str], key: str 
                 f"{spec['key_min_length']} to {spec['key_max_length']}"
             )
         if name.lower().startswith(prefix):
-            problems.append(f"{label}: keys starting with {prefix!r} (any case) are reserved for AWS; accepted: any other key")
+            problems.append(
+                f"{label}: keys starting with {prefix!r} (any case) are reserved for AWS; accepted: any other key"
+            )
         if refused := _refused_characters(name):
             problems.append(f"{label}: the key has characters AWS refuses in tags ({refused}); accepted: {characters}")
         if not isinstance(value, str):
-            problems.append(f"{label}: tag values are strings; accepted: a string of at most {spec['value_max_length']} characters")
+            problems.append(
+                f"{label}: tag values are strings; accepted: a string of at most {spec['value_max_length']} characters"
+            )
             continue
         if len(value) > spec["value_max_length"]:
             problems.append(
@@ -112,10 +116,13 @@ def tag_problems(tags: Mapping[str, str], reserved: Mapping[str, str], key: str 
             )
         if prefix_in_values and value.lower().startswith(prefix):
             problems.append(
-                f"{label}: values starting with {prefix!r} (any case) are reserved for AWS (Batch, ECS); accepted: any other value"
+                f"{label}: values starting with {prefix!r} (any case) are reserved for AWS (Batch, ECS); "
+                "accepted: any other value"
             )
         if refused := _refused_characters(value):
-            problems.append(f"{label}: the value has characters AWS refuses in tags ({refused}); accepted: {characters}")
+            problems.append(
+                f"{label}: the value has characters AWS refuses in tags ({refused}); accepted: {characters}"
+            )
     total = len(set(tags) | set(reserved))
     if total > spec["max_tags_per_resource"]:
         problems.append(
@@ -130,7 +137,7 @@ def tag_problems(tags: Mapping[str, str], reserved: Mapping[str, str], key: str 
 # --- Container image references --------------------------------------------------------------------
 
 
-def _split_reference(image: str) -> tuple[str, Optional[str], Optional[str]]:
+def _split_reference(image: str) -> tuple[str, str | None, str | None]:
     """(name, tag, digest) of a reference, without judging them. The tag is what follows the last
     ':' after the last '/'; the digest what follows the first '@'."""
     name_and_tag, at, digest = image.partition("@")
@@ -140,7 +147,7 @@ def _split_reference(image: str) -> tuple[str, Optional[str], Optional[str]]:
     return name, tag, digest if at else None
 
 
-def image_pin(image: str) -> tuple[Optional[str], Optional[str]]:
+def image_pin(image: str) -> tuple[str | None, str | None]:
     """(tag, digest) of an image reference, each None when absent: `img:v2.5.1@sha256:…` gives
     ('v2.5.1', 'sha256:…'); `img` gives (None, None). Check the syntax with
     `image_reference_problems` first: this only splits the string."""
@@ -148,7 +155,7 @@ def image_pin(image: str) -> tuple[Optional[str], Optional[str]]:
     return tag, digest
 
 
-def _domain_problem(domain: str) -> Optional[str]:
+def _domain_problem(domain: str) -> str | None:
     spec = rules()["image_reference"]
     host, port = domain, None
     if not domain.endswith("]") and ":" in domain:
@@ -201,11 +208,16 @@ def image_reference_problems(key: str, image: str) -> list[str]:
         if re.fullmatch(spec["path_component"], component):
             continue
         if re.fullmatch(spec["path_component"], component.lower()):
-            reason = f"the repository path component {component!r} has uppercase letters (repository names are lowercase)"
+            reason = (
+                f"the repository path component {component!r} has uppercase letters (repository names are lowercase)"
+            )
         elif not component:
             reason = "the repository path has an empty component"
         else:
-            reason = f"the repository path component {component!r} is not lowercase letters and digits joined by '.', '_', '__' or '-'"
+            reason = (
+                f"the repository path component {component!r} is not lowercase letters and digits joined by "
+                "'.', '_', '__' or '-'"
+            )
         problems.append(f"{label}: {reason}; {accepted}")
     return problems
 
@@ -240,7 +252,9 @@ def vpc_cidr_problems(key: str, cidr: str) -> list[str]:
         )
     overlapping = [entry for entry in spec["refused"] if network.overlaps(ipaddress.IPv4Network(entry["cidr"]))]
     for entry in overlapping:
-        problems.append(f"{label}: overlaps {entry['cidr']}, {entry['reason']}; accepted: a block outside {entry['cidr']}")
+        problems.append(
+            f"{label}: overlaps {entry['cidr']}, {entry['reason']}; accepted: a block outside {entry['cidr']}"
+        )
     inside = [entry for entry in spec["accepted"] if network.subnet_of(ipaddress.IPv4Network(entry["cidr"]))]
     if not inside and not overlapping:
         ranges = _listing(f"{entry['cidr']} ({entry['name']})" for entry in spec["accepted"])
@@ -254,7 +268,7 @@ def vpc_cidr_problems(key: str, cidr: str) -> list[str]:
 # --- RDS for PostgreSQL instance classes -----------------------------------------------------------
 
 
-def postgres_instance_classes(engine_version: Optional[int] = None) -> tuple[str, ...]:
+def postgres_instance_classes(engine_version: int | None = None) -> tuple[str, ...]:
     """Every RDS for PostgreSQL instance class in the rules (for one major version, if given)."""
     families: dict[str, dict[str, Any]] = rules()["rds_postgres_instance_classes"]["families"]
     return tuple(
@@ -295,7 +309,9 @@ def db_instance_class_problems(key: str, instance_class: str, engine_version: in
             f"(families: {family_names})"
         ]
     if family not in families:
-        return [f"{label}: not an RDS for PostgreSQL instance class; accepted: e.g. {examples} (families: {family_names})"]
+        return [
+            f"{label}: not an RDS for PostgreSQL instance class; accepted: e.g. {examples} (families: {family_names})"
+        ]
     details = families[family]
     if size not in details["sizes"]:
         return [
@@ -318,8 +334,8 @@ def db_instance_class_problems(key: str, instance_class: str, engine_version: in
 
 
 def account_id_problems(
-    allowed: Optional[Sequence[str]],
-    forbidden: Optional[Sequence[str]],
+    allowed: Sequence[str] | None,
+    forbidden: Sequence[str] | None,
     allowed_key: str = "aws:allowedAccountIds",
     forbidden_key: str = "aws:forbiddenAccountIds",
 ) -> list[str]:
@@ -330,7 +346,9 @@ def account_id_problems(
     for key, ids in ((allowed_key, allowed), (forbidden_key, forbidden)):
         for account in ids or ():
             if not isinstance(account, str) or not re.fullmatch(pattern, account):
-                problems.append(f"{key}: {account!r} is not an AWS account id; accepted: exactly 12 digits, as a string")
+                problems.append(
+                    f"{key}: {account!r} is not an AWS account id; accepted: exactly 12 digits, as a string"
+                )
     both = sorted(set(allowed or ()) & set(forbidden or ()), key=str)
     if both:
         problems.append(

@@ -7,7 +7,8 @@ import datetime
 import difflib
 import os
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 from pydantic import ValidationError
@@ -105,10 +106,13 @@ def _preset_name(raw: Mapping[str, Any], check_availability: bool) -> str:
     if preset not in presets():
         raise config_error([f"metaflow:preset = {preset!r} is not a preset; accepted: {', '.join(presets())}"])
     if check_availability and preset not in available_presets():
-        raise config_error([
-            f"metaflow:preset = {preset!r} is {NOT_AVAILABLE} in this release (it needs features that have not "
-            f"landed: private subnets with NAT, Step Functions). Available presets: {', '.join(available_presets())}"
-        ])
+        raise config_error(
+            [
+                f"metaflow:preset = {preset!r} is {NOT_AVAILABLE} in this release (it needs features that have not "
+                "landed: private subnets with NAT, Step Functions). "
+                f"Available presets: {', '.join(available_presets())}"
+            ]
+        )
     return preset
 
 
@@ -130,8 +134,10 @@ def _instance_type_problems(key: str, types: list[str], region: str, want_gpu: b
     for entry in types:
         if entry in keywords and not want_gpu:  # Batch picks the types itself
             if entry.endswith("arm64") and len(types) > 1:
-                problems.append(f"{key}: {entry!r} picks ARM instances and cannot share an environment with "
-                                "x86 families or types; give it alone")
+                problems.append(
+                    f"{key}: {entry!r} picks ARM instances and cannot share an environment with "
+                    "x86 families or types; give it alone"
+                )
             continue
         family, _, size = entry.partition(".")
         spec = families.get(family)
@@ -141,8 +147,10 @@ def _instance_type_problems(key: str, types: list[str], region: str, want_gpu: b
                 f"family.size, e.g. c6i.xlarge, or one of Batch's words ({', '.join(keywords)})"
             )
         elif "*" not in spec["regions"] and region not in spec["regions"]:
-            problems.append(f"{key}: {family} is not offered in {region}; families offered there: "
-                            f"{', '.join(offered_families(region, want_gpu))}")
+            problems.append(
+                f"{key}: {family} is not offered in {region}; families offered there: "
+                f"{', '.join(offered_families(region, want_gpu))}"
+            )
     if not types:
         problems.append(f"{key} is empty: name at least one instance family or type")
     return problems
@@ -151,8 +159,10 @@ def _instance_type_problems(key: str, types: list[str], region: str, want_gpu: b
 def _db_problems(db: DbSettings, today: datetime.date) -> list[str]:
     calendar = postgres_end_of_standard_support()
     if db.engine_version not in calendar:
-        return [f"db:engineVersion = {db.engine_version}: not an RDS PostgreSQL major version; accepted: "
-                f"{', '.join(map(str, calendar))}"]
+        return [
+            f"db:engineVersion = {db.engine_version}: not an RDS PostgreSQL major version; accepted: "
+            f"{', '.join(map(str, calendar))}"
+        ]
     end = calendar[db.engine_version]
     if end < today and not db.allow_extended_support:
         current = [str(v) for v, e in calendar.items() if e >= today]
@@ -175,12 +185,16 @@ def _image_problems(metadata: MetadataSettings) -> list[str]:
     release = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", tag or "")
     if release is None:
         if digest is None:
-            return [f"{key} = {image!r} is not pinned to a release: use a tag like v2.5.1 (v{floor} or later) or "
-                    "an @sha256 digest, so every task runs the same code"]
+            return [
+                f"{key} = {image!r} is not pinned to a release: use a tag like v2.5.1 (v{floor} or later) or "
+                "an @sha256 digest, so every task runs the same code"
+            ]
         return []
     if tuple(int(part) for part in release.groups()) < MINIMUM_SERVICE_VERSION:
-        return [f"{key} = {image!r} is older than v{floor}: earlier releases cannot speak TLS to PostgreSQL 15+ "
-                "(rds.force_ssl) or migrate the schema non-interactively; use v2.5.1 or later"]
+        return [
+            f"{key} = {image!r} is older than v{floor}: earlier releases cannot speak TLS to PostgreSQL 15+ "
+            "(rds.force_ssl) or migrate the schema non-interactively; use v2.5.1 or later"
+        ]
     return []
 
 
@@ -192,11 +206,14 @@ def _conflicting_keys(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     if "compute:instanceTypes" in raw and compute.type.is_fargate:
         problems.append(f"compute:instanceTypes does not apply to Fargate compute (compute:type {kind}); unset it")
     if "compute:minVcpus" in raw and compute.min_vcpus > 0 and compute.type.is_fargate:
-        problems.append(f"compute:minVcpus = {compute.min_vcpus}: Fargate keeps nothing running (compute:type {kind}); "
-                        "unset it")
+        problems.append(
+            f"compute:minVcpus = {compute.min_vcpus}: Fargate keeps nothing running (compute:type {kind}); unset it"
+        )
     if "compute:onDemandFallback" in raw and compute.on_demand_fallback and kind in ("ec2", "fargate"):
-        problems.append(f"compute:onDemandFallback = true: compute:type {kind} is already on-demand, there is nothing "
-                        "to fall back from; unset it, or use spot / fargate_spot")
+        problems.append(
+            f"compute:onDemandFallback = true: compute:type {kind} is already on-demand, there is nothing "
+            "to fall back from; unset it, or use spot / fargate_spot"
+        )
     return problems
 
 
@@ -208,14 +225,16 @@ def _aws_value_problems(settings: Settings) -> list[str]:
     if settings.network.vpc_id is None:
         problems += vpc_cidr_problems("network:vpcCidr", settings.network.vpc_cidr)
     if settings.metadata.enabled:
-        problems += db_instance_class_problems("db:instanceClass", settings.db.instance_class,
-                                               settings.db.engine_version, settings.region)
+        problems += db_instance_class_problems(
+            "db:instanceClass", settings.db.instance_class, settings.db.engine_version, settings.region
+        )
         problems += _image_problems(settings.metadata)
     return problems
 
 
-def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.date] = None,
-                  check_availability: bool = True) -> Settings:
+def load_settings(
+    raw: Mapping[str, Any], stack: str, today: datetime.date | None = None, check_availability: bool = True
+) -> Settings:
     """Validate `namespace:key` config over its preset; raise one ConfigError listing every problem.
     `check_availability=False` lets cost comparisons price presets and switches not deployable yet."""
     today = today or datetime.date.today()
@@ -241,7 +260,9 @@ def load_settings(raw: Mapping[str, Any], stack: str, today: Optional[datetime.d
         raise config_error([_describe_error(e) for e in err.errors()]) from None
 
     problems = (_not_yet_available(settings) if check_availability else []) + _db_problems(settings.db, today)
-    problems += _instance_type_problems("compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False)
+    problems += _instance_type_problems(
+        "compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False
+    )
     problems += _conflicting_keys(settings, raw) + _aws_value_problems(settings)
     if problems:
         raise config_error(problems)

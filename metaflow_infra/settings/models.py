@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -70,8 +70,8 @@ class ComputeType(str, Enum):
 
 class AssumeRole(Namespace):
     role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")]
-    session_name: Optional[str] = None
-    external_id: Optional[str] = None
+    session_name: str | None = None
+    external_id: str | None = None
 
 
 SECRET_PROVIDER_SETTINGS = frozenset({"accessKey", "secretKey", "token"})
@@ -89,8 +89,11 @@ def _provider_value(kind: str, value: Any) -> Any:
             raise ValueError("expected a string")
         return value
     parsed = parse_json(value)
-    shapes = {"strings": (list, str, "a list of strings"), "objects": (list, dict, "a JSON list of objects"),
-              "object": (dict, None, "a JSON object")}
+    shapes = {
+        "strings": (list, str, "a list of strings"),
+        "objects": (list, dict, "a JSON list of objects"),
+        "object": (dict, None, "a JSON object"),
+    }
     container, item, description = shapes[kind]
     if not isinstance(parsed, container) or (item and not all(isinstance(entry, item) for entry in parsed)):
         raise ValueError(f"expected {description}")
@@ -105,14 +108,18 @@ class AwsSettings(Namespace):
     model_config = ConfigDict(alias_generator=to_camel, extra="allow", frozen=True)
 
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")] = Field(
-        description="the AWS region of the stack (or AWS_REGION from the environment)")
-    profile: Optional[str] = setting(None, "the AWS CLI profile to deploy with")
-    allowed_account_ids: Optional[AccountIds] = setting(
-        None, "refuse to deploy to any other AWS account (list of account ids)")
-    forbidden_account_ids: Optional[AccountIds] = setting(
-        None, "refuse to deploy to these AWS accounts (list of account ids)")
-    assume_roles: Optional[Annotated[list[AssumeRole], BeforeValidator(parse_json)]] = setting(
-        None, "roles to assume in turn: a list of {roleArn, sessionName, externalId}")
+        description="the AWS region of the stack (or AWS_REGION from the environment)"
+    )
+    profile: str | None = setting(None, "the AWS CLI profile to deploy with")
+    allowed_account_ids: AccountIds | None = setting(
+        None, "refuse to deploy to any other AWS account (list of account ids)"
+    )
+    forbidden_account_ids: AccountIds | None = setting(
+        None, "refuse to deploy to these AWS accounts (list of account ids)"
+    )
+    assume_roles: Annotated[list[AssumeRole], BeforeValidator(parse_json)] | None = setting(
+        None, "roles to assume in turn: a list of {roleArn, sessionName, externalId}"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -135,79 +142,100 @@ class AwsSettings(Namespace):
 class MetaflowSettings(Namespace):
     preset: str = setting(default_preset(), f"one of {', '.join(presets())}: the defaults every other key starts from")
     prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=20)] = setting(
-        "metaflow", "name prefix for every resource (lowercase letters, digits, hyphens; at most 20)")
+        "metaflow", "name prefix for every resource (lowercase letters, digits, hyphens; at most 20)"
+    )
     tags: Annotated[dict[str, Annotated[str, Field(strict=True)]], BeforeValidator(parse_json)] = setting(
-        {}, "extra tags for every resource (structured config: a map of strings; AWS's tag rules apply)")
+        {}, "extra tags for every resource (structured config: a map of strings; AWS's tag rules apply)"
+    )
 
 
 class NetworkSettings(Namespace):
-    vpc_id: Annotated[Optional[str], Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] = setting(
-        None, "use this existing VPC instead of creating one (needs network:subnetIds)")
-    subnet_ids: Optional[StrList] = setting(
-        None, "existing subnets (at least two AZs) with a way out: public IPs + internet gateway, or NAT")
-    vpc_cidr: Cidr = setting(
-        "10.0.0.0/16", "address block of the VPC this program creates (a private IPv4 /16 to /20)")
+    vpc_id: Annotated[str | None, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] = setting(
+        None, "use this existing VPC instead of creating one (needs network:subnetIds)"
+    )
+    subnet_ids: StrList | None = setting(
+        None, "existing subnets (at least two AZs) with a way out: public IPs + internet gateway, or NAT"
+    )
+    vpc_cidr: Cidr = setting("10.0.0.0/16", "address block of the VPC this program creates (a private IPv4 /16 to /20)")
     private_subnets: Bool = setting(False, "put tasks and the database in private subnets, behind NAT", available=False)
     nat_gateways: NonNegativeInt = setting(0, "NAT gateways for private subnets", available=False)
 
     @model_validator(mode="after")
-    def _existing_network(self) -> "NetworkSettings":
+    def _existing_network(self) -> NetworkSettings:
         if self.subnet_ids is not None:
             for subnet in self.subnet_ids:
                 if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
                     raise ValueError(f"network:subnetIds: {subnet!r} is not a subnet id (subnet-…)")
         if (self.vpc_id is None) != (self.subnet_ids is None):
-            given, missing = ("network:vpcId", "network:subnetIds") if self.vpc_id else ("network:subnetIds", "network:vpcId")
-            raise ValueError(f"{given} is set but {missing} is not: an existing network needs both, or neither to create one")
+            given, missing = (
+                ("network:vpcId", "network:subnetIds") if self.vpc_id else ("network:subnetIds", "network:vpcId")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: an existing network needs both, or neither to create one"
+            )
         if self.subnet_ids is not None and len(set(self.subnet_ids)) < 2:
             raise ValueError(
-                f"network:subnetIds has {len(set(self.subnet_ids))} subnet(s): give at least two, in different availability zones"
+                f"network:subnetIds has {len(set(self.subnet_ids))} subnet(s): give at least two, "
+                "in different availability zones"
             )
         return self
 
 
 class DatastoreSettings(Namespace):
     force_destroy: Bool = setting(
-        False, "DELETES YOUR ARTIFACTS: let `pulumi destroy` delete the bucket and everything in it (else it is kept)")
+        False, "DELETES YOUR ARTIFACTS: let `pulumi destroy` delete the bucket and everything in it (else it is kept)"
+    )
     versioning: Bool = setting(False, "S3 versioning; old versions expire after 30 days")
-    kms_key: Annotated[Optional[str], Field(pattern=ARN_PATTERN)] = setting(
-        None, "KMS key ARN for SSE-KMS instead of SSE-S3", available=False)
+    kms_key: Annotated[str | None, Field(pattern=ARN_PATTERN)] = setting(
+        None, "KMS key ARN for SSE-KMS instead of SSE-S3", available=False
+    )
 
 
 class DbSettings(Namespace):
     engine_version: Int = setting(
-        17, "PostgreSQL major version; versions in RDS extended support are refused unless db:allowExtendedSupport")
+        17, "PostgreSQL major version; versions in RDS extended support are refused unless db:allowExtendedSupport"
+    )
     instance_class: str = setting("db.t4g.micro", "RDS instance class (one RDS offers for PostgreSQL)")
     multi_az: Bool = setting(False, "a standby in a second AZ (doubles the database cost)")
     deletion_protection: Bool = setting(
-        True, "refuse to delete the database (Pulumi and RDS both refuse) until this is turned off and applied")
+        True, "refuse to delete the database (Pulumi and RDS both refuse) until this is turned off and applied"
+    )
     skip_final_snapshot: Bool = setting(
-        False, "DELETES YOUR METADATA: let a deleted database go without a final snapshot")
+        False, "DELETES YOUR METADATA: let a deleted database go without a final snapshot"
+    )
     backup_retention_days: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=35)] = setting(
-        1, "days of automated backups (0-35)")
+        1, "days of automated backups (0-35)"
+    )
     allow_extended_support: Bool = setting(False, "accept a PostgreSQL version billed as RDS Extended Support")
     allocated_storage_gb: Annotated[int, BeforeValidator(parse_int), Field(ge=20, le=65536)] = setting(
-        20, "gp3 storage in GiB (20 or more)")
+        20, "gp3 storage in GiB (20 or more)"
+    )
 
 
 class MetadataSettings(Namespace):
-    enabled: Bool = setting(
-        False, "run the metadata service and its database (else Metaflow keeps metadata locally)")
+    enabled: Bool = setting(False, "run the metadata service and its database (else Metaflow keeps metadata locally)")
     image: str = setting(
         "netflixoss/metaflow_metadata_service:v2.5.1",
-        "metadata service image, pinned by a release tag (v2.4.6 or later: TLS to PostgreSQL) or a digest")
+        "metadata service image, pinned by a release tag (v2.4.6 or later: TLS to PostgreSQL) or a digest",
+    )
     cpu: Int = setting(256, "Fargate CPU units of the metadata service (256, 512, 1024, ...)")
     memory: Int = setting(1024, "Fargate memory (MiB) of the metadata service; must fit metadata:cpu")
-    spot: Bool = setting(False, "run the metadata service on Fargate Spot (about 70% cheaper; an interruption "
-                                "leaves it without a task for a few minutes)")
+    spot: Bool = setting(
+        False,
+        "run the metadata service on Fargate Spot (about 70% cheaper; an interruption "
+        "leaves it without a task for a few minutes)",
+    )
     api_key_rotation: PositiveInt = setting(
-        1, "raise by one to rotate the API key; the previous key keeps working for an hour")
+        1, "raise by one to rotate the API key; the previous key keeps working for an hour"
+    )
     authorizer_concurrency: NonNegativeInt = setting(
-        5, "concurrent runs reserved for (and capping) the API-key authorizer, bounding the cost of a flood "
-           "of wrong keys; 0: no reservation")
+        5,
+        "concurrent runs reserved for (and capping) the API-key authorizer, bounding the cost of a flood "
+        "of wrong keys; 0: no reservation",
+    )
 
     @model_validator(mode="after")
-    def _fargate_size(self) -> "MetadataSettings":
+    def _fargate_size(self) -> MetadataSettings:
         if self.cpu not in FARGATE_MEMORY_BY_CPU:
             raise ValueError(
                 f"metadata:cpu {self.cpu} is not a Fargate size; accepted: {', '.join(map(str, FARGATE_MEMORY_BY_CPU))}"
@@ -225,18 +253,21 @@ class ComputeSettings(Namespace):
     type: ComputeType = setting(ComputeType.SPOT, "ec2, spot, fargate or fargate_spot")
     min_vcpus: NonNegativeInt = setting(0, "vCPUs kept running with no job queued (0: nothing bills while idle)")
     max_vcpus: PositiveInt = setting(
-        32, "the most vCPUs each compute environment may run at once (the on-demand fallback has its own)")
+        32, "the most vCPUs each compute environment may run at once (the on-demand fallback has its own)"
+    )
     instance_types: StrList = setting(
-        ["c6i", "m6i", "r6i", "c5", "m5", "r5"], "instance families or types Batch may launch (EC2 and spot only)")
+        ["c6i", "m6i", "r6i", "c5", "m5", "r5"], "instance families or types Batch may launch (EC2 and spot only)"
+    )
     on_demand_fallback: Bool = setting(
-        False, "queue an on-demand environment behind spot (or Fargate behind Fargate Spot); spot types only")
+        False, "queue an on-demand environment behind spot (or Fargate behind Fargate Spot); spot types only"
+    )
     gpu: Bool = setting(False, "add a GPU environment and queue", available=False)
     gpu_instance_types: StrList = setting(["g4dn", "g5"], "GPU instance families", available=False)
     gpu_max_vcpus: PositiveInt = setting(16, "the most vCPUs of the GPU environment", available=False)
     multi_node: Bool = setting(False, "an environment for @parallel multi-node jobs", available=False)
 
     @model_validator(mode="after")
-    def _vcpu_range(self) -> "ComputeSettings":
+    def _vcpu_range(self) -> ComputeSettings:
         if self.min_vcpus > self.max_vcpus:
             raise ValueError(
                 f"compute:minVcpus ({self.min_vcpus}) is greater than compute:maxVcpus ({self.max_vcpus}); "
@@ -247,16 +278,17 @@ class ComputeSettings(Namespace):
 
 class StepFunctionsSettings(Namespace):
     enabled: Bool = setting(
-        False, "Step Functions, DynamoDB and EventBridge roles for `step-functions create`", available=False)
+        False, "Step Functions, DynamoDB and EventBridge roles for `step-functions create`", available=False
+    )
 
 
 class UiSettings(Namespace):
     enabled: Bool = setting(False, "the Metaflow UI", available=False)
     certificate_arn: Annotated[
-        Optional[str], Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+        str | None, Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
     ] = setting(None, "ACM certificate for HTTPS on the UI", available=False)
-    allowed_cidrs: Optional[CidrList] = setting(None, "networks allowed to reach the UI (list of CIDRs)", available=False)
-    domain: Optional[str] = setting(None, "domain name of the UI", available=False)
+    allowed_cidrs: CidrList | None = setting(None, "networks allowed to reach the UI (list of CIDRs)", available=False)
+    domain: str | None = setting(None, "domain name of the UI", available=False)
 
 
 class EcrSettings(Namespace):
@@ -268,12 +300,12 @@ class SecretsSettings(Namespace):
 
 
 class AlertsSettings(Namespace):
-    email: Optional[str] = setting(None, "where alarms are sent", available=False)
+    email: str | None = setting(None, "where alarms are sent", available=False)
 
 
 class BudgetSettings(Namespace):
-    monthly_usd: Optional[PositiveInt] = setting(None, "an AWS budget in USD per month", available=False)
-    email: Optional[str] = setting(None, "where budget alerts are sent", available=False)
+    monthly_usd: PositiveInt | None = setting(None, "an AWS budget in USD per month", available=False)
+    email: str | None = setting(None, "where budget alerts are sent", available=False)
 
 
 NAMESPACES: dict[str, type[Namespace]] = {
@@ -301,8 +333,11 @@ def known_keys(namespace: str) -> list[str]:
 
 def key_fields() -> dict[str, FieldInfo]:
     """Every config key with its declaration, in namespace order."""
-    return {f"{namespace}:{info.alias}": info for namespace, model in NAMESPACES.items()
-            for info in model.model_fields.values()}
+    return {
+        f"{namespace}:{info.alias}": info
+        for namespace, model in NAMESPACES.items()
+        for info in model.model_fields.values()
+    }
 
 
 class Settings(BaseModel):
