@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 STACK ?= dev
 
-.PHONY: test up plan compare destroy venv mutation
+.PHONY: test up plan compare ui destroy venv mutation
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ plan: $(STAMP)
 
 compare: $(STAMP)
 	$(VENV)/bin/python -m metaflow_infra plan --compare
+
+# Open the deployed Metaflow UI; a private UI's task is started for the session and stopped after the
+# last one. Options through UI_ARGS, e.g. `make ui UI_ARGS="--port 8084"` or `make ui UI_ARGS=--stop`.
+ui: $(STAMP)
+	$(VENV)/bin/python -m metaflow_infra ui --stack $(STACK) $(UI_ARGS)
 
 # Mutation testing of the pure modules (a report, never a gate; takes long). Extra options through
 # MUTATE_ARGS, e.g. `make mutation MUTATE_ARGS="--rev HEAD --limit 50"`.

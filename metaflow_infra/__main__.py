@@ -1,9 +1,11 @@
-"""Command line of metaflow-infra, offline: no AWS credentials, no Pulumi CLI.
+"""Command line of metaflow-infra, offline (no AWS credentials, no Pulumi CLI) except `ui`.
 
 python -m metaflow_infra plan [--stack dev] [--set ns:key=value ...] [--json]
 python -m metaflow_infra plan --compare [--region us-east-1] [--json]
 python -m metaflow_infra config-table
 python -m metaflow_infra readme [--dir .]     rewrite the README's generated tables
+python -m metaflow_infra ui [--stack dev] [--port 8083] [--no-browser] [--stop] [--profile P] [--dir .]
+                                              open the deployed UI (private: a tunnel, see ui_tunnel.py)
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pulumi
 
 from .docs import config_table, update_readme
 from .plan import comparison_document, render_comparison, run_compare, run_plan, stack_config
+from .ui_tunnel import DEFAULT_PORT, UiError
+from .ui_tunnel import run as run_ui
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,9 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("config-table", help="print the README's table of config keys and preset defaults")
     readme = commands.add_parser("readme", help="rewrite the README's generated tables (config keys, costs)")
     readme.add_argument("--dir", type=Path, default=Path.cwd(), help="project directory (default: current)")
+    ui = commands.add_parser(
+        "ui", help="open the stack's Metaflow UI (private: start its task and tunnel to it through Session Manager)"
+    )
+    ui.add_argument("--stack", default="dev", help="Pulumi stack (default: dev)")
+    ui.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"local port (default: {DEFAULT_PORT})")
+    ui.add_argument("--no-browser", dest="browser", action="store_false", help="print the URL, open no browser")
+    ui.add_argument("--stop", action="store_true", help="stop the private UI's task unless a session is open")
+    ui.add_argument("--profile", help="AWS profile (default: the usual credential chain)")
+    ui.add_argument("--dir", type=Path, default=Path.cwd(), help="project directory (default: current)")
     args = parser.parse_args(argv)
 
     try:
+        if args.command == "ui":
+            return run_ui(
+                args.stack, args.dir, port=args.port, open_browser=args.browser, stop_ui=args.stop, profile=args.profile
+            )
         if args.command == "config-table":
             print(config_table())
         elif args.command == "readme":
@@ -65,9 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run_compare(region, as_json=args.json))
         else:
             print(run_plan(args.stack, args.dir, args.overrides, as_json=args.json))
-    except pulumi.RunError as err:
+    except (pulumi.RunError, UiError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

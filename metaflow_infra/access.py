@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .policies import user_policy
+from .policies import ui_tunnel_statements, user_policy
 
 DESCRIPTION = "Run Metaflow flows on this stack: its Batch queue, its datastore, its job logs"
 """Constant: IAM replaces a policy whose description changes, and an attached policy cannot be deleted."""
@@ -29,6 +29,8 @@ class AccessArgs:
     job_queue_arns: Sequence[pulumi.Input[str]]
     passable_role_arns: Sequence[pulumi.Input[str]]
     """The roles the Metaflow profile names: the task role, and the Fargate execution role if any."""
+    ui_service: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+    """(cluster name, service name) of the private UI, which people start and tunnel to."""
 
 
 class Access(Component):
@@ -47,6 +49,15 @@ class Access(Component):
                     bucket_arn=values["bucket_arn"],
                     job_queue_arns=values["job_queue_arns"],
                     passable_role_arns=values["passable_role_arns"],
+                    extra=ui_tunnel_statements(
+                        partition=partition,
+                        region=args.region,
+                        account=account,
+                        cluster=values["ui"][0],
+                        service=values["ui"][1],
+                    )
+                    if values["ui"]
+                    else (),
                 )
             )
 
@@ -57,6 +68,7 @@ class Access(Component):
                 bucket_arn=args.bucket_arn,
                 job_queue_arns=pulumi.Output.all(*args.job_queue_arns),
                 passable_role_arns=pulumi.Output.all(*args.passable_role_arns),
+                ui=pulumi.Output.all(*args.ui_service) if args.ui_service else None,
             ).apply(document),
             opts=self.child(),
         )

@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .settings import ComputeType, Settings, instance_families, postgres_end_of_standard_support
+from .settings import ComputeType, Settings, UiAccess, instance_families, postgres_end_of_standard_support
 
 BASE_REGION = "us-east-1"
 BILLED_WHILE_IDLE = frozenset(
@@ -44,6 +44,8 @@ BILLED_WHILE_IDLE = frozenset(
 SECRETS_WITH_METADATA_SERVICE = 2
 """The database password and the API key."""
 EXTENDED_SUPPORT_YEAR_3_AFTER_DAYS = 2 * 365
+UI_LOAD_BALANCER_AZS = 2
+"""The UI's load balancer spans two AZs (ui.LOAD_BALANCER_SUBNETS): one public address each."""
 
 USAGE_NOT_INCLUDED = (
     "S3 storage, requests and data transfer",
@@ -52,6 +54,8 @@ USAGE_NOT_INCLUDED = (
     "CloudWatch Logs ingestion and storage",
     "RDS backup storage beyond the database size",
     "Cloud Map registered instances and lookups",
+    "the private UI's task while someone has it open (Fargate, $0.01-0.04 an hour with its address)",
+    "load balancer capacity units (LCUs) of the UI's load balancer",
 )
 
 
@@ -274,7 +278,10 @@ def estimate_monthly_cost(
 
     if settings.metadata.enabled:
         _database_lines(lines, settings, today)
-        _metadata_service_lines(lines, settings, public_ip=public_subnets and not settings.network.private_subnets)
+        public_ip = public_subnets and not settings.network.private_subnets
+        _metadata_service_lines(lines, settings, public_ip=public_ip)
+        if settings.ui.enabled:
+            _ui_lines(lines, settings, public_ip=public_ip)
 
     return CostEstimate(region, lines.lines, table.read_on, lines.estimated)
 
@@ -315,40 +322,64 @@ def _database_lines(lines: _Lines, settings: Settings, today: datetime.date) -> 
         )
 
 
-def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
-    service, table, region = settings.metadata, lines.table, lines.region
-    discount = 1.0
-    kind = "Fargate"
-    if service.spot:
-        spot = table.price(region, "fargate", "spot_discount")
-        discount, kind = 1.0 - spot.usd, f"Fargate Spot (~{spot.usd:.0%} below on-demand)"
-    vcpus, gigabytes = service.cpu / 1024, service.memory / 1024
-    lines.hourly(
-        f"Metadata service: {kind}, {vcpus:g} vCPU",
-        "aws:ecs/service:Service",
-        1,
-        vcpus,
-        table.price(region, "fargate", "x86_vcpu_hour"),
-        unit="vCPU-hour",
-        multiplier=discount,
-    )
-    lines.hourly(
-        f"Metadata service: {kind}, {gigabytes:g} GB",
-        "aws:ecs/service:Service",
-        0,
-        gigabytes,
-        table.price(region, "fargate", "x86_gb_hour"),
-        unit="GB-hour",
-        multiplier=discount,
-    )
+def _fargate_task_lines(lines: _Lines, label: str, cpu: int, memory: int, spot: bool, public_ip: bool) -> None:
+    """One always-running Fargate task: its vCPUs, its memory and, in public subnets, its address."""
+    table, region = lines.table, lines.region
+    discount, kind = 1.0, "Fargate"
+    if spot:
+        spot_discount = table.price(region, "fargate", "spot_discount")
+        discount, kind = 1.0 - spot_discount.usd, f"Fargate Spot (~{spot_discount.usd:.0%} below on-demand)"
+    vcpus, gigabytes = cpu / 1024, memory / 1024
+    for item, counted, quantity, price, unit in (
+        (f"{label}: {kind}, {vcpus:g} vCPU", 1, vcpus, "x86_vcpu_hour", "vCPU-hour"),
+        (f"{label}: {kind}, {gigabytes:g} GB", 0, gigabytes, "x86_gb_hour", "GB-hour"),
+    ):
+        lines.hourly(
+            item,
+            "aws:ecs/service:Service",
+            counted,
+            quantity,
+            table.price(region, "fargate", price),
+            unit=unit,
+            multiplier=discount,
+        )
     if public_ip:
         lines.hourly(
-            "Metadata service task's public IPv4 address (to pull its image; no NAT)",
+            f"{label} task's public IPv4 address (to pull its image; no NAT)",
             "aws:ecs/service:Service",
             0,
             1,
             table.price(region, "public_ipv4_hour"),
         )
+
+
+def _ui_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
+    """The private UI bills nothing at rest (no task, no load balancer); the other modes keep a task
+    and an application load balancer, with one public address per AZ it spans."""
+    ui, table, region = settings.ui, lines.table, lines.region
+    if ui.access is UiAccess.PRIVATE:
+        return
+    _fargate_task_lines(lines, "UI", ui.cpu, ui.memory, settings.metadata.spot, public_ip)
+    lines.hourly(
+        "UI application load balancer",
+        "aws:lb/loadBalancer:LoadBalancer",
+        1,
+        1,
+        table.price(region, "load_balancer_hour", "application"),
+        unit="LB-hour",
+    )
+    lines.hourly(
+        f"UI load balancer's public IPv4 addresses ({UI_LOAD_BALANCER_AZS} AZs)",
+        "aws:lb/loadBalancer:LoadBalancer",
+        0,
+        UI_LOAD_BALANCER_AZS,
+        table.price(region, "public_ipv4_hour"),
+    )
+
+
+def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
+    service, table, region = settings.metadata, lines.table, lines.region
+    _fargate_task_lines(lines, "Metadata service", service.cpu, service.memory, service.spot, public_ip)
     lines.add(
         "Secrets Manager: database password and API key",
         "aws:secretsmanager/secret:Secret",

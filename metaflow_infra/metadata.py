@@ -134,6 +134,8 @@ def container_definitions(
 class MetadataService(Component):
     url: pulumi.Output[str]
     api_key: pulumi.Output[str]
+    cluster: aws.ecs.Cluster
+    """The ECS cluster the service runs in (the UI runs there too)."""
 
     def __init__(self, name: str, args: MetadataServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("MetadataService", name, opts)
@@ -182,7 +184,8 @@ class MetadataService(Component):
         cluster = aws.ecs.Cluster(
             name, settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="disabled")], opts=self.child()
         )
-        capacity = aws.ecs.ClusterCapacityProviders(
+        self.cluster = cluster
+        self.capacity = capacity = aws.ecs.ClusterCapacityProviders(
             name, cluster_name=cluster.name, capacity_providers=["FARGATE", "FARGATE_SPOT"], opts=self.child()
         )
         task = aws.ecs.TaskDefinition(

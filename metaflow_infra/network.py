@@ -88,13 +88,34 @@ def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> str | None:
     return None
 
 
+UI_PORT = 8083
+
+
+@dataclass(frozen=True)
+class UiIngress:
+    """Who may open the UI: no one from outside (a tunnel only), or these networks through a load balancer."""
+
+    load_balancer_cidrs: Sequence[str] = ()
+    """Empty: no load balancer, no ingress at all (the private UI)."""
+    ports: Sequence[int] = ()
+    """The load balancer's listener ports."""
+
+
+@dataclass(frozen=True)
+class UiGroups:
+    vpc_id: pulumi.Output[str]
+    task: pulumi.Output[str]
+    load_balancer: pulumi.Output[str] | None
+
+
 @dataclass(frozen=True)
 class ServiceGroups:
-    """Security groups of the metadata service's hops: endpoint -> service -> database."""
+    """Security groups of the metadata service's hops: endpoint -> service -> database (and of the UI)."""
 
     endpoint: pulumi.Output[str]
     service: pulumi.Output[str]
     database: pulumi.Output[str]
+    ui: UiGroups | None = None
 
 
 class Network(Component):
@@ -112,6 +133,7 @@ class Network(Component):
         region: str,
         with_metadata_service: bool,
         opts: pulumi.ResourceOptions | None = None,
+        ui: UiIngress | None = None,
     ) -> None:
         super().__init__("Network", name, opts)
         # Zones where VPC links or Fargate do not run: left out, or refused for the service.
@@ -125,7 +147,7 @@ class Network(Component):
         else:
             self._create_vpc(settings.vpc_cidr)
             self.public_subnets = True
-        self._create_security_groups(with_metadata_service)
+        self._create_security_groups(with_metadata_service, ui)
         self.register_outputs(
             {
                 "vpcId": self.vpc_id,
@@ -276,7 +298,7 @@ class Network(Component):
             opts=self.child(),
         )
 
-    def _create_security_groups(self, with_metadata_service: bool) -> None:
+    def _create_security_groups(self, with_metadata_service: bool, ui: UiIngress | None) -> None:
         batch = self._security_group("batch", "Metaflow Batch jobs: no ingress, egress to AWS APIs and PyPI")
         self._egress_anywhere("batch", batch, "ECS, ECR, S3, PyPI and the metadata service")
         self.batch_security_group_id = batch.id
@@ -288,4 +310,33 @@ class Network(Component):
         self._egress_anywhere("metadata", metadata, "image pull, Secrets Manager, logs", port=HTTPS_PORT)
         self._hop(endpoint, metadata, METADATA_PORT, "endpoint-to-metadata")
         self._hop(metadata, database, POSTGRES_PORT, "metadata-to-database")
-        self.service_groups = ServiceGroups(endpoint=endpoint.id, service=metadata.id, database=database.id)
+        self.service_groups = ServiceGroups(
+            endpoint=endpoint.id,
+            service=metadata.id,
+            database=database.id,
+            ui=self._ui_groups(ui, database) if ui is not None else None,
+        )
+
+    def _ui_groups(self, ui: UiIngress, database: aws.ec2.SecurityGroup) -> UiGroups:
+        """The UI task reaches the database and AWS APIs; only its load balancer, if any, reaches it."""
+        task = self._security_group("ui", "Metaflow UI task")
+        self._egress_anywhere("ui", task, "image pull, S3, Secrets Manager, logs, Session Manager", port=HTTPS_PORT)
+        self._hop(task, database, POSTGRES_PORT, "ui-to-database")
+        if not ui.load_balancer_cidrs:
+            return UiGroups(vpc_id=self.vpc_id, task=task.id, load_balancer=None)
+        balancer = self._security_group("ui-lb", "Metaflow UI load balancer: only the allowed networks")
+        for port in ui.ports:
+            for index, cidr in enumerate(ui.load_balancer_cidrs):
+                aws.vpc.SecurityGroupIngressRule(
+                    self.named(f"ui-lb-in-{port}-{index}"),
+                    security_group_id=balancer.id,
+                    cidr_ipv4=cidr if ":" not in cidr else None,
+                    cidr_ipv6=cidr if ":" in cidr else None,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"UI from {cidr}",
+                    opts=self.child(),
+                )
+        self._hop(balancer, task, UI_PORT, "ui-lb-to-ui")
+        return UiGroups(vpc_id=self.vpc_id, task=task.id, load_balancer=balancer.id)

@@ -196,6 +196,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"result": hashlib.sha256(resource_id.encode()).hexdigest()[:40]}
         if type_ == "random:index/randomId:RandomId":
             return {"hex": _suffix(resource_id)}
+        if type_ == "aws:lb/loadBalancer:LoadBalancer":
+            return {"dnsName": f"{resource_id}.{self.region}.elb.amazonaws.com", "zoneId": "Z35SXDOTRQ7X7K"}
         if type_ == "aws:lambda/function:Function":
             return {"invokeArn": f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations"}
         return {}

@@ -14,9 +14,10 @@ from .costs import estimate_output
 from .database import Database, DatabaseArgs
 from .datastore import Datastore
 from .metadata import MetadataService, MetadataServiceArgs, ServicePlacement
-from .network import Network
+from .network import Network, UiIngress
 from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
 from .settings import SECRET_PROVIDER_SETTINGS, AwsSettings, Settings, provider_settings
+from .ui import UI, UiArgs, ingress_cidrs, listener_ports
 
 
 def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
@@ -26,8 +27,14 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     provider = aws_provider(prefix, settings)
     opts = pulumi.ResourceOptions(providers=[provider])
 
+    ui_settings = settings.ui
     network = Network(
-        prefix, settings.network, settings.region, with_metadata_service=settings.metadata.enabled, opts=opts
+        prefix,
+        settings.network,
+        settings.region,
+        with_metadata_service=settings.metadata.enabled,
+        opts=opts,
+        ui=UiIngress(ingress_cidrs(ui_settings), listener_ports(ui_settings)) if ui_settings.enabled else None,
     )
     datastore = Datastore(prefix, settings.datastore, opts=opts)
     compute = Compute(
@@ -38,27 +45,14 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         instance_tags=settings.tags,
         opts=opts,
     )
-    # What people attach to their own IAM identity to use the stack: the roles it may pass are
-    # exactly those the profile names.
-    passable_roles = [compute.task_role_arn] + ([compute.execution_role_arn] if compute.execution_role_arn else [])
-    access = Access(
-        prefix,
-        AccessArgs(
-            region=settings.region,
-            bucket_arn=datastore.bucket_arn,
-            job_queue_arns=[compute.job_queue_arn],
-            passable_role_arns=passable_roles,
-        ),
-        opts=opts,
-    )
     outputs: dict[str, pulumi.Output[Any]] = {
         "bucketName": datastore.bucket_name,
         "jobQueueArn": compute.job_queue_arn,
-        "userPolicyArn": access.user_policy_arn,
         "estimatedMonthlyCost": pulumi.Output.from_input(estimate_output(settings, network.public_subnets)),
     }
 
     service: MetadataService | None = None
+    ui: UI | None = None
     groups = network.service_groups
     if groups is not None:
         database = Database(prefix, DatabaseArgs(settings.db, network.subnet_ids, groups.database), opts=opts)
@@ -80,6 +74,43 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
             opts=opts,
         )
         outputs["serviceUrl"] = service.url
+        if groups.ui is not None:
+            ui = UI(
+                prefix,
+                UiArgs(
+                    settings=ui_settings,
+                    image=settings.metadata.image,
+                    spot=settings.metadata.spot,
+                    region=settings.region,
+                    cluster=service.cluster,
+                    capacity=service.capacity,
+                    database=database.endpoint,
+                    bucket_name=datastore.bucket_name,
+                    bucket_arn=datastore.bucket_arn,
+                    subnet_ids=network.subnet_ids,
+                    assign_public_ip=network.public_subnets,
+                    groups=groups.ui,
+                ),
+                opts=opts,
+            )
+            outputs["uiUrl"] = ui.url
+            outputs["ui"] = ui.description
+
+    # What people attach to their own IAM identity to use the stack: the roles it may pass are
+    # exactly those the profile names.
+    passable_roles = [compute.task_role_arn] + ([compute.execution_role_arn] if compute.execution_role_arn else [])
+    access = Access(
+        prefix,
+        AccessArgs(
+            region=settings.region,
+            bucket_arn=datastore.bucket_arn,
+            job_queue_arns=[compute.job_queue_arn],
+            passable_role_arns=passable_roles,
+            ui_service=ui.tunnel_target if ui is not None and ui.tunnel_target is not None else None,
+        ),
+        opts=opts,
+    )
+    outputs["userPolicyArn"] = access.user_policy_arn
 
     profile = pulumi.Output.all(
         bucket_name=datastore.bucket_name,
@@ -88,6 +119,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         fargate_execution_role_arn=compute.execution_role_arn,
         service_url=service.url if service else None,
         api_key=service.api_key if service else None,
+        ui_url=outputs.get("uiUrl"),
         job_tags=settings.tags,
     ).apply(_profile)
     # With the API key inside, the whole profile is a secret.

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 Policy = dict[str, Any]
+Statement = dict[str, Any]
 VERSION = "2012-10-17"
 
 
@@ -75,6 +76,36 @@ def task_role_policy(bucket_arn: str) -> Policy:
     return document(*datastore_statements(bucket_arn))
 
 
+def ui_task_policy(bucket_arn: str, exec_channel: bool) -> Policy:
+    """The UI backend reads artifacts, logs and cards from the datastore, and writes nothing. With
+    `exec_channel`, the Session Manager channel ECS Exec port forwarding opens into the task."""
+    statements: list[dict[str, Any]] = [
+        {"Sid": "ListDatastore", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn]},
+        {
+            "Sid": "ReadDatastoreObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [object_arns(bucket_arn)],
+        },
+    ]
+    if exec_channel:
+        # ssmmessages accepts no resource-level permissions: "*" is all AWS allows.
+        statements.append(
+            {
+                "Sid": "SessionManagerChannel",
+                "Effect": "Allow",
+                "Resource": "*",
+                "Action": [
+                    "ssmmessages:CreateControlChannel",
+                    "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel",
+                    "ssmmessages:OpenDataChannel",
+                ],
+            }
+        )
+    return document(*statements)
+
+
 JOB_DEFINITION_NAMES = "metaflow_*"
 """Metaflow names every job definition it registers `metaflow_<sha224 of the definition>`
 (`plugins/aws/batch/batch_client.py`:439-441). SubmitJob sees the definition with its revision
@@ -98,6 +129,7 @@ def user_policy(
     bucket_arn: str,
     job_queue_arns: Sequence[str],
     passable_role_arns: Sequence[str],
+    extra: Sequence[Statement] = (),
 ) -> Policy:
     """What a person (IAM user or role) needs to run `@batch` flows against this stack with metaflow
     2.19.39, and nothing more. The metadata service needs no IAM: it admits requests by API key.
@@ -168,7 +200,54 @@ def user_policy(
                 f":log-stream:{JOB_DEFINITION_NAMES}"
             ],
         },
+        *extra,
     )
+
+
+UI_TUNNEL_DOCUMENT = "AWS-StartPortForwardingSession"
+"""The one Session Manager document people may start on the UI's task: forwarding its own port only
+(not `...ToRemoteHost`, which would reach the database through it; not a shell)."""
+
+
+def ui_tunnel_statements(*, partition: str, region: str, account: str, cluster: str, service: str) -> list[Statement]:
+    """What `python -m metaflow_infra ui` calls to start the private UI, tunnel to it and stop it."""
+    ecs = f"arn:{partition}:ecs:{region}:{account}"
+    tasks = f"{ecs}:task/{cluster}/*"
+    return [
+        {
+            "Sid": "StartAndStopTheUi",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeServices", "ecs:UpdateService"],
+            "Resource": [f"{ecs}:service/{cluster}/{service}"],
+        },
+        {
+            # ListTasks names no resource for Fargate tasks; the cluster condition is its only scope.
+            "Sid": "FindTheUiTask",
+            "Effect": "Allow",
+            "Action": ["ecs:ListTasks"],
+            "Resource": "*",
+            "Condition": {"ArnEquals": {"ecs:cluster": f"{ecs}:cluster/{cluster}"}},
+        },
+        {"Sid": "DescribeTheUiTask", "Effect": "Allow", "Action": ["ecs:DescribeTasks"], "Resource": [tasks]},
+        {
+            # The document check makes Session Manager authorize the document too, so a session
+            # without one (a shell) is refused.
+            "Sid": "ForwardTheUiPort",
+            "Effect": "Allow",
+            "Action": ["ssm:StartSession"],
+            "Resource": [tasks, f"arn:{partition}:ssm:{region}::document/{UI_TUNNEL_DOCUMENT}"],
+            "Condition": {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}},
+        },
+        {
+            "Sid": "EndOwnSessions",
+            "Effect": "Allow",
+            "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+            "Resource": [f"arn:{partition}:ssm:{region}:{account}:session/*"],
+            "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": ["${aws:userid}"]}},
+        },
+        # DescribeSessions accepts no resource-level permissions: "*" is all AWS allows.
+        {"Sid": "SeeWhoElseIsIn", "Effect": "Allow", "Action": ["ssm:DescribeSessions"], "Resource": "*"},
+    ]
 
 
 def tls_only_bucket_policy(bucket_arn: str) -> Policy:

@@ -37,6 +37,7 @@ class ProfileInputs:
     task_role_arn: str
     fargate_execution_role_arn: str | None = None
     metadata: MetadataEndpoint | None = None
+    ui_url: str | None = None
     job_tags: dict[str, str] | None = None
     """Tags for every Batch job Metaflow submits (and, propagated, its ECS task): the bill splits by them."""
 
@@ -50,6 +51,8 @@ def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
         "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": inputs.task_role_arn,
         "METAFLOW_DEFAULT_METADATA": "service" if inputs.metadata else "local",
     }
+    if inputs.ui_url:
+        profile["METAFLOW_UI_URL"] = inputs.ui_url
     if inputs.job_tags:
         profile["METAFLOW_BATCH_EMIT_TAGS"] = "true"
         profile["METAFLOW_BATCH_DEFAULT_TAGS"] = json.dumps(inputs.job_tags, sort_keys=True)

@@ -30,6 +30,17 @@ EXISTING_SUBNETS = {
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "minimal": ("minimal", {}, {}),
     "dev-prefix-team": ("dev", {"metaflow:prefix": "team"}, {}),
+    "dev-ui-private": ("dev", {"ui:enabled": True}, {}),
+    "dev-ui-public": (
+        "dev",
+        {
+            "ui:enabled": True,
+            "ui:access": "public",
+            "ui:domain": "mf.example.com",
+            "ui:certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/1234abcd-12ab",
+        },
+        {},
+    ),
     "dev": ("dev", {}, {}),
     "dev-fargate-compute": ("dev", {"compute:type": "fargate_spot"}, {}),
     "dev-existing-network": (

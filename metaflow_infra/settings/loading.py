@@ -38,6 +38,8 @@ from .models import (
     DbSettings,
     MetadataSettings,
     Settings,
+    UiAccess,
+    UiAuth,
     is_available,
     key_fields,
     known_keys,
@@ -217,6 +219,68 @@ def _conflicting_keys(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+UI_MODE_KEYS = {
+    "ui:certificateArn": (UiAccess.ALLOW_LIST, UiAccess.PUBLIC),
+    "ui:allowedCidrs": (UiAccess.ALLOW_LIST,),
+    "ui:auth": (UiAccess.PUBLIC,),
+    "ui:oidc": (UiAccess.PUBLIC,),
+    "ui:domain": (UiAccess.ALLOW_LIST, UiAccess.PUBLIC),
+    "ui:hostedZoneId": (UiAccess.ALLOW_LIST, UiAccess.PUBLIC),
+}
+"""UI keys and the access modes they mean something in."""
+
+
+def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    """The UI's keys fit together: nothing unsafe, nothing incomplete, nothing ignored."""
+    ui, problems = settings.ui, []
+    set_keys = [key for key in raw if key.startswith("ui:") and key != "ui:enabled"]
+    if not ui.enabled:
+        return [f"{key} has no effect while ui:enabled is false; set ui:enabled true or unset it" for key in set_keys]
+    if not settings.metadata.enabled:
+        problems.append(
+            "ui:enabled needs the metadata service and its database: set metadata:enabled true (the dev preset has it)"
+        )
+    mode = ui.access.value
+    for key, modes in UI_MODE_KEYS.items():
+        if key in raw and ui.access not in modes:
+            problems.append(
+                f"{key} does not apply to ui:access {mode}; it is for {' or '.join(m.value for m in modes)}: unset it"
+            )
+    if ui.access is UiAccess.ALLOW_LIST:
+        if not ui.allowed_cidrs:
+            problems.append(
+                "ui:access allowList needs ui:allowedCidrs: the networks that may reach the UI, "
+                "e.g. pulumi config set ui:allowedCidrs '[\"203.0.113.0/24\"]'"
+            )
+        everyone = [cidr for cidr in ui.allowed_cidrs or [] if cidr.endswith("/0")]
+        if everyone:
+            problems.append(
+                f"ui:allowedCidrs {', '.join(everyone)} lets everyone in without signing in: use "
+                "ui:access public (HTTPS and sign-in) instead, or name your networks"
+            )
+    if ui.access is UiAccess.PUBLIC:
+        if ui.certificate_arn is None or ui.domain is None:
+            problems.append(
+                "ui:access public needs ui:certificateArn and ui:domain (the name the certificate is "
+                "for): a public UI is served over HTTPS only, behind sign-in"
+            )
+        if ui.auth is UiAuth.OIDC and ui.oidc is None:
+            problems.append(
+                "ui:auth oidc needs ui:oidc: {issuer, authorizationEndpoint, tokenEndpoint, "
+                "userInfoEndpoint, clientId, clientSecret} (pulumi config set --secret --path ...)"
+            )
+        if ui.auth is UiAuth.COGNITO and ui.oidc is not None:
+            problems.append("ui:oidc does not apply to ui:auth cognito: set ui:auth oidc or unset ui:oidc")
+    if ui.certificate_arn is not None and ui.certificate_arn.split(":")[3] != settings.region:
+        problems.append(
+            f"ui:certificateArn is in {ui.certificate_arn.split(':')[3]}: a load balancer in "
+            f"{settings.region} needs a certificate from ACM in {settings.region}"
+        )
+    if ui.hosted_zone_id is not None and ui.domain is None:
+        problems.append("ui:hostedZoneId needs ui:domain: the record to create in it")
+    return problems
+
+
 def _aws_value_problems(settings: Settings) -> list[str]:
     """Values AWS's own rules refuse (data in aws_rules.toml)."""
     problems = region_problems(REGION_KEY, settings.region)
@@ -263,7 +327,7 @@ def load_settings(
     problems += _instance_type_problems(
         "compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False
     )
-    problems += _conflicting_keys(settings, raw) + _aws_value_problems(settings)
+    problems += _conflicting_keys(settings, raw) + _ui_problems(settings, raw) + _aws_value_problems(settings)
     if problems:
         raise config_error(problems)
     return settings

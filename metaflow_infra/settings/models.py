@@ -51,6 +51,19 @@ def documented_meaning(info: FieldInfo) -> str:
     return description if is_available(info) else f"{description} ({NOT_AVAILABLE})"
 
 
+def fargate_size_problem(namespace: str, cpu: int, memory: int) -> str | None:
+    """Why `cpu`/`memory` is not a Fargate task size, or None."""
+    if cpu not in FARGATE_MEMORY_BY_CPU:
+        return f"{namespace}:cpu {cpu} is not a Fargate size; accepted: {', '.join(map(str, FARGATE_MEMORY_BY_CPU))}"
+    allowed = FARGATE_MEMORY_BY_CPU[cpu]
+    if memory not in allowed:
+        return (
+            f"{namespace}:memory {memory} does not fit {namespace}:cpu {cpu} on Fargate; accepted: "
+            f"{allowed.start} to {allowed.stop - 1} MiB in steps of {allowed.step}"
+        )
+    return None
+
+
 class Namespace(BaseModel):
     """One config namespace: camelCase keys, unknown keys refused, values immutable."""
 
@@ -236,16 +249,9 @@ class MetadataSettings(Namespace):
 
     @model_validator(mode="after")
     def _fargate_size(self) -> MetadataSettings:
-        if self.cpu not in FARGATE_MEMORY_BY_CPU:
-            raise ValueError(
-                f"metadata:cpu {self.cpu} is not a Fargate size; accepted: {', '.join(map(str, FARGATE_MEMORY_BY_CPU))}"
-            )
-        allowed = FARGATE_MEMORY_BY_CPU[self.cpu]
-        if self.memory not in allowed:
-            raise ValueError(
-                f"metadata:memory {self.memory} does not fit metadata:cpu {self.cpu} on Fargate; accepted: "
-                f"{allowed.start} to {allowed.stop - 1} MiB in steps of {allowed.step}"
-            )
+        problem = fargate_size_problem("metadata", self.cpu, self.memory)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -282,13 +288,63 @@ class StepFunctionsSettings(Namespace):
     )
 
 
+class UiAccess(str, Enum):
+    PRIVATE = "private"
+    ALLOW_LIST = "allowList"
+    PUBLIC = "public"
+
+
+class UiAuth(str, Enum):
+    COGNITO = "cognito"
+    OIDC = "oidc"
+
+
+class OidcSettings(Namespace):
+    """An OpenID Connect identity provider for the load balancer's sign-in (`ui:oidc`)."""
+
+    issuer: Annotated[str, Field(pattern=r"^https://\S+$")]
+    authorization_endpoint: Annotated[str, Field(pattern=r"^https://\S+$")]
+    token_endpoint: Annotated[str, Field(pattern=r"^https://\S+$")]
+    user_info_endpoint: Annotated[str, Field(pattern=r"^https://\S+$")]
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: Annotated[str, Field(min_length=1)]
+
+
+DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+
+
 class UiSettings(Namespace):
-    enabled: Bool = setting(False, "the Metaflow UI", available=False)
+    enabled: Bool = setting(False, "the Metaflow UI (needs metadata:enabled); alone it is private")
+    access: UiAccess = setting(
+        UiAccess.PRIVATE,
+        "private (no ingress; `python -m metaflow_infra ui` opens a tunnel), allowList (a load balancer only "
+        "ui:allowedCidrs reach) or public (HTTPS and sign-in)",
+    )
     certificate_arn: Annotated[
         str | None, Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
-    ] = setting(None, "ACM certificate for HTTPS on the UI", available=False)
-    allowed_cidrs: CidrList | None = setting(None, "networks allowed to reach the UI (list of CIDRs)", available=False)
-    domain: str | None = setting(None, "domain name of the UI", available=False)
+    ] = setting(None, "ACM certificate (in the stack's region) for HTTPS on the UI; required for public")
+    allowed_cidrs: CidrList | None = setting(None, "networks allowed to reach the UI (list of CIDRs; allowList)")
+    auth: UiAuth = setting(UiAuth.COGNITO, "sign-in for public: cognito (a user pool of this stack) or oidc")
+    oidc: Annotated[OidcSettings | None, BeforeValidator(parse_json)] = setting(
+        None,
+        "structured: issuer, authorizationEndpoint, tokenEndpoint, userInfoEndpoint, clientId, clientSecret "
+        "(set it as a secret)",
+    )
+    domain: Annotated[str | None, Field(pattern=DOMAIN_PATTERN, max_length=253)] = setting(
+        None, "DNS name of the UI (the certificate's); required for public"
+    )
+    hosted_zone_id: Annotated[str | None, Field(pattern=r"^Z[A-Z0-9]{1,31}$")] = setting(
+        None, "Route 53 hosted zone to create the ui:domain record in"
+    )
+    cpu: Int = setting(512, "Fargate CPU units of the UI task")
+    memory: Int = setting(2048, "Fargate memory (MiB) of the UI task; must fit ui:cpu")
+
+    @model_validator(mode="after")
+    def _fargate_size(self) -> UiSettings:
+        problem = fargate_size_problem("ui", self.cpu, self.memory)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class EcrSettings(Namespace):
