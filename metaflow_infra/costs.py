@@ -398,12 +398,13 @@ def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) 
     )
 
 
-def terraform_defaults_estimate(region: str, table: PriceTable | None = None) -> CostEstimate:
-    """The Terraform module's default always-on resources, priced with the same table."""
+def terraform_defaults_estimate(region: str, table: PriceTable | None = None, section: str = "items") -> CostEstimate:
+    """The Terraform module's default always-on resources (`section` "ui_items": its UI's), priced with
+    the same table."""
     table = table or price_table()
     inventory = tomllib.loads(resources.files("metaflow_infra").joinpath("data", "terraform_defaults.toml").read_text())
     lines = _Lines(table, region)
-    for entry in inventory["items"]:
+    for entry in inventory[section]:
         price = table.price(region, *entry["price"])
         if entry.get("monthly"):
             lines.add(entry["item"], "terraform", 0, entry["quantity"], entry["unit"], price)

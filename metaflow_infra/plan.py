@@ -131,9 +131,19 @@ def preset_estimates(region: str) -> dict[str, CostEstimate]:
     return estimates
 
 
+UI_VARIANTS = {
+    "`dev` + private UI": {"ui:enabled": "true"},
+    "`dev` + allow-listed UI": {"ui:enabled": "true", "ui:access": "allowList", "ui:allowedCidrs": "203.0.113.0/24"},
+}
+"""The UI's modes, priced on the dev preset (public prices like allowList: the sign-in bills per user)."""
+
+
 def comparison_document(region: str) -> dict[str, Any]:
-    terraform = terraform_defaults_estimate(region)
-    columns = {**preset_estimates(region), "terraform-aws-metaflow defaults": terraform}
+    columns = {**preset_estimates(region), "terraform-aws-metaflow defaults": terraform_defaults_estimate(region)}
+    for name, overrides in UI_VARIANTS.items():
+        settings = load_settings({"aws:region": region, **overrides}, stack="compare")
+        columns[name] = estimate_monthly_cost(settings)
+    columns["terraform-aws-metaflow UI alone"] = terraform_defaults_estimate(region, section="ui_items")
     return {name: estimate.as_output() for name, estimate in columns.items()}
 
 
