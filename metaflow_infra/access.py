@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .policies import ui_tunnel_statements, user_policy
+from .policies import step_secrets_statements, ui_tunnel_statements, user_policy
 
 DESCRIPTION = "Run Metaflow flows on this stack: its Batch queue, its datastore, its job logs"
 """Constant: IAM replaces a policy whose description changes, and an attached policy cannot be deleted."""
@@ -31,6 +31,8 @@ class AccessArgs:
     """The roles the Metaflow profile names: the task role, and the Fargate execution role if any."""
     ui_service: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
     """(cluster name, service name) of the private UI, which people start and tunnel to."""
+    secrets_name_prefix: str | None = None
+    """With @secrets: people running steps locally read the same secrets their Batch tasks do."""
 
 
 class Access(Component):
@@ -49,15 +51,29 @@ class Access(Component):
                     bucket_arn=values["bucket_arn"],
                     job_queue_arns=values["job_queue_arns"],
                     passable_role_arns=values["passable_role_arns"],
-                    extra=ui_tunnel_statements(
-                        partition=partition,
-                        region=args.region,
-                        account=account,
-                        cluster=values["ui"][0],
-                        service=values["ui"][1],
-                    )
-                    if values["ui"]
-                    else (),
+                    extra=[
+                        *(
+                            ui_tunnel_statements(
+                                partition=partition,
+                                region=args.region,
+                                account=account,
+                                cluster=values["ui"][0],
+                                service=values["ui"][1],
+                            )
+                            if values["ui"]
+                            else ()
+                        ),
+                        *(
+                            step_secrets_statements(
+                                partition=partition,
+                                region=args.region,
+                                account=account,
+                                name_prefix=args.secrets_name_prefix,
+                            )
+                            if args.secrets_name_prefix
+                            else ()
+                        ),
+                    ],
                 )
             )
 

@@ -43,6 +43,7 @@ ARN_SHAPES: dict[str, tuple[str, str]] = {
     "aws:cloudwatch/logGroup:LogGroup": ("logs", "log-group:{name}"),
     "aws:servicediscovery/service:Service": ("servicediscovery", "service/srv-{name}"),
     "aws:rds/instance:Instance": ("rds", "db:{name}"),
+    "aws:ecr/repository:Repository": ("ecr", "repository/{name}"),
 }
 GLOBAL_SERVICES = {"iam", "s3"}
 PYTHON_MODULES = {"lambda": "lambda_", "index": ""}
@@ -196,6 +197,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"result": hashlib.sha256(resource_id.encode()).hexdigest()[:40]}
         if type_ == "random:index/randomId:RandomId":
             return {"hex": _suffix(resource_id)}
+        if type_ == "aws:ecr/repository:Repository":
+            name = arn.rsplit("repository/", 1)[-1]
+            return {"repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{name}"}
         if type_ == "aws:lb/loadBalancer:LoadBalancer":
             return {"dnsName": f"{resource_id}.{self.region}.elb.amazonaws.com", "zoneId": "Z35SXDOTRQ7X7K"}
         if type_ == "aws:lambda/function:Function":

@@ -16,7 +16,9 @@ from .datastore import Datastore
 from .metadata import MetadataService, MetadataServiceArgs, ServicePlacement
 from .network import Network, UiIngress
 from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
+from .registry import Registry
 from .settings import SECRET_PROVIDER_SETTINGS, AwsSettings, Settings, provider_settings
+from .step_secrets import StepSecrets
 from .ui import UI, UiArgs, ingress_cidrs, listener_ports
 
 
@@ -51,6 +53,10 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         "estimatedMonthlyCost": pulumi.Output.from_input(estimate_output(settings, network.public_subnets)),
     }
 
+    registry = Registry(prefix, settings.ecr, settings.stack, opts=opts) if settings.ecr.enabled else None
+    step_secrets = (
+        StepSecrets(prefix, settings.region, compute.task_role_arn, opts=opts) if settings.secrets.enabled else None
+    )
     service: MetadataService | None = None
     ui: UI | None = None
     groups = network.service_groups
@@ -107,6 +113,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
             job_queue_arns=[compute.job_queue_arn],
             passable_role_arns=passable_roles,
             ui_service=ui.tunnel_target if ui is not None and ui.tunnel_target is not None else None,
+            secrets_name_prefix=step_secrets.name_prefix if step_secrets is not None else None,
         ),
         opts=opts,
     )
@@ -120,6 +127,11 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         service_url=service.url if service else None,
         api_key=service.api_key if service else None,
         ui_url=outputs.get("uiUrl"),
+        container_registry=registry.registry if registry else None,
+        container_image=registry.repository_name.apply(lambda name: f"{name}:{settings.ecr.image_tag}")
+        if registry and settings.ecr.image_tag
+        else None,
+        secrets_region=settings.region if step_secrets else None,
         job_tags=settings.tags,
     ).apply(_profile)
     # With the API key inside, the whole profile is a secret.

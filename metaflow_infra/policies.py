@@ -284,3 +284,23 @@ def read_secret_and_write_logs(secret_arn: str, log_group_arn: str) -> Policy:
             "Resource": [f"{log_group_arn}:log-stream:*"],
         },
     )
+
+
+def step_secrets_statements(*, partition: str, region: str, account: str, name_prefix: str) -> list[Statement]:
+    """Read the secrets `@secrets` names under this stack's prefix (their ARNs end in a random
+    6-character suffix, hence the `*`). Metaflow's backend calls GetSecretValue only
+    (plugins/aws/secrets_manager/aws_secrets_manager_secrets_provider.py:134)."""
+    return [
+        {
+            "Sid": "ReadThisStacksSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name_prefix}*"],
+        }
+    ]
+
+
+def step_secrets_policy(*, partition: str, region: str, account: str, name_prefix: str) -> Policy:
+    return document(
+        *step_secrets_statements(partition=partition, region=region, account=account, name_prefix=name_prefix)
+    )

@@ -38,6 +38,11 @@ class ProfileInputs:
     fargate_execution_role_arn: str | None = None
     metadata: MetadataEndpoint | None = None
     ui_url: str | None = None
+    container_registry: str | None = None
+    """The stack's ECR registry: image names without a registry resolve against it."""
+    container_image: str | None = None
+    secrets_region: str | None = None
+    """With @secrets: the region of the Secrets Manager secrets steps read."""
     job_tags: dict[str, str] | None = None
     """Tags for every Batch job Metaflow submits (and, propagated, its ECS task): the bill splits by them."""
 
@@ -51,6 +56,13 @@ def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
         "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": inputs.task_role_arn,
         "METAFLOW_DEFAULT_METADATA": "service" if inputs.metadata else "local",
     }
+    if inputs.container_registry:
+        profile["METAFLOW_BATCH_CONTAINER_REGISTRY"] = inputs.container_registry
+    if inputs.container_image:
+        profile["METAFLOW_BATCH_CONTAINER_IMAGE"] = inputs.container_image
+    if inputs.secrets_region:
+        profile["METAFLOW_DEFAULT_SECRETS_BACKEND_TYPE"] = "aws-secrets-manager"
+        profile["METAFLOW_AWS_SECRETS_MANAGER_DEFAULT_REGION"] = inputs.secrets_region
     if inputs.ui_url:
         profile["METAFLOW_UI_URL"] = inputs.ui_url
     if inputs.job_tags:

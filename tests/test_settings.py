@@ -297,8 +297,6 @@ NOT_YET = {
     "compute:gpuMaxVcpus": 8,
     "compute:multiNode": True,
     "stepFunctions:enabled": True,
-    "ecr:enabled": True,
-    "secrets:enabled": True,
     "alerts:email": "ops@example.com",
     "budget:monthlyUsd": 100,
     "budget:email": "ops@example.com",

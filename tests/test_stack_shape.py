@@ -28,11 +28,12 @@ def test_every_resource_belongs_to_one_of_the_components(minimal: OfflineRun) ->
             assert component is not None, f"{resource.name} has no component parent"
 
 
-def test_dev_adds_the_database_and_metadata_service_components() -> None:
+def test_dev_adds_the_database_metadata_service_and_step_secrets_components() -> None:
     run = offline("dev")
     assert {r.type for r in run.resources if r.is_component} == COMPONENTS | {
         "metaflow:infra:Database",
         "metaflow:infra:MetadataService",
+        "metaflow:infra:StepSecrets",
     }
     assert all(run.component_of(r) is not None for r in run.resources if r.type.startswith(("aws:", "random:")))
 

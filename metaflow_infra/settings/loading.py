@@ -281,6 +281,20 @@ def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+SWITCHED_NAMESPACES = ("ecr",)
+"""Namespaces whose other keys mean nothing while their `enabled` switch is off."""
+
+
+def _switched_off_keys(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{key} has no effect while {namespace}:enabled is false; set {namespace}:enabled true or unset it"
+        for namespace in SWITCHED_NAMESPACES
+        if not settings.value(f"{namespace}:enabled")
+        for key in raw
+        if key.startswith(f"{namespace}:") and key != f"{namespace}:enabled"
+    ]
+
+
 def _aws_value_problems(settings: Settings) -> list[str]:
     """Values AWS's own rules refuse (data in aws_rules.toml)."""
     problems = region_problems(REGION_KEY, settings.region)
@@ -327,7 +341,8 @@ def load_settings(
     problems += _instance_type_problems(
         "compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False
     )
-    problems += _conflicting_keys(settings, raw) + _ui_problems(settings, raw) + _aws_value_problems(settings)
+    problems += _conflicting_keys(settings, raw) + _ui_problems(settings, raw) + _switched_off_keys(settings, raw)
+    problems += _aws_value_problems(settings)
     if problems:
         raise config_error(problems)
     return settings

@@ -348,11 +348,18 @@ class UiSettings(Namespace):
 
 
 class EcrSettings(Namespace):
-    enabled: Bool = setting(False, "an ECR repository for step images", available=False)
+    enabled: Bool = setting(False, "an ECR repository for step images (scanned on push)")
+    keep_images: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=10000)] = setting(
+        30, "the newest images the repository keeps; older ones expire"
+    )
+    immutable_tags: Bool = setting(False, "refuse to push a tag that already exists")
+    image_tag: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = setting(
+        None, "a tag in the repository: steps run in that image by default (METAFLOW_BATCH_CONTAINER_IMAGE)"
+    )
 
 
 class SecretsSettings(Namespace):
-    enabled: Bool = setting(False, "@secrets through Secrets Manager", available=False)
+    enabled: Bool = setting(False, "@secrets through Secrets Manager: steps may read secrets named <prefix>/...")
 
 
 class AlertsSettings(Namespace):
