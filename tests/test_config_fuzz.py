@@ -67,5 +67,26 @@ def test_any_value_is_accepted_or_refused_by_name(key: str, value: Any) -> None:
         loaded = load_settings(raw, stack="dev", today=TODAY)
     except ConfigError as err:
         assert key in str(err), f"the error does not name {key}: {err}"
+        assert "should match pattern" not in str(err), f"a regex reached the user: {err}"
         return
     assert not aws_model_problems(loaded), (key, value)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("aws:region", "mars-1"),
+        ("metaflow:prefix", "Team"),
+        ("network:vpcId", "vpc-x"),
+        ("ui:domain", "Bad_Domain"),
+        ("aws:allowedAccountIds", '["12"]'),
+        ("ecr:imageTag", ".bad"),
+    ],
+)
+def test_a_value_in_the_wrong_format_is_explained_with_an_example(key: str, value: str) -> None:
+    raw = {"aws:region": "us-east-1", "metaflow:preset": "dev", "ui:enabled": "true", "ecr:enabled": "true", key: value}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(raw, stack="dev", today=TODAY)
+    message = str(raised.value)
+    assert "accepted: " in message and ("such as" in message or "e.g." in message)
+    assert "pattern" not in message and "^" not in message

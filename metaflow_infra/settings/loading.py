@@ -93,10 +93,38 @@ def _region(raw: Mapping[str, Any]) -> str:
     return str(region)
 
 
+FORMAT_EXAMPLES = {
+    "aws:region": "a region name such as us-east-1 or eu-west-1",
+    "aws:assumeRoles.roleArn": "an IAM role ARN such as arn:aws:iam::123456789012:role/deployer",
+    "aws:allowedAccountIds": "12-digit account ids such as 123456789012",
+    "aws:forbiddenAccountIds": "12-digit account ids such as 123456789012",
+    "metaflow:prefix": "lowercase letters, digits and single hyphens, starting with a letter, e.g. team-a",
+    "network:vpcId": "a VPC id such as vpc-0123456789abcdef0",
+    "datastore:kmsKey": "a KMS key ARN such as arn:aws:kms:us-east-1:123456789012:key/<key id>",
+    "ui:certificateArn": "an ACM certificate ARN such as arn:aws:acm:us-east-1:123456789012:certificate/<id>",
+    "ui:domain": "a lowercase DNS name such as metaflow.example.com",
+    "ui:hostedZoneId": "a Route 53 zone id such as Z0123456789ABCDEFGHIJ",
+    "ui:oidc": "https:// URLs for the issuer and endpoints",
+    "ecr:imageTag": "an image tag such as py311 (letters, digits, '_', '.', '-'; up to 128)",
+}
+"""What a valid value looks like, for keys checked against a format: users see this, never a regex."""
+
+
+def _format_example(key: str) -> str:
+    base = key.split("[", 1)[0]
+    for candidate in (base, base.rsplit(".", 1)[0], base.split(".", 1)[0]):
+        if candidate in FORMAT_EXAMPLES:
+            return FORMAT_EXAMPLES[candidate]
+    return "a value in the documented format (see the README's configuration table)"
+
+
 def _describe_error(error: Any) -> str:
     loc = [str(part) for part in error["loc"]]
     namespace = loc[0] if loc else ""
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "accepted: ")
+    if error.get("type") == "string_pattern_mismatch" and len(loc) >= 2:
+        path = f"{namespace}:{loc[1]}" + "".join(f".{part}" for part in loc[2:] if not part.isdigit())
+        message = f"not in the expected format; accepted: {_format_example(path)}"
     if len(loc) < 2:  # a namespace-level check: its message names the keys
         return message
     key = f"{namespace}:{loc[1]}" + "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in loc[2:])
