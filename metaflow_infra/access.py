@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .policies import step_secrets_statements, ui_tunnel_statements, user_policy
+from .policies import Statement, step_secrets_statements, ui_tunnel_statements, user_policy
 
 DESCRIPTION = "Run Metaflow flows on this stack: its Batch queue, its datastore, its job logs"
 """Constant: IAM replaces a policy whose description changes, and an attached policy cannot be deleted."""
@@ -33,6 +33,8 @@ class AccessArgs:
     """(cluster name, service name) of the private UI, which people start and tunnel to."""
     secrets_name_prefix: str | None = None
     """With @secrets: people running steps locally read the same secrets their Batch tasks do."""
+    extra_statements: pulumi.Input[Sequence[Statement]] | None = None
+    """Statements a feature's component grants people (Step Functions: deploy and run its state machines)."""
 
 
 class Access(Component):
@@ -73,6 +75,7 @@ class Access(Component):
                             if args.secrets_name_prefix
                             else ()
                         ),
+                        *values["extra_statements"],
                     ],
                 )
             )
@@ -85,6 +88,7 @@ class Access(Component):
                 job_queue_arns=pulumi.Output.all(*args.job_queue_arns),
                 passable_role_arns=pulumi.Output.all(*args.passable_role_arns),
                 ui=pulumi.Output.all(*args.ui_service) if args.ui_service else None,
+                extra_statements=args.extra_statements or [],
             ).apply(document),
             opts=self.child(),
         )

@@ -1,5 +1,7 @@
 """Compute: AWS Batch compute environment(s) and job queue, and the IAM roles Batch and the
-Metaflow task containers use.
+Metaflow task containers use. Optionally a GPU queue, an Inferentia/Trainium queue and a multi-node
+(@parallel) queue, each over environments of its own that keep nothing running, on the same instance
+profile and launch template as the CPU environments.
 
 No custom Batch service role: environments use the service-linked role `AWSServiceRoleForBatch`,
 which Batch creates on first use. Only with it can Batch update an environment in place (instance
@@ -10,7 +12,7 @@ and kills the jobs running in it.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -20,7 +22,7 @@ import pulumi_aws as aws
 
 from .base import Component
 from .policies import task_role_policy
-from .settings import ComputeSettings, ComputeType
+from .settings import ComputeSettings, ComputeType, instance_families
 
 ROOT_VOLUME_GB = 100
 """Room for the image, the code package and step scratch space; billed only while instances run."""
@@ -65,11 +67,48 @@ MIME_BOUNDARY = "==METAFLOW-BOUNDARY=="
 ON_DEMAND_FALLBACK = {ComputeType.SPOT: ComputeType.EC2, ComputeType.FARGATE_SPOT: ComputeType.FARGATE}
 """The on-demand twin queued behind a spot environment when compute:onDemandFallback is on."""
 
+GPU_IMAGE_TYPE = "ECS_AL2023_NVIDIA"
+"""Batch's ECS GPU AMI (Amazon Linux 2023 with the NVIDIA driver and container toolkit): "Default for all GPU
+instance families" except p3 and g3 (botocore's Batch model, Ec2Configuration.imageType)."""
+NEURON_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/neuron/recommended/image_id"
+"""Batch has no image type for Inferentia/Trainium: the environment overrides the ECS_AL2023 image with the
+ECS-optimized Neuron AMI (Neuron driver and runtime), whose current id AWS publishes in this public SSM
+parameter. Read at every deploy, so a `pulumi up` after AWS publishes a new one rolls the environment onto it
+(an in-place infrastructure update: the environment uses the service-linked role)."""
+PLACEMENT_STRATEGY = "cluster"
+"""Multi-node jobs: "create a cluster placement group in a single Availability Zone and associate it with your
+compute resources" (AWS Batch User Guide, "Compute environment considerations for MNP")."""
+MULTI_NODE_SUBNETS = 1
+"""A cluster placement group cannot span availability zones, so the multi-node environment uses one subnet."""
+
+INSTANCE_PURCHASE = {
+    ComputeType.SPOT: ComputeType.SPOT,
+    ComputeType.EC2: ComputeType.EC2,
+    ComputeType.FARGATE_SPOT: ComputeType.SPOT,
+    ComputeType.FARGATE: ComputeType.EC2,
+}
+"""How GPU and Inferentia/Trainium environments buy instances for each compute:type. Fargate has neither GPUs
+nor Neuron devices, so a Fargate stack's accelerators run on instances: spot for fargate_spot, on-demand for
+fargate."""
+
 
 def environment_types(settings: ComputeSettings) -> list[ComputeType]:
     """The compute environments of the job queue, in the order Batch tries them."""
     fallback = ON_DEMAND_FALLBACK.get(settings.type) if settings.on_demand_fallback else None
     return [settings.type] + ([fallback] if fallback else [])
+
+
+def accelerator_environment_types(settings: ComputeSettings) -> list[ComputeType]:
+    """The environments of the GPU (or Inferentia/Trainium) queue, in the order Batch tries them: spot or
+    on-demand as compute:type says, with the same on-demand fallback behind spot."""
+    first = INSTANCE_PURCHASE[settings.type]
+    fallback = ON_DEMAND_FALLBACK.get(first) if settings.on_demand_fallback else None
+    return [first] + ([fallback] if fallback else [])
+
+
+def has_gpu_families(instance_types: Sequence[str]) -> bool:
+    families = instance_families()
+    return any(families.get(entry.partition(".")[0], {}).get("gpu") for entry in instance_types)
 
 
 def block_instance_metadata_script() -> str:
@@ -107,12 +146,20 @@ class Placement:
 
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
+    multi_node_security_group_id: pulumi.Input[str] | None = None
+    """The group the nodes of a multi-node job share to reach each other (needed with compute:multiNode)."""
+
+
+QUEUE_OUTPUTS = {"": "jobQueueArn", "gpu": "gpuJobQueue", "neuron": "neuronJobQueue", "multinode": "multiNodeJobQueue"}
+"""Stack output of each queue, by the purpose its resources are named after ("" for the CPU queue)."""
 
 
 class Compute(Component):
     job_queue_arn: pulumi.Output[str]
     task_role_arn: pulumi.Output[str]
     execution_role_arn: pulumi.Output[str] | None = None
+    queue_arns: dict[str, pulumi.Output[str]]
+    """Every job queue's ARN by its stack output name (jobQueueArn first; the others only when on)."""
 
     def __init__(
         self,
@@ -126,6 +173,10 @@ class Compute(Component):
         """`instance_tags`: the stack's tags, for the instances and volumes Batch launches (the
         provider's default tags reach only resources this program declares)."""
         super().__init__("Compute", name, opts)
+        self._settings = settings
+        self._placement = placement
+        self._instance_tags = instance_tags
+        self._instance_setup: tuple[aws.iam.InstanceProfile, aws.ec2.LaunchTemplate] | None = None
         task_role = self.service_role(
             "batch-task",
             "ecs-tasks.amazonaws.com",
@@ -142,15 +193,32 @@ class Compute(Component):
             self.execution_role_arn = execution_role.arn
             environments = [self._fargate_environment(t, settings, placement) for t in types]
         else:
-            instance_role = self.service_role(
-                "batch-instance", "ec2.amazonaws.com", managed=["service-role/AmazonEC2ContainerServiceforEC2Role"]
-            )
-            profile = aws.iam.InstanceProfile(self.named("batch-instance"), role=instance_role.name, opts=self.child())
-            template = self._launch_template(instance_tags)
-            environments = [self._ec2_environment(t, settings, placement, profile, template) for t in types]
+            environments = [
+                self._ec2_environment(
+                    kind.value,
+                    kind,
+                    instance_types=list(settings.instance_types),
+                    # Kept-running vCPUs belong to the first environment only; the fallback starts from zero.
+                    min_vcpus=settings.min_vcpus if kind is settings.type else 0,
+                    max_vcpus=settings.max_vcpus,
+                    images=[aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(image_type=IMAGE_TYPE)],
+                )
+                for kind in types
+            ]
+        self.queue_arns = {QUEUE_OUTPUTS[""]: self._queue("", environments)}
+        if settings.gpu:
+            self._accelerator_queue("gpu", settings.gpu_instance_types, settings.gpu_max_vcpus, self._gpu_images())
+        if settings.neuron_instance_types:
+            neuron = self._neuron_images()
+            self._accelerator_queue("neuron", settings.neuron_instance_types, settings.neuron_max_vcpus, neuron)
+        if settings.multi_node:
+            self._multi_node_queue()
+        self.job_queue_arn = self.queue_arns[QUEUE_OUTPUTS[""]]
+        self.register_outputs({**self.queue_arns, "taskRoleArn": self.task_role_arn})
 
+    def _queue(self, purpose: str, environments: Sequence[aws.batch.ComputeEnvironment]) -> pulumi.Output[str]:
         queue = aws.batch.JobQueue(
-            self.named("queue"),
+            self.named(f"{purpose}-queue" if purpose else "queue"),
             state="ENABLED",
             priority=1,
             compute_environment_orders=[
@@ -159,8 +227,76 @@ class Compute(Component):
             ],
             opts=self.child(),
         )
-        self.job_queue_arn = queue.arn
-        self.register_outputs({"jobQueueArn": self.job_queue_arn, "taskRoleArn": self.task_role_arn})
+        return queue.arn
+
+    def _accelerator_queue(
+        self,
+        purpose: str,
+        instance_types: Sequence[str],
+        max_vcpus: int,
+        images: list[aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs],
+    ) -> None:
+        """A queue of its own (steps ask for it with @batch(queue=...)) over instances with the accelerator:
+        spot first when compute:type is spot, the on-demand fallback behind, nothing kept running."""
+        environments = [
+            self._ec2_environment(
+                f"{purpose}-{kind.value}",
+                kind,
+                instance_types=list(instance_types),
+                min_vcpus=0,
+                max_vcpus=max_vcpus,
+                images=images,
+            )
+            for kind in accelerator_environment_types(self._settings)
+        ]
+        self.queue_arns[QUEUE_OUTPUTS[purpose]] = self._queue(purpose, environments)
+
+    def _gpu_images(self) -> list[aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs]:
+        return [aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(image_type=GPU_IMAGE_TYPE)]
+
+    def _neuron_images(self) -> list[aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs]:
+        ami = aws.ssm.get_parameter(name=NEURON_AMI_PARAMETER, opts=pulumi.InvokeOptions(parent=self)).value
+        return [
+            aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(
+                image_type=IMAGE_TYPE, image_id_override=ami
+            )
+        ]
+
+    def _multi_node_queue(self) -> None:
+        """Batch runs multi-node parallel jobs on managed on-demand EC2 only ("not supported on compute
+        environments that use Spot Instances", nor Fargate: AWS Batch User Guide, "Compute environment
+        considerations for MNP"), so whatever compute:type says: on-demand, in one cluster placement group, in
+        one subnet, with the group that lets the nodes of a job reach each other."""
+        settings, placement = self._settings, self._placement
+        if placement.multi_node_security_group_id is None:
+            raise ValueError("compute:multiNode needs the network's multi-node security group")
+        group = aws.ec2.PlacementGroup(self.named("multinode"), strategy=PLACEMENT_STRATEGY, opts=self.child())
+        images = [aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(image_type=IMAGE_TYPE)]
+        if has_gpu_families(settings.multi_node_instance_types):  # Batch picks the image matching each type
+            images += self._gpu_images()
+        environment = self._ec2_environment(
+            "multinode",
+            ComputeType.EC2,
+            instance_types=list(settings.multi_node_instance_types),
+            min_vcpus=0,
+            max_vcpus=settings.multi_node_max_vcpus,
+            images=images,
+            subnets=pulumi.Output.from_input(placement.subnet_ids).apply(lambda ids: ids[:MULTI_NODE_SUBNETS]),
+            security_groups=[placement.security_group_id, placement.multi_node_security_group_id],
+            placement_group=group.name,
+        )
+        self.queue_arns[QUEUE_OUTPUTS["multinode"]] = self._queue("multinode", [environment])
+
+    def _instances(self) -> tuple[aws.iam.InstanceProfile, aws.ec2.LaunchTemplate]:
+        """The instance role, its profile and the launch template every EC2 environment shares: made once,
+        with the first environment on instances (a Fargate stack has none until an accelerator needs one)."""
+        if self._instance_setup is None:
+            instance_role = self.service_role(
+                "batch-instance", "ec2.amazonaws.com", managed=["service-role/AmazonEC2ContainerServiceforEC2Role"]
+            )
+            profile = aws.iam.InstanceProfile(self.named("batch-instance"), role=instance_role.name, opts=self.child())
+            self._instance_setup = (profile, self._launch_template(self._instance_tags))
+        return self._instance_setup
 
     def _launch_template(self, instance_tags: Mapping[str, str]) -> aws.ec2.LaunchTemplate:
         return aws.ec2.LaunchTemplate(
@@ -186,8 +322,8 @@ class Compute(Component):
             # The stack's tags on what Batch launches (Batch merges them with its own). Here rather than
             # in the environments' `compute_resources.tags`: both update an environment in place only
             # while it is updatable (service-linked role, an updatable allocation strategy; otherwise
-            # the provider replaces it), but only the template tags the volumes too, once for both
-            # environments.
+            # the provider replaces it), but only the template tags the volumes too, once for every
+            # environment.
             tag_specifications=[
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=dict(instance_tags))
                 for kind in ("instance", "volume")
@@ -199,31 +335,37 @@ class Compute(Component):
 
     def _ec2_environment(
         self,
+        purpose: str,
         kind: ComputeType,
-        settings: ComputeSettings,
-        placement: Placement,
-        profile: aws.iam.InstanceProfile,
-        template: aws.ec2.LaunchTemplate,
+        *,
+        instance_types: list[str],
+        min_vcpus: int,
+        max_vcpus: int,
+        images: list[aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs],
+        subnets: pulumi.Input[list[str]] | None = None,
+        security_groups: Sequence[pulumi.Input[str]] | None = None,
+        placement_group: pulumi.Input[str] | None = None,
     ) -> aws.batch.ComputeEnvironment:
+        """An environment on instances: the shared instance profile and launch template (IMDS rule, encrypted
+        root volume, the stack's tags), the stack's subnets and Batch group unless told otherwise."""
+        profile, template = self._instances()
         return aws.batch.ComputeEnvironment(
-            self.named(kind.value),
+            self.named(purpose),
             type="MANAGED",
             compute_resources=aws.batch.ComputeEnvironmentComputeResourcesArgs(
                 type=BATCH_TYPE[kind],
                 allocation_strategy=ALLOCATION_STRATEGY[kind],
-                # Kept-running vCPUs belong to the first environment only; the fallback starts from zero.
-                min_vcpus=settings.min_vcpus if kind is settings.type else 0,
-                max_vcpus=settings.max_vcpus,
-                instance_types=list(settings.instance_types),
+                min_vcpus=min_vcpus,
+                max_vcpus=max_vcpus,
+                instance_types=instance_types,
                 instance_role=profile.arn,
-                subnets=placement.subnet_ids,
-                security_group_ids=[placement.security_group_id],
+                subnets=subnets if subnets is not None else self._placement.subnet_ids,
+                security_group_ids=list(security_groups or [self._placement.security_group_id]),
+                placement_group=placement_group,
                 launch_template=aws.batch.ComputeEnvironmentComputeResourcesLaunchTemplateArgs(
                     launch_template_id=template.id, version=template.latest_version.apply(str)
                 ),
-                ec2_configurations=[
-                    aws.batch.ComputeEnvironmentComputeResourcesEc2ConfigurationArgs(image_type=IMAGE_TYPE)
-                ],
+                ec2_configurations=images,
             ),
             # Batch moves desired vCPUs by itself as jobs come and go.
             opts=self.child(ignore_changes=["computeResources.desiredVcpus"]),

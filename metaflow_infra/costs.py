@@ -56,6 +56,7 @@ USAGE_NOT_INCLUDED = (
     "Cloud Map registered instances and lookups",
     "the private UI's task while someone has it open (Fargate, $0.01-0.04 an hour with its address)",
     "load balancer capacity units (LCUs) of the UI's load balancer",
+    "Step Functions state transitions and the foreach table's DynamoDB on-demand requests and storage",
 )
 
 

@@ -89,6 +89,11 @@ def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> str | None:
 
 
 UI_PORT = 8083
+MULTI_NODE_PUBLIC_SUBNETS = (
+    "compute:multiNode = true needs network:subnetIds behind a NAT gateway: these reach the internet through an "
+    "internet gateway, and Batch runs multi-node containers in awsvpc mode, with a network interface of their "
+    "own that gets no public IP address, so they could reach neither S3 nor the metadata service"
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class Network(Component):
     """True when the subnets reach the internet through an internet gateway (so hosts need public IPs)."""
     batch_security_group_id: pulumi.Output[str]
     service_groups: ServiceGroups | None = None
+    multi_node_security_group_id: pulumi.Output[str] | None = None
+    """With multi_node: the group whose members reach each other on every port (the nodes of @parallel jobs)."""
 
     def __init__(
         self,
@@ -134,7 +141,11 @@ class Network(Component):
         with_metadata_service: bool,
         opts: pulumi.ResourceOptions | None = None,
         ui: UiIngress | None = None,
+        multi_node: bool = False,
     ) -> None:
+        """`multi_node`: the nodes of Batch multi-node jobs talk to each other through their own network
+        interfaces (awsvpc mode), which get no public IP: add their security group, and S3 through a gateway
+        endpoint in a VPC this program creates."""
         super().__init__("Network", name, opts)
         # Zones where VPC links or Fargate do not run: left out, or refused for the service.
         self._unsupported_zones = unsupported_zone_ids(region)
@@ -144,10 +155,16 @@ class Network(Component):
             )
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
+            if multi_node and self.public_subnets:
+                raise ConfigError(MULTI_NODE_PUBLIC_SUBNETS)
         else:
             self._create_vpc(settings.vpc_cidr)
             self.public_subnets = True
+            if multi_node:
+                self._s3_gateway_endpoint(region)
         self._create_security_groups(with_metadata_service, ui)
+        if multi_node:
+            self.multi_node_security_group_id = self._multi_node_group()
         self.register_outputs(
             {
                 "vpcId": self.vpc_id,
@@ -177,6 +194,7 @@ class Network(Component):
         )
         gateway = aws.ec2.InternetGateway(self.named("igw"), vpc_id=vpc.id, opts=self.child())
         routes = aws.ec2.RouteTable(self.named("public"), vpc_id=vpc.id, opts=self.child())
+        self._public_routes = routes
         # Without this route (and public IPs) instances never join ECS and jobs wait in RUNNABLE.
         aws.ec2.Route(
             self.named("public-default"),
@@ -297,6 +315,44 @@ class Network(Component):
             description=rule,
             opts=self.child(),
         )
+
+    def _s3_gateway_endpoint(self, region: str) -> None:
+        """S3 for containers without a public IP (multi-node jobs): a gateway endpoint on the public route
+        table. Gateway endpoints for S3 cost nothing (Amazon VPC pricing; only interface endpoints bill)."""
+        aws.ec2.VpcEndpoint(
+            self.named("s3"),
+            vpc_id=self.vpc_id,
+            service_name=f"com.amazonaws.{region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[self._public_routes.id],
+            tags={"Name": self.labelled("s3")},
+            opts=self.child(),
+        )
+
+    def _multi_node_group(self) -> pulumi.Output[str]:
+        """The nodes of a multi-node job reach each other on every port and protocol (MPI, NCCL, torchrun pick
+        their own), and nothing else gets in: ingress and egress referencing the group itself. Nodes also carry
+        the Batch group, whose egress reaches S3 and the rest."""
+        tier = "batch-multinode"
+        group = self._security_group(tier, "Metaflow multi-node jobs: the nodes of a job reach each other")
+        why = "nodes of a multi-node job, on every port"
+        aws.vpc.SecurityGroupIngressRule(
+            self.named(f"{tier}-in"),
+            security_group_id=group.id,
+            referenced_security_group_id=group.id,
+            ip_protocol="-1",
+            description=why,
+            opts=self.child(),
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            self.named(f"{tier}-out"),
+            security_group_id=group.id,
+            referenced_security_group_id=group.id,
+            ip_protocol="-1",
+            description=why,
+            opts=self.child(),
+        )
+        return group.id
 
     def _create_security_groups(self, with_metadata_service: bool, ui: UiIngress | None) -> None:
         batch = self._security_group("batch", "Metaflow Batch jobs: no ingress, egress to AWS APIs and PyPI")

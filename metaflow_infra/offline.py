@@ -229,6 +229,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             }
         if token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
+        if token == "aws:ssm/getParameter:getParameter":  # public AMI parameters (the Neuron AMI's id)
+            value = f"ami-{hashlib.sha256(a['name'].encode()).hexdigest()[:17]}"
+            arn = f"arn:aws:ssm:{self.region}::parameter{a['name']}"
+            return {"name": a["name"], "value": value, "type": "String", "version": 1, "arn": arn, "id": a["name"]}
         if token == "aws:ec2/getSubnet:getSubnet":
             subnet = self._subnet(a["id"])
             return {

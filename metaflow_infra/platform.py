@@ -18,6 +18,7 @@ from .network import Network, UiIngress
 from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
 from .registry import Registry
 from .settings import SECRET_PROVIDER_SETTINGS, AwsSettings, Settings, provider_settings
+from .step_functions import StepFunctions, StepFunctionsArgs
 from .step_secrets import StepSecrets
 from .ui import UI, UiArgs, ingress_cidrs, listener_ports
 
@@ -37,25 +38,46 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         with_metadata_service=settings.metadata.enabled,
         opts=opts,
         ui=UiIngress(ingress_cidrs(ui_settings), listener_ports(ui_settings)) if ui_settings.enabled else None,
+        multi_node=settings.compute.multi_node,
     )
     datastore = Datastore(prefix, settings.datastore, opts=opts)
     compute = Compute(
         prefix,
         settings.compute,
-        Placement(subnet_ids=network.subnet_ids, security_group_id=network.batch_security_group_id),
+        Placement(
+            subnet_ids=network.subnet_ids,
+            security_group_id=network.batch_security_group_id,
+            multi_node_security_group_id=network.multi_node_security_group_id,
+        ),
         bucket_arn=datastore.bucket_arn,
         instance_tags=settings.tags,
         opts=opts,
     )
     outputs: dict[str, pulumi.Output[Any]] = {
         "bucketName": datastore.bucket_name,
-        "jobQueueArn": compute.job_queue_arn,
+        **compute.queue_arns,  # jobQueueArn, and gpuJobQueue, neuronJobQueue, multiNodeJobQueue when on
         "estimatedMonthlyCost": pulumi.Output.from_input(estimate_output(settings, network.public_subnets)),
     }
 
     registry = Registry(prefix, settings.ecr, settings.stack, opts=opts) if settings.ecr.enabled else None
     step_secrets = (
         StepSecrets(prefix, settings.region, compute.task_role_arn, opts=opts) if settings.secrets.enabled else None
+    )
+    step_functions = (
+        StepFunctions(
+            prefix,
+            StepFunctionsArgs(
+                settings=settings.step_functions,
+                region=settings.region,
+                stack=settings.stack,
+                bucket_name=datastore.bucket_name,
+                job_queue_arns=list(compute.queue_arns.values()),
+                task_role_arn=compute.task_role_arn,
+            ),
+            opts=opts,
+        )
+        if settings.step_functions.enabled
+        else None
     )
     service: MetadataService | None = None
     ui: UI | None = None
@@ -110,10 +132,11 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         AccessArgs(
             region=settings.region,
             bucket_arn=datastore.bucket_arn,
-            job_queue_arns=[compute.job_queue_arn],
+            job_queue_arns=list(compute.queue_arns.values()),
             passable_role_arns=passable_roles,
             ui_service=ui.tunnel_target if ui is not None and ui.tunnel_target is not None else None,
             secrets_name_prefix=step_secrets.name_prefix if step_secrets is not None else None,
+            extra_statements=step_functions.user_statements if step_functions is not None else None,
         ),
         opts=opts,
     )
@@ -132,6 +155,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         if registry and settings.ecr.image_tag
         else None,
         secrets_region=settings.region if step_secrets else None,
+        step_functions=step_functions.profile if step_functions else None,
         job_tags=settings.tags,
     ).apply(_profile)
     # With the API key inside, the whole profile is a secret.

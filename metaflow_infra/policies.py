@@ -17,9 +17,13 @@ def document(*statements: dict[str, Any]) -> Policy:
     return {"Version": VERSION, "Statement": list(statements)}
 
 
-SERVICES_SENDING_SOURCE_ACCOUNT = frozenset({"ecs-tasks.amazonaws.com"})
+SERVICES_SENDING_SOURCE_ACCOUNT = frozenset({"ecs-tasks.amazonaws.com", "states.amazonaws.com", "events.amazonaws.com"})
 """Services that set aws:SourceAccount when they assume a role. EC2 does not, for instance
-profiles: the condition there would leave instances without credentials (and jobs RUNNABLE)."""
+profiles: the condition there would leave instances without credentials (and jobs RUNNABLE).
+Step Functions and EventBridge do, and document it for their roles' trust policies (Step Functions
+Developer Guide, "Creating an IAM role for your state machine": "Prevent cross-service confused deputy
+issue"; EventBridge User Guide, "Cross-service confused deputy prevention": for rule targets the
+source is the rule)."""
 
 
 def assume_role_policy(service: str, account: str | None = None) -> Policy:
@@ -304,3 +308,232 @@ def step_secrets_policy(*, partition: str, region: str, account: str, name_prefi
     return document(
         *step_secrets_statements(partition=partition, region=region, account=account, name_prefix=name_prefix)
     )
+
+
+# --- Step Functions (`stepFunctions:enabled`) ---------------------------------------------------------------
+# Grounded in metaflow 2.19.39, `metaflow/plugins/aws/step_functions/` unless another path is given.
+
+STATE_MACHINE_NAME_JOINER = "_"
+"""Metaflow names a state machine `<METAFLOW_SFN_STATE_MACHINE_PREFIX>_<flow name>` (step_functions_cli.py:
+283-288; a name that already starts with the prefix is kept as it is), and its EventBridge rule after the
+state machine (step_functions.py:161, 173), cut to `<first 47 characters>-<hash>` beyond 64
+(event_bridge_client.py:81-86). So `<prefix>_*` names this stack's state machines, their executions and
+their rules, and no other stack's as long as no prefix contains the joiner."""
+BATCH_EVENTS_RULE = "StepFunctionsGetEventsForBatchJobsRule"
+"""The EventBridge rule Step Functions manages in the account to learn when a `.sync` Batch job ends
+(Step Functions Developer Guide, "IAM policies for AWS Batch", Run a Job (.sync))."""
+LOG_DELIVERY_ACTIONS = (
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+)
+"""What the state machine's role needs for `loggingConfiguration` to reach a log group (Step Functions
+Developer Guide, "Using CloudWatch Logs to log execution history": IAM policies for logging). Step
+Functions sets up a CloudWatch Logs *delivery* and the delivery writes the events, so the role needs no
+logs:PutLogEvents of its own."""
+
+
+def _prefix_arns(partition: str, region: str, account: str, state_machine_prefix: str) -> tuple[str, str, str]:
+    """This stack's state machines, their executions (Distributed Map children included) and their rules."""
+    names = f"{state_machine_prefix}{STATE_MACHINE_NAME_JOINER}*"
+    # A run is `execution:<state machine>:<run>`, a Distributed Map child `execution:<state machine>/<label>:<run>`.
+    return (
+        f"arn:{partition}:states:{region}:{account}:stateMachine:{names}",
+        f"arn:{partition}:states:{region}:{account}:execution:{names}",
+        f"arn:{partition}:events:{region}:{account}:rule/{names}",
+    )
+
+
+def step_functions_role_policy(
+    *,
+    partition: str,
+    region: str,
+    account: str,
+    state_machine_prefix: str,
+    job_queue_arns: Sequence[str],
+    table_arn: str,
+    map_results_arn: str,
+) -> Policy:
+    """What the state machines Metaflow deploys do with the role `METAFLOW_SFN_IAM_ROLE` names:
+
+    - every step is a `batch:submitJob.sync` task (step_functions.py:1116-1148) on the step's queue with a
+      Metaflow job definition (`metaflow_*`), tagged (`Tags`, :1132-1134) when the profile's
+      METAFLOW_BATCH_EMIT_TAGS is on; `.sync` watches the job with DescribeJobs, stops it with TerminateJob
+      when the run is stopped, and keeps the account's Batch events rule (AWS: "IAM policies for AWS Batch");
+    - a foreach reads its split count from the foreach table (`dynamodb:getItem`, :1150-1158);
+    - with `--use-distributed-map` (:412-479) the foreach runs as child executions of the state machine itself
+      (AWS: "IAM policies for using Distributed Map states"), whose results the map writes under
+      `map_results_arn` (ResultWriter `s3:putObject`, :1247-1256; AWS's ResultWriter policy: PutObject,
+      GetObject, ListMultipartUploadParts, AbortMultipartUpload) and reads back (`s3:getObject`, :451, 474);
+    - with `--log-execution-history`, the execution history goes to the stack's log group
+      (step_functions_client.py:66-80).
+
+    Nothing else: no other bucket, table, queue or state machine."""
+    batch = f"arn:{partition}:batch:{region}:{account}"
+    jobs = f"{batch}:job/*"
+    definitions = f"{batch}:job-definition/{JOB_DEFINITION_NAMES}"
+    state_machines, executions, _ = _prefix_arns(partition, region, account, state_machine_prefix)
+    return document(
+        {
+            # SubmitJob is authorized against the queue, the job definition and the new job alike.
+            "Sid": "SubmitStepsToThisStacksQueues",
+            "Effect": "Allow",
+            "Action": ["batch:SubmitJob"],
+            "Resource": [*job_queue_arns, definitions, jobs],
+        },
+        {
+            # A job's ARN holds only its id: no narrower pattern names this stack's jobs.
+            "Sid": "TagAndStopSteps",
+            "Effect": "Allow",
+            "Action": ["batch:TagResource", "batch:TerminateJob"],
+            "Resource": [jobs],
+        },
+        # DescribeJobs accepts no resource-level permissions: "*" is all AWS allows.
+        {"Sid": "WatchSteps", "Effect": "Allow", "Action": ["batch:DescribeJobs"], "Resource": "*"},
+        {
+            "Sid": "BatchJobEventsRule",
+            "Effect": "Allow",
+            "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            "Resource": [f"arn:{partition}:events:{region}:{account}:rule/{BATCH_EVENTS_RULE}"],
+        },
+        {"Sid": "ReadForeachSplits", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": [table_arn]},
+        {
+            "Sid": "StartDistributedMapChildren",
+            "Effect": "Allow",
+            "Action": ["states:StartExecution"],
+            "Resource": [state_machines],
+        },
+        {
+            "Sid": "WatchDistributedMapChildren",
+            "Effect": "Allow",
+            "Action": ["states:DescribeExecution", "states:StopExecution"],
+            "Resource": [executions],
+        },
+        {
+            "Sid": "DistributedMapResults",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+            "Resource": [object_arns(map_results_arn)],
+        },
+        {
+            # The log delivery actions accept no resource-level permissions: "*" is all AWS allows.
+            "Sid": "DeliverExecutionLogs",
+            "Effect": "Allow",
+            "Action": list(LOG_DELIVERY_ACTIONS),
+            "Resource": "*",
+        },
+    )
+
+
+def scheduler_role_policy(*, partition: str, region: str, account: str, state_machine_prefix: str) -> Policy:
+    """What EventBridge does with the role `METAFLOW_EVENTS_SFN_ACCESS_IAM_ROLE` names: start a `@schedule`d
+    flow's state machine, the target Metaflow gives its rule (event_bridge_client.py:50-61). Only this
+    stack's state machines."""
+    state_machines, _, _ = _prefix_arns(partition, region, account, state_machine_prefix)
+    return document(
+        {
+            "Sid": "StartThisStacksStateMachines",
+            "Effect": "Allow",
+            "Action": ["states:StartExecution"],
+            "Resource": [state_machines],
+        }
+    )
+
+
+def foreach_table_task_policy(table_arn: str) -> Policy:
+    """What Metaflow steps running under Step Functions do with the foreach table (dynamo_db_client.py):
+    a foreach step records its split count (PutItem, :14), each last step inside a foreach records its
+    task id for the join (UpdateItem, :31), and the join reads them back (GetItem, :55; through
+    set_batch_environment.py:24)."""
+    return document(
+        {
+            "Sid": "ForeachBookkeeping",
+            "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"],
+            "Resource": [table_arn],
+        }
+    )
+
+
+STEP_FUNCTIONS_PASSED_TO = "states.amazonaws.com"
+"""CreateStateMachine and UpdateStateMachine pass the state machine's role to Step Functions (Service
+Authorization Reference: iam:PassRole with iam:PassedToService states.amazonaws.com)."""
+SCHEDULER_PASSED_TO = "events.amazonaws.com"
+"""PutTargets passes the target's role to EventBridge."""
+
+
+def step_functions_user_statements(
+    *,
+    partition: str,
+    region: str,
+    account: str,
+    state_machine_prefix: str,
+    role_arn: str,
+    scheduler_role_arn: str,
+) -> list[Statement]:
+    """What `step-functions create`, `trigger`, `list-runs`, `terminate` and `delete` call
+    (step_functions_cli.py, step_functions.py), on this stack's state machines and rules only:
+
+    - find a state machine by name: ListStateMachines (step_functions_client.py:15, `search`); read it:
+      DescribeStateMachine (:55; before every create, trigger, list-runs, terminate and delete);
+    - `create`: CreateStateMachine (:28), or UpdateStateMachine (:40) when it exists, passing
+      METAFLOW_SFN_IAM_ROLE; then its schedule (step_functions.py:143-168): PutRule (event_bridge_client.py:43)
+      and PutTargets (:50, passing METAFLOW_EVENTS_SFN_ACCESS_IAM_ROLE) with `@schedule`, DisableRule (:37)
+      without — so every create needs it, even for a flow without a schedule;
+    - `trigger`: StartExecution (step_functions_client.py:62); `list-runs`: ListExecutions (:71, 78);
+      `terminate`: ListExecutions then StopExecution (:86);
+    - `delete`: RemoveTargets (event_bridge_client.py:65), DeleteRule (:71), DeleteStateMachine
+      (step_functions_client.py:130).
+
+    `create` also registers job definitions and uploads the code package: the Batch and datastore
+    statements of `user_policy` cover that. Nothing on the foreach table: only steps use it."""
+    state_machines, executions, rules = _prefix_arns(partition, region, account, state_machine_prefix)
+    return [
+        # ListStateMachines accepts no resource-level permissions: "*" is all AWS allows.
+        {"Sid": "FindStateMachines", "Effect": "Allow", "Action": ["states:ListStateMachines"], "Resource": "*"},
+        {
+            "Sid": "DeployAndRunThisStacksStateMachines",
+            "Effect": "Allow",
+            "Action": [
+                "states:CreateStateMachine",
+                "states:UpdateStateMachine",
+                "states:DescribeStateMachine",
+                "states:DeleteStateMachine",
+                "states:StartExecution",
+                "states:ListExecutions",
+            ],
+            "Resource": [state_machines],
+        },
+        {"Sid": "StopThisStacksRuns", "Effect": "Allow", "Action": ["states:StopExecution"], "Resource": [executions]},
+        {
+            "Sid": "PassTheStateMachineRole",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": [role_arn],
+            "Condition": {"StringEquals": {"iam:PassedToService": STEP_FUNCTIONS_PASSED_TO}},
+        },
+        {
+            "Sid": "PassTheSchedulerRole",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": [scheduler_role_arn],
+            "Condition": {"StringEquals": {"iam:PassedToService": SCHEDULER_PASSED_TO}},
+        },
+        {
+            "Sid": "ScheduleThisStacksStateMachines",
+            "Effect": "Allow",
+            "Action": [
+                "events:PutRule",
+                "events:PutTargets",
+                "events:DisableRule",
+                "events:RemoveTargets",
+                "events:DeleteRule",
+            ],
+            "Resource": [rules],
+        },
+    ]

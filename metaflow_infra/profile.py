@@ -13,6 +13,9 @@ SECRET_KEYS = frozenset({"METAFLOW_SERVICE_AUTH_KEY"})
 """Profile keys whose values are secrets."""
 ARTIFACTS_PREFIX = "metaflow"
 DATATOOLS_PREFIX = "data"
+DISTRIBUTED_MAP_PREFIX = "sfn-distributed-map"
+"""Where a Distributed Map foreach (`step-functions create --use-distributed-map`) writes its results: apart
+from the artifacts, so the state machines' role may write there and nowhere else in the bucket."""
 TASK_REPLACEMENT_SECONDS = 180
 """Estimated longest gap without a metadata task: a Spot replacement starting cold (Fargate
 placement, ~1 GB pull from Docker Hub, migrator, health check), plus margin. Not measured."""
@@ -31,6 +34,21 @@ class MetadataEndpoint:
 
 
 @dataclass(frozen=True)
+class StepFunctionsProfile:
+    """What `step-functions create` and `@schedule` need (`stepFunctions:enabled`)."""
+
+    role_arn: str
+    """The role the state machines run as (METAFLOW_SFN_IAM_ROLE)."""
+    scheduler_role_arn: str
+    """The role EventBridge starts `@schedule`d state machines with (METAFLOW_EVENTS_SFN_ACCESS_IAM_ROLE)."""
+    table_name: str
+    state_machine_prefix: str
+    log_group_arn: str
+    """Ends in `:*`, as Step Functions' logging configuration requires."""
+    distributed_map_output_path: str
+
+
+@dataclass(frozen=True)
 class ProfileInputs:
     bucket_name: str
     job_queue_arn: str
@@ -45,6 +63,7 @@ class ProfileInputs:
     """With @secrets: the region of the Secrets Manager secrets steps read."""
     job_tags: dict[str, str] | None = None
     """Tags for every Batch job Metaflow submits (and, propagated, its ECS task): the bill splits by them."""
+    step_functions: StepFunctionsProfile | None = None
 
 
 def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
@@ -70,6 +89,14 @@ def metaflow_profile(inputs: ProfileInputs) -> dict[str, str]:
         profile["METAFLOW_BATCH_DEFAULT_TAGS"] = json.dumps(inputs.job_tags, sort_keys=True)
     if inputs.fargate_execution_role_arn:
         profile["METAFLOW_ECS_FARGATE_EXECUTION_ROLE"] = inputs.fargate_execution_role_arn
+    if inputs.step_functions:
+        sfn = inputs.step_functions
+        profile["METAFLOW_SFN_IAM_ROLE"] = sfn.role_arn
+        profile["METAFLOW_EVENTS_SFN_ACCESS_IAM_ROLE"] = sfn.scheduler_role_arn
+        profile["METAFLOW_SFN_DYNAMO_DB_TABLE"] = sfn.table_name
+        profile["METAFLOW_SFN_STATE_MACHINE_PREFIX"] = sfn.state_machine_prefix
+        profile["METAFLOW_SFN_EXECUTION_LOG_GROUP_ARN"] = sfn.log_group_arn
+        profile["METAFLOW_SFN_S3_DISTRIBUTED_MAP_OUTPUT_PATH"] = sfn.distributed_map_output_path
     if inputs.metadata:
         profile["METAFLOW_SERVICE_URL"] = inputs.metadata.url
         profile["METAFLOW_SERVICE_INTERNAL_URL"] = inputs.metadata.internal_url

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email
 import json
+import re
 import shlex
 import subprocess
 
@@ -78,18 +79,18 @@ def test_fargate_environments_have_no_instances_and_an_execution_role(kind: str,
 
 
 def test_spot_with_fallback_queues_on_demand_behind_spot() -> None:
-    run = offline("minimal", {"compute:onDemandFallback": True})
+    run = offline("minimal", {"compute:onDemandFallback": True, "compute:gpu": True})
     environments = {e.state["arn"]: e.inputs["computeResources"]["type"] for e in run.of_type(ENVIRONMENT)}
-    orders = sorted(run.one(QUEUE).inputs["computeEnvironmentOrders"], key=lambda o: o["order"])
-    assert [environments[o["computeEnvironment"]] for o in orders] == ["SPOT", "EC2"]
+    for queue in run.of_type(QUEUE):  # the CPU queue and the GPU queue alike
+        orders = sorted(queue.inputs["computeEnvironmentOrders"], key=lambda o: o["order"])
+        assert [environments[o["computeEnvironment"]] for o in orders] == ["SPOT", "EC2"]
+    assert len(run.of_type(QUEUE)) == 2
 
 
 def test_kept_running_vcpus_belong_to_the_first_environment_only() -> None:
-    run = offline("minimal", {"compute:onDemandFallback": True, "compute:minVcpus": 4})
-    minimums = {
-        e.inputs["computeResources"]["type"]: e.inputs["computeResources"]["minVcpus"] for e in run.of_type(ENVIRONMENT)
-    }
-    assert minimums == {"SPOT": 4, "EC2": 0}
+    run = offline("minimal", {"compute:onDemandFallback": True, "compute:minVcpus": 4, "compute:gpu": True})
+    minimums = {e.name: e.inputs["computeResources"]["minVcpus"] for e in run.of_type(ENVIRONMENT)}
+    assert minimums == {"metaflow-spot": 4, "metaflow-ec2": 0, "metaflow-gpu-spot": 0, "metaflow-gpu-ec2": 0}
 
 
 def test_queue_is_enabled_and_tries_the_environment(minimal: OfflineRun) -> None:
@@ -253,17 +254,25 @@ def batch_model():  # type: ignore[no-untyped-def]
     return botocore.session.get_session().get_service_model("batch")
 
 
+def documented_ecs_image_types(batch_model) -> set[str]:  # type: ignore[no-untyped-def]
+    """imageType is a plain string in botocore's Batch model; its documentation lists the ECS values."""
+    doc = batch_model.shape_for("Ec2Configuration").members["imageType"].documentation
+    return set(re.findall(r"<dt>(ECS_[A-Z0-9_]+)</dt>", doc))
+
+
 @pytest.mark.parametrize("kind", ["spot", "ec2", "fargate", "fargate_spot"])
 def test_declared_batch_values_are_valid_aws_enums(kind: str, batch_model) -> None:  # type: ignore[no-untyped-def]
     fallback = {"compute:onDemandFallback": True} if kind in ("spot", "fargate_spot") else {}
-    for environment in offline("minimal", {"compute:type": kind, **fallback}).of_type(ENVIRONMENT):
+    accelerators = {"compute:gpu": True, "compute:neuronInstanceTypes": ["inf2"], "compute:multiNode": True}
+    for environment in offline("minimal", {"compute:type": kind, **fallback, **accelerators}).of_type(ENVIRONMENT):
         resources = environment.inputs["computeResources"]
         assert environment.inputs["type"] in batch_model.shape_for("CEType").enum
         assert resources["type"] in batch_model.shape_for("CRType").enum
         if "allocationStrategy" in resources:
             assert resources["allocationStrategy"] in batch_model.shape_for("CRAllocationStrategy").enum
         for configuration in resources.get("ec2Configurations", []):
-            assert configuration["imageType"] in ("ECS_AL2023", "ECS_AL2023_NVIDIA")
+            assert configuration["imageType"] in documented_ecs_image_types(batch_model)
+            assert configuration["imageType"] in ("ECS_AL2023", "ECS_AL2023_NVIDIA"), "no AL2: Batch blocks it"
 
 
 def test_launch_template_values_are_valid_ec2_enums(minimal: OfflineRun) -> None:

@@ -31,6 +31,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "minimal": ("minimal", {}, {}),
     "dev-prefix-team": ("dev", {"metaflow:prefix": "team"}, {}),
     "dev-ui-private": ("dev", {"ui:enabled": True}, {}),
+    "minimal-accelerators": (
+        "minimal",
+        {
+            "compute:gpu": True,
+            "compute:neuronInstanceTypes": ["inf2"],
+            "compute:multiNode": True,
+            "compute:onDemandFallback": True,
+        },
+        {},
+    ),
     "dev-ui-public": (
         "dev",
         {

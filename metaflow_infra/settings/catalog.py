@@ -71,10 +71,13 @@ def instance_families() -> dict[str, dict[str, Any]]:
 
 
 def offered_families(region: str, gpu: bool = False) -> list[str]:
+    """CPU (or, with `gpu`, GPU) families offered in `region`; Neuron families are neither."""
     return [
         family
         for family, spec in instance_families().items()
-        if bool(spec.get("gpu")) == gpu and ("*" in spec["regions"] or region in spec["regions"])
+        if bool(spec.get("gpu")) == gpu
+        and not spec.get("neuron")
+        and ("*" in spec["regions"] or region in spec["regions"])
     ]
 
 

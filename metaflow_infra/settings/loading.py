@@ -28,7 +28,6 @@ from .catalog import (
     available_presets,
     default_preset,
     instance_families,
-    offered_families,
     postgres_end_of_standard_support,
     presets,
 )
@@ -139,7 +138,7 @@ def _preset_name(raw: Mapping[str, Any], check_availability: bool) -> str:
         raise config_error(
             [
                 f"metaflow:preset = {preset!r} is {NOT_AVAILABLE} in this release (it needs features that have not "
-                "landed: private subnets with NAT, Step Functions). "
+                "landed: private subnets with NAT). "
                 f"Available presets: {', '.join(available_presets())}"
             ]
         )
@@ -156,13 +155,46 @@ def _not_yet_available(settings: Settings) -> list[str]:
     ]
 
 
-def _instance_type_problems(key: str, types: list[str], region: str, want_gpu: bool) -> list[str]:
+CPU, GPU, NEURON = "cpu", "gpu", "neuron"
+FAMILY_KINDS = {CPU: "CPU", GPU: "GPU", NEURON: "Inferentia/Trainium"}
+LIST_OF_KIND = {CPU: "compute:instanceTypes", GPU: "compute:gpuInstanceTypes", NEURON: "compute:neuronInstanceTypes"}
+"""Where each kind of family belongs (a GPU family in the CPU list would run on an AMI without its driver)."""
+
+
+def family_kind(spec: Mapping[str, Any]) -> str:
+    """cpu, gpu (NVIDIA, `gpu = true` in the data) or neuron (Inferentia/Trainium, `neuron = true`)."""
+    return GPU if spec.get("gpu") else NEURON if spec.get("neuron") else CPU
+
+
+def families_of(kinds: tuple[str, ...], region: str | None = None) -> list[str]:
+    """The families of these kinds in the data, in its order; with `region`, those offered there."""
+    return [
+        family
+        for family, spec in instance_families().items()
+        if family_kind(spec) in kinds and (region is None or "*" in spec["regions"] or region in spec["regions"])
+    ]
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'AEIOU' else 'a'} {noun}"
+
+
+def _instance_type_problems(key: str, types: list[str], region: str, kinds: tuple[str, ...] = (CPU,)) -> list[str]:
+    """Each entry a family or family.size of the kinds this list takes, offered in the region (or, for a list
+    of CPU families, one of Batch's own words)."""
     families = instance_families()
-    kind = [f for f, spec in families.items() if bool(spec.get("gpu")) == want_gpu]
-    keywords = batch_instance_type_keywords()
+    keywords = batch_instance_type_keywords() if CPU in kinds else ()
+    accepted = " or ".join(FAMILY_KINDS[kind] for kind in kinds)
+    words = f", or one of Batch's words ({', '.join(keywords)})" if keywords else ""
     problems = []
     for entry in types:
-        if entry in keywords and not want_gpu:  # Batch picks the types itself
+        if entry in batch_instance_type_keywords() and not keywords:
+            problems.append(
+                f"{key}: {entry!r} lets Batch pick CPU instances (C, M and R families) and this list takes "
+                f"{accepted} families; name them ({', '.join(families_of(kinds))})"
+            )
+            continue
+        if entry in keywords:  # Batch picks the types itself
             if entry.endswith("arm64") and len(types) > 1:
                 problems.append(
                     f"{key}: {entry!r} picks ARM instances and cannot share an environment with "
@@ -171,18 +203,85 @@ def _instance_type_problems(key: str, types: list[str], region: str, want_gpu: b
             continue
         family, _, size = entry.partition(".")
         spec = families.get(family)
-        if spec is None or bool(spec.get("gpu")) != want_gpu or (size and size not in spec["sizes"]):
+        if spec is not None and family_kind(spec) not in kinds:
+            kind = family_kind(spec)
+            where = (
+                f"{FAMILY_KINDS[kind]} families go in {LIST_OF_KIND[kind]}"
+                if kind != CPU
+                else f"it has no {accepted} device, so its jobs could not use one"
+            )
             problems.append(
-                f"{key}: {entry!r} is not a known instance type; accepted: a family ({', '.join(kind)}), "
-                f"family.size, e.g. c6i.xlarge, or one of Batch's words ({', '.join(keywords)})"
+                f"{key}: {entry!r} is {_a(FAMILY_KINDS[kind])} family and this list takes {accepted} families "
+                f"({', '.join(families_of(kinds))}); {where}"
+            )
+        elif spec is None or (size and size not in spec["sizes"]):
+            example = f"{families_of(kinds)[0]}.{families[families_of(kinds)[0]]['sizes'][0]}"
+            problems.append(
+                f"{key}: {entry!r} is not a known instance type; accepted: {_a(accepted)} family "
+                f"({', '.join(families_of(kinds))}), family.size, e.g. {example}{words}"
             )
         elif "*" not in spec["regions"] and region not in spec["regions"]:
+            offered = families_of(kinds, region)
             problems.append(
-                f"{key}: {family} is not offered in {region}; families offered there: "
-                f"{', '.join(offered_families(region, want_gpu))}"
+                f"{key}: {family} is not offered in {region}; {accepted} families offered there: "
+                f"{', '.join(offered) if offered else 'none known'}"
             )
     if not types:
         problems.append(f"{key} is empty: name at least one instance family or type")
+    return problems
+
+
+DEFAULT_FAMILY_LISTS = ("compute:instanceTypes", "compute:gpuInstanceTypes", "compute:multiNodeInstanceTypes")
+"""Family lists whose default (or preset) value is cut down to the families offered in the stack's region."""
+ACCELERATOR_SWITCHES = {
+    "compute:gpuInstanceTypes": "compute:gpu",
+    "compute:gpuMaxVcpus": "compute:gpu",
+    "compute:neuronMaxVcpus": "compute:neuronInstanceTypes",
+    "compute:multiNodeInstanceTypes": "compute:multiNode",
+    "compute:multiNodeMaxVcpus": "compute:multiNode",
+}
+"""Keys that mean nothing while the key that turns their environment on is off (false or empty)."""
+
+
+def _accelerator_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    """The GPU, Inferentia/Trainium and multi-node environments: their lists checked when on, their keys
+    refused when off, multi-node refused where its containers could not reach the metadata service."""
+    compute = settings.compute
+    problems = [
+        f"{key} has no effect while {switch} is {'empty' if switch.endswith('Types') else 'false'}; "
+        f"{'name families in' if switch.endswith('Types') else 'set'} {switch}"
+        f"{'' if switch.endswith('Types') else ' true'} or unset {key}"
+        for key, switch in ACCELERATOR_SWITCHES.items()
+        if key in raw and not settings.value(switch)
+    ]
+    region = settings.region
+    if compute.gpu and not compute.gpu_instance_types and "compute:gpuInstanceTypes" not in raw:
+        default = key_fields()["compute:gpuInstanceTypes"].default
+        offered = families_of((GPU,), region)
+        problems.append(
+            f"compute:gpu = true: none of the default GPU families ({', '.join(default)}) is known to be offered "
+            f"in {region}; name GPU families offered there in compute:gpuInstanceTypes "
+            f"({', '.join(offered) if offered else 'none known'})"
+        )
+    elif compute.gpu:
+        problems += _instance_type_problems("compute:gpuInstanceTypes", compute.gpu_instance_types, region, (GPU,))
+    if compute.neuron_instance_types:
+        problems += _instance_type_problems(
+            "compute:neuronInstanceTypes", compute.neuron_instance_types, region, (NEURON,)
+        )
+    if compute.multi_node:
+        problems += _instance_type_problems(
+            "compute:multiNodeInstanceTypes", compute.multi_node_instance_types, region, (CPU, GPU)
+        )
+        network = settings.network
+        if settings.metadata.enabled and network.vpc_id is None and not network.private_subnets:
+            problems.append(
+                "compute:multiNode = true cannot reach the metadata service from this stack's public subnets: "
+                "Batch runs multi-node containers in awsvpc mode, with a network interface of their own and no "
+                "public IP address, so they reach S3 (through the gateway endpoint the stack adds) but not the "
+                "service's HTTPS endpoint. Give network:vpcId and network:subnetIds of subnets behind a NAT "
+                "gateway, or run without the metadata service (metadata:enabled false)"
+            )
     return problems
 
 
@@ -309,7 +408,7 @@ def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-SWITCHED_NAMESPACES = ("ecr",)
+SWITCHED_NAMESPACES = ("ecr", "stepFunctions")
 """Namespaces whose other keys mean nothing while their `enabled` switch is off."""
 
 
@@ -351,10 +450,10 @@ def load_settings(
         raise config_error(problems)
 
     merged: dict[str, Any] = {**presets()[preset], **raw, "metaflow:preset": preset, REGION_KEY: region}
-    user_set_instance_types = "compute:instanceTypes" in raw
-    if not user_set_instance_types:
-        default_types = merged.get("compute:instanceTypes", key_fields()["compute:instanceTypes"].default)
-        merged["compute:instanceTypes"] = [f for f in default_types if f in offered_families(region)]
+    for types_key in DEFAULT_FAMILY_LISTS:  # a preset's list keeps only the families the region offers
+        if types_key not in raw:
+            default_types = merged.get(types_key, key_fields()[types_key].default)
+            merged[types_key] = [f for f in default_types if f in families_of((CPU, GPU), region)]
     nested: dict[str, dict[str, Any]] = {namespace: {} for namespace in NAMESPACES}
     for key, value in merged.items():
         namespace, _, name = key.partition(":")
@@ -366,9 +465,8 @@ def load_settings(
         raise config_error([_describe_error(e) for e in err.errors()]) from None
 
     problems = (_not_yet_available(settings) if check_availability else []) + _db_problems(settings.db, today)
-    problems += _instance_type_problems(
-        "compute:instanceTypes", settings.compute.instance_types, region, want_gpu=False
-    )
+    problems += _instance_type_problems("compute:instanceTypes", settings.compute.instance_types, region)
+    problems += _accelerator_problems(settings, raw)
     problems += _conflicting_keys(settings, raw) + _ui_problems(settings, raw) + _switched_off_keys(settings, raw)
     problems += _aws_value_problems(settings)
     if problems:

@@ -267,10 +267,37 @@ class ComputeSettings(Namespace):
     on_demand_fallback: Bool = setting(
         False, "queue an on-demand environment behind spot (or Fargate behind Fargate Spot); spot types only"
     )
-    gpu: Bool = setting(False, "add a GPU environment and queue", available=False)
-    gpu_instance_types: StrList = setting(["g4dn", "g5"], "GPU instance families", available=False)
-    gpu_max_vcpus: PositiveInt = setting(16, "the most vCPUs of the GPU environment", available=False)
-    multi_node: Bool = setting(False, "an environment for @parallel multi-node jobs", available=False)
+    gpu: Bool = setting(
+        False,
+        "a GPU environment (NVIDIA AMI) and its queue, gpuJobQueue: spot or on-demand as compute:type says, on "
+        "instances even when that is Fargate (Fargate has no GPUs); min 0 vCPUs",
+    )
+    gpu_instance_types: StrList = setting(
+        ["g4dn", "g5"], "NVIDIA GPU families or types of the GPU environment (compute:gpu)"
+    )
+    gpu_max_vcpus: PositiveInt = setting(
+        16, "the most vCPUs each GPU environment may run at once (compute:gpu; the on-demand fallback has its own)"
+    )
+    neuron_instance_types: StrList = setting(
+        [],
+        "Inferentia/Trainium families or types (e.g. inf2, trn1): an environment on the ECS Neuron AMI and its "
+        "queue, neuronJobQueue, spot or on-demand like compute:gpu; empty: none",
+    )
+    neuron_max_vcpus: PositiveInt = setting(
+        16, "the most vCPUs each Inferentia/Trainium environment may run at once (compute:neuronInstanceTypes)"
+    )
+    multi_node: Bool = setting(
+        False,
+        "an on-demand environment in a cluster placement group and its queue, multiNodeJobQueue, for @parallel "
+        "multi-node jobs (Batch runs them on neither spot nor Fargate); min 0 vCPUs",
+    )
+    multi_node_instance_types: StrList = setting(
+        ["c6i", "m6i", "r6i", "c5", "m5", "r5"],
+        "CPU or GPU families or types of the multi-node environment (compute:multiNode)",
+    )
+    multi_node_max_vcpus: PositiveInt = setting(
+        64, "the most vCPUs the multi-node environment may run at once, all nodes together (compute:multiNode)"
+    )
 
     @model_validator(mode="after")
     def _vcpu_range(self) -> ComputeSettings:
@@ -282,10 +309,29 @@ class ComputeSettings(Namespace):
         return self
 
 
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557)
+LOG_RETENTION_DAYS += (2922, 3288, 3653)  # 8, 9 and 10 years
+"""The retention periods CloudWatch Logs accepts (`PutRetentionPolicy`'s `retentionInDays`)."""
+
+
 class StepFunctionsSettings(Namespace):
     enabled: Bool = setting(
-        False, "Step Functions, DynamoDB and EventBridge roles for `step-functions create`", available=False
+        False,
+        "`step-functions create` and `@schedule`: the roles Step Functions and EventBridge use, the foreach "
+        "table (DynamoDB), the execution log group",
     )
+    log_retention_days: Int = setting(
+        14, "days CloudWatch Logs keeps the execution history of `step-functions create --log-execution-history`"
+    )
+
+    @model_validator(mode="after")
+    def _retention(self) -> StepFunctionsSettings:
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"stepFunctions:logRetentionDays = {self.log_retention_days} is not a period CloudWatch Logs keeps "
+                f"logs for; accepted: {', '.join(map(str, LOG_RETENTION_DAYS))}"
+            )
+        return self
 
 
 class UiAccess(str, Enum):
