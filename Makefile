@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright metaflow_infra __main__.py tools
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2  # two workers: the machine has two cores
 
 up: $(STAMP)
 	pulumi stack select --create $(STACK)
