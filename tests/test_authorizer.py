@@ -4,6 +4,7 @@ refresh of one `GetSecretValue` call. Time is a fake clock; nothing sleeps."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import importlib
 import itertools
@@ -345,3 +346,31 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.undo()
         importlib.reload(authorizer)
     assert (authorizer.GRACE_SECONDS, authorizer.REFRESH_SECONDS, authorizer.MAX_AGE_SECONDS) == (3600, 60, 900)
+
+
+def test_a_refusal_is_the_boolean_false_api_gateway_expects(secret: Secret) -> None:
+    assert authorizer.handler({"headers": {"x-api-key": "wrong"}}, None) == {"isAuthorized": False}
+    assert authorizer.handler({"headers": {"x-api-key": "wrong"}}, None)["isAuthorized"] is False
+
+
+def test_after_a_failed_cold_start_read_requests_are_refused_until_the_next_read_is_due(secret: Secret) -> None:
+    secret.admin.delete_secret(SecretId=secret.arn, ForceDeleteWithoutRecovery=True)
+    with pytest.raises(Exception, match="ResourceNotFound"):
+        admits(KEY)
+    secret.clock.now += authorizer.REFRESH_SECONDS - 1
+    assert authorizer.handler({"headers": {"x-api-key": KEY}}, None) == {"isAuthorized": False}
+    assert secret.calls == ["GetSecretValue"]  # no keys to judge by, and not yet time to ask again
+
+
+@pytest.mark.parametrize("previous", [7, ["k3y"], {"key": "k3y"}, True, ""])
+def test_a_previous_key_that_is_not_a_non_empty_string_is_ignored(secret: Secret, previous: object) -> None:
+    secret.write(json.dumps({"current": NEW, "previous": previous}))
+    assert admits(NEW)
+    assert not admits(KEY)
+    assert authorizer._cache.keys is not None and authorizer._cache.keys.previous is None
+
+
+def test_the_cached_keys_cannot_be_altered_in_place(secret: Secret) -> None:
+    assert admits(KEY)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        authorizer._cache.keys.current = b"other"  # type: ignore[misc, union-attr]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,8 @@ import pytest
 from conftest import offline
 
 from metaflow_infra.offline import OfflineRun
-from metaflow_infra.profile import MetadataEndpoint, ProfileInputs, metaflow_profile
+from metaflow_infra.plan import masked_profile
+from metaflow_infra.profile import SECRET_KEYS, MetadataEndpoint, ProfileInputs, metaflow_profile
 
 READ_BACK = """
 import json, sys
@@ -110,3 +112,75 @@ def test_metaflow_sends_the_profile_key_as_x_api_key(tmp_path: Path) -> None:
     script = "import json; from metaflow.metaflow_config import SERVICE_HEADERS; print(json.dumps(SERVICE_HEADERS))"
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"x-api-key": profile["METAFLOW_SERVICE_AUTH_KEY"]}
+
+
+# --- The profile as a function of its inputs, without a stack -----------------------------------------------
+
+
+def test_a_profile_without_optional_features_names_the_datastore_queue_and_task_role_and_keeps_metadata_local() -> None:
+    inputs = ProfileInputs(bucket_name="bkt", job_queue_arn="queue-arn", task_role_arn="role-arn")
+    assert metaflow_profile(inputs) == {
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": "s3://bkt/metaflow",
+        "METAFLOW_DATATOOLS_S3ROOT": "s3://bkt/data",
+        "METAFLOW_BATCH_JOB_QUEUE": "queue-arn",
+        "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": "role-arn",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
+
+
+def test_a_profile_with_every_feature_names_each_of_them() -> None:
+    inputs = dataclasses.replace(
+        FULL,
+        job_tags={"team": "ds", "metaflow:stack": "dev"},
+        ui_url="https://ui.example.com",
+        container_registry="1.dkr.ecr.us-east-1.amazonaws.com",
+        container_image="steps:1",
+        secrets_region="eu-west-1",
+    )
+    assert metaflow_profile(inputs) == {
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": "s3://b/metaflow",
+        "METAFLOW_DATATOOLS_S3ROOT": "s3://b/data",
+        "METAFLOW_BATCH_JOB_QUEUE": FULL.job_queue_arn,
+        "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": FULL.task_role_arn,
+        "METAFLOW_DEFAULT_METADATA": "service",
+        "METAFLOW_BATCH_CONTAINER_REGISTRY": "1.dkr.ecr.us-east-1.amazonaws.com",
+        "METAFLOW_BATCH_CONTAINER_IMAGE": "steps:1",
+        "METAFLOW_DEFAULT_SECRETS_BACKEND_TYPE": "aws-secrets-manager",
+        "METAFLOW_AWS_SECRETS_MANAGER_DEFAULT_REGION": "eu-west-1",
+        "METAFLOW_UI_URL": "https://ui.example.com",
+        "METAFLOW_BATCH_EMIT_TAGS": "true",
+        "METAFLOW_BATCH_DEFAULT_TAGS": '{"metaflow:stack": "dev", "team": "ds"}',
+        "METAFLOW_ECS_FARGATE_EXECUTION_ROLE": "arn:aws:iam::1:role/e",
+        "METAFLOW_SERVICE_URL": "https://x.execute-api.us-east-1.amazonaws.com",
+        "METAFLOW_SERVICE_INTERNAL_URL": "http://svc:8080",
+        "METAFLOW_SERVICE_AUTH_KEY": "k",
+        "METAFLOW_SERVICE_RETRY_COUNT": "9",
+    }
+    assert [key for key in metaflow_profile(inputs) if not metaflow_reads(key)] == []
+
+
+def test_job_tags_are_written_in_key_order_whatever_order_they_come_in() -> None:
+    """The same tags give the same profile, so the stack output does not change from one run to the next."""
+    forward = metaflow_profile(ProfileInputs("b", "q", "r", job_tags={"a": "1", "b": "2"}))
+    backward = metaflow_profile(ProfileInputs("b", "q", "r", job_tags={"b": "2", "a": "1"}))
+    assert forward["METAFLOW_BATCH_DEFAULT_TAGS"] == backward["METAFLOW_BATCH_DEFAULT_TAGS"] == '{"a": "1", "b": "2"}'
+
+
+def test_empty_optional_values_add_nothing() -> None:
+    empty = {"fargate_execution_role_arn": "", "ui_url": "", "container_registry": "", "container_image": ""}
+    profile = metaflow_profile(ProfileInputs("b", "q", "r", **empty, secrets_region="", job_tags={}))
+    assert profile == metaflow_profile(ProfileInputs("b", "q", "r"))
+
+
+def test_the_only_secret_in_a_profile_is_the_service_key_and_plan_masks_it() -> None:
+    assert {key for key in metaflow_profile(FULL) if key in SECRET_KEYS} == {"METAFLOW_SERVICE_AUTH_KEY"}
+    assert masked_profile(metaflow_profile(FULL))["METAFLOW_SERVICE_AUTH_KEY"] != "k"
+
+
+def test_profile_inputs_cannot_be_changed_once_made() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FULL.bucket_name = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FULL.metadata.auth_key = "other"  # type: ignore[misc, union-attr]

@@ -1,0 +1,199 @@
+"""Each policy document as a pure function of its ARNs: exactly which actions on exactly which
+resources under exactly which conditions. Statement ids (Sid) are labels and left out of the
+comparisons; everything IAM evaluates is compared whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from metaflow_infra.policies import (
+    assume_role_policy,
+    aws_managed_policy_arn,
+    datastore_statements,
+    read_secret_and_write_logs,
+    step_secrets_policy,
+    step_secrets_statements,
+    task_role_policy,
+    tls_only_bucket_policy,
+    ui_task_policy,
+    ui_tunnel_statements,
+    user_policy,
+)
+
+BUCKET = "arn:aws:s3:::bkt"
+ACCOUNT = "123456789012"
+
+
+def evaluated(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as IAM evaluates it: statement ids dropped."""
+    return {**document, "Statement": without_sids(document["Statement"])}
+
+
+def without_sids(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: value for key, value in statement.items() if key != "Sid"} for statement in statements]
+
+
+def allow(actions: list[str], resources: Any, **condition: Any) -> dict[str, Any]:
+    statement = {"Effect": "Allow", "Action": actions, "Resource": resources}
+    return {**statement, "Condition": condition} if condition else statement
+
+
+DATASTORE = [
+    allow(["s3:ListBucket"], [BUCKET]),
+    allow(["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], [f"{BUCKET}/*"]),
+]
+
+
+def test_ecs_tasks_are_trusted_only_on_behalf_of_this_account() -> None:
+    assert assume_role_policy("ecs-tasks.amazonaws.com", ACCOUNT) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}},
+            }
+        ],
+    }
+
+
+def test_services_that_send_no_source_account_are_trusted_without_the_condition() -> None:
+    for service, account in (("ec2.amazonaws.com", ACCOUNT), ("ecs-tasks.amazonaws.com", None)):
+        assert assume_role_policy(service, account)["Statement"] == [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+        ]
+
+
+def test_tasks_list_the_datastore_and_read_and_write_its_objects_and_nothing_else() -> None:
+    assert without_sids(datastore_statements(BUCKET)) == DATASTORE
+    assert evaluated(task_role_policy(BUCKET)) == {"Version": "2012-10-17", "Statement": DATASTORE}
+
+
+def test_the_ui_task_reads_the_datastore_and_writes_nothing() -> None:
+    assert evaluated(ui_task_policy(BUCKET, exec_channel=False))["Statement"] == [
+        allow(["s3:ListBucket"], [BUCKET]),
+        allow(["s3:GetObject"], [f"{BUCKET}/*"]),
+    ]
+
+
+def test_a_private_ui_task_also_opens_the_session_manager_channel_of_ecs_exec() -> None:
+    statements = evaluated(ui_task_policy(BUCKET, exec_channel=True))["Statement"]
+    assert statements[:2] == evaluated(ui_task_policy(BUCKET, exec_channel=False))["Statement"]
+    assert statements[2:] == [
+        allow(
+            [
+                "ssmmessages:CreateControlChannel",
+                "ssmmessages:CreateDataChannel",
+                "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel",
+            ],
+            "*",
+        )
+    ]
+
+
+def people(**extra: Any) -> dict[str, Any]:
+    return user_policy(
+        partition="aws-cn",
+        region="cn-north-1",
+        account=ACCOUNT,
+        bucket_arn=BUCKET,
+        job_queue_arns=["queue-1", "queue-2"],
+        passable_role_arns=["role-1", "role-2"],
+        **extra,
+    )
+
+
+BATCH = f"arn:aws-cn:batch:cn-north-1:{ACCOUNT}"
+PEOPLE = [
+    allow(
+        [
+            "batch:DescribeComputeEnvironments",
+            "batch:DescribeJobDefinitions",
+            "batch:DescribeJobQueues",
+            "batch:DescribeJobs",
+            "batch:ListJobs",
+        ],
+        "*",
+    ),
+    allow(["batch:RegisterJobDefinition"], [f"{BATCH}:job-definition/metaflow_*"]),
+    allow(["batch:SubmitJob"], ["queue-1", "queue-2", f"{BATCH}:job-definition/metaflow_*", f"{BATCH}:job/*"]),
+    allow(["batch:TerminateJob", "batch:TagResource"], [f"{BATCH}:job/*"]),
+    allow(["iam:PassRole"], ["role-1", "role-2"], StringEquals={"iam:PassedToService": "batch.amazonaws.com"}),
+    *DATASTORE,
+    allow(
+        ["logs:GetLogEvents"],
+        [f"arn:aws-cn:logs:cn-north-1:{ACCOUNT}:log-group:/aws/batch/job:log-stream:metaflow_*"],
+    ),
+]
+
+
+def test_people_run_list_and_kill_metaflow_jobs_pass_the_profiles_roles_use_the_datastore_and_read_job_logs() -> None:
+    assert evaluated(people()) == {"Version": "2012-10-17", "Statement": PEOPLE}
+
+
+def test_statements_for_optional_features_are_appended_to_what_people_may_do() -> None:
+    extra = [allow(["ssm:DescribeSessions"], "*")]
+    assert evaluated(people(extra=extra))["Statement"] == [*PEOPLE, *extra]
+
+
+def test_people_start_tunnel_to_and_stop_only_the_ui_service_and_its_tasks() -> None:
+    statements = ui_tunnel_statements(
+        partition="aws-cn", region="cn-north-1", account=ACCOUNT, cluster="c", service="s"
+    )
+    ecs = f"arn:aws-cn:ecs:cn-north-1:{ACCOUNT}"
+    assert without_sids(statements) == [
+        allow(["ecs:DescribeServices", "ecs:UpdateService"], [f"{ecs}:service/c/s"]),
+        allow(["ecs:ListTasks"], "*", ArnEquals={"ecs:cluster": f"{ecs}:cluster/c"}),
+        allow(["ecs:DescribeTasks"], [f"{ecs}:task/c/*"]),
+        allow(
+            ["ssm:StartSession"],
+            [f"{ecs}:task/c/*", "arn:aws-cn:ssm:cn-north-1::document/AWS-StartPortForwardingSession"],
+            BoolIfExists={"ssm:SessionDocumentAccessCheck": "true"},
+        ),
+        allow(
+            ["ssm:TerminateSession", "ssm:ResumeSession"],
+            [f"arn:aws-cn:ssm:cn-north-1:{ACCOUNT}:session/*"],
+            StringLike={"ssm:resourceTag/aws:ssmmessages:session-id": ["${aws:userid}"]},
+        ),
+        allow(["ssm:DescribeSessions"], "*"),
+    ]
+
+
+def test_steps_read_only_the_secrets_under_this_stacks_prefix() -> None:
+    expected = [
+        allow(["secretsmanager:GetSecretValue"], [f"arn:aws-cn:secretsmanager:cn-north-1:{ACCOUNT}:secret:mf/*"])
+    ]
+    kwargs = {"partition": "aws-cn", "region": "cn-north-1", "account": ACCOUNT, "name_prefix": "mf/"}
+    assert without_sids(step_secrets_statements(**kwargs)) == expected
+    assert evaluated(step_secrets_policy(**kwargs)) == {"Version": "2012-10-17", "Statement": expected}
+
+
+def test_the_bucket_refuses_every_request_without_tls() -> None:
+    assert evaluated(tls_only_bucket_policy(BUCKET)) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [BUCKET, f"{BUCKET}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+def test_a_task_execution_role_or_lambda_reads_one_secret_and_writes_one_log_group() -> None:
+    assert evaluated(read_secret_and_write_logs("secret-arn", "group-arn"))["Statement"] == [
+        allow(["secretsmanager:GetSecretValue"], ["secret-arn"]),
+        allow(["logs:CreateLogStream", "logs:PutLogEvents"], ["group-arn:log-stream:*"]),
+    ]
+
+
+@pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])
+def test_aws_managed_policies_are_named_in_the_stacks_partition(partition: str) -> None:
+    assert aws_managed_policy_arn(partition, "Name") == f"arn:{partition}:iam::aws:policy/Name"
