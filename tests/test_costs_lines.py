@@ -56,6 +56,7 @@ TABLE = PriceTable(
                 "public_ipv4_hour": priced(0.005),
                 "secrets_manager_secret_month": priced(0.4),
                 "route53_hosted_zone_month": priced(0.5),
+                "load_balancer_hour": {"application": priced(0.0225)},
                 "ec2_instance_hour": {
                     "c5.large": priced(0.1),
                     "c5.xlarge": priced(0.17),
@@ -197,7 +198,16 @@ def test_the_stack_output_carries_every_figure_of_the_estimate() -> None:
 
 def test_by_default_the_estimate_lists_every_usage_based_cost_it_leaves_out() -> None:
     not_included = " ".join(CostEstimate("us-east-1", [], "2026-01-01").not_included)
-    for usage in ("S3 storage", "Batch instance", "API Gateway requests", "CloudWatch Logs", "RDS backup", "Cloud Map"):
+    for usage in (
+        "S3 storage",
+        "Batch instance",
+        "API Gateway requests",
+        "CloudWatch Logs",
+        "RDS backup",
+        "Cloud Map",
+        "the private UI's task",
+        "load balancer capacity units",
+    ):
         assert usage in not_included
 
 
@@ -379,6 +389,41 @@ def test_extended_support_bills_the_standbys_vcpus_too() -> None:
 def test_without_a_date_the_estimate_is_for_today() -> None:
     settings = load("dev", {"db:engineVersion": 13, "db:allowExtendedSupport": True})
     assert estimate_monthly_cost(settings, table=TABLE).lines == lines_of(settings, today=datetime.date.today())
+
+
+# --- The UI ---------------------------------------------------------------------------------------------------
+
+UI = {"ui:enabled": True, "ui:access": "allowList", "ui:allowedCidrs": ["203.0.113.0/24"]}
+
+
+def ui_lines(settings: Settings, **kwargs: Any) -> list[CostLine]:
+    return [line for line in lines_of(settings, **kwargs) if line.item.startswith("UI")]
+
+
+def test_a_private_ui_bills_nothing_at_rest() -> None:
+    assert ui_lines(load("dev", {"ui:enabled": True})) == []
+    assert lines_of(load("dev", {"ui:enabled": True})) == lines_of(load("dev"))
+
+
+def test_a_load_balanced_ui_bills_its_task_its_address_the_load_balancer_and_one_address_per_az() -> None:
+    assert ui_lines(load("dev", UI)) == [
+        line("UI: Fargate Spot (~70% below on-demand), 0.5 vCPU", "aws:ecs/service:Service", 1, 365, "vCPU-hour",
+             0.012146, 4.43),
+        line("UI: Fargate Spot (~70% below on-demand), 2 GB", "aws:ecs/service:Service", 0, 1460, "GB-hour",
+             0.0012, 1.75),
+        line("UI task's public IPv4 address (to pull its image; no NAT)", "aws:ecs/service:Service", 0, 730, "hour",
+             0.005, 3.65),
+        line("UI application load balancer", "aws:lb/loadBalancer:LoadBalancer", 1, 730, "LB-hour", 0.0225, 16.43),
+        line("UI load balancer's public IPv4 addresses (2 AZs)", "aws:lb/loadBalancer:LoadBalancer", 0, 1460, "hour",
+             0.005, 7.3),
+    ]  # fmt: skip
+
+
+def test_the_ui_task_runs_on_demand_like_the_metadata_service_and_without_an_address_in_private_subnets() -> None:
+    [vcpu, memory, balancer, addresses] = ui_lines(load("dev", {**UI, "metadata:spot": False}), public_subnets=False)
+    assert (vcpu.item, vcpu.unit_usd) == ("UI: Fargate, 0.5 vCPU", 0.040486)
+    assert (memory.item, memory.unit_usd) == ("UI: Fargate, 2 GB", 0.004)
+    assert balancer.item == "UI application load balancer" and addresses.quantity == 2 * HOURS_PER_MONTH
 
 
 # --- The Terraform module's defaults ---------------------------------------------------------------------------

@@ -12,7 +12,11 @@ from metaflow_infra.policies import (
     assume_role_policy,
     aws_managed_policy_arn,
     datastore_statements,
+    foreach_table_task_policy,
     read_secret_and_write_logs,
+    scheduler_role_policy,
+    step_functions_role_policy,
+    step_functions_user_statements,
     step_secrets_policy,
     step_secrets_statements,
     task_role_policy,
@@ -197,3 +201,82 @@ def test_a_task_execution_role_or_lambda_reads_one_secret_and_writes_one_log_gro
 @pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])
 def test_aws_managed_policies_are_named_in_the_stacks_partition(partition: str) -> None:
     assert aws_managed_policy_arn(partition, "Name") == f"arn:{partition}:iam::aws:policy/Name"
+
+
+# --- Step Functions -------------------------------------------------------------------------------------------
+
+STATES = f"arn:aws-cn:states:cn-north-1:{ACCOUNT}"
+SFN = {"partition": "aws-cn", "region": "cn-north-1", "account": ACCOUNT, "state_machine_prefix": "mf"}
+
+
+def test_state_machines_run_steps_on_this_stacks_queues_and_their_foreach_and_map_bookkeeping_only() -> None:
+    policy = step_functions_role_policy(
+        **SFN, job_queue_arns=["queue-1"], table_arn="table-arn", map_results_arn=f"{BUCKET}/sfn"
+    )
+    assert evaluated(policy)["Statement"] == [
+        allow(["batch:SubmitJob"], ["queue-1", f"{BATCH}:job-definition/metaflow_*", f"{BATCH}:job/*"]),
+        allow(["batch:TagResource", "batch:TerminateJob"], [f"{BATCH}:job/*"]),
+        allow(["batch:DescribeJobs"], "*"),
+        allow(
+            ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            [f"arn:aws-cn:events:cn-north-1:{ACCOUNT}:rule/StepFunctionsGetEventsForBatchJobsRule"],
+        ),
+        allow(["dynamodb:GetItem"], ["table-arn"]),
+        allow(["states:StartExecution"], [f"{STATES}:stateMachine:mf_*"]),
+        allow(["states:DescribeExecution", "states:StopExecution"], [f"{STATES}:execution:mf_*"]),
+        allow(
+            ["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+            [f"{BUCKET}/sfn/*"],
+        ),
+        allow(
+            [
+                "logs:CreateLogDelivery",
+                "logs:GetLogDelivery",
+                "logs:UpdateLogDelivery",
+                "logs:DeleteLogDelivery",
+                "logs:ListLogDeliveries",
+                "logs:PutResourcePolicy",
+                "logs:DescribeResourcePolicies",
+                "logs:DescribeLogGroups",
+            ],
+            "*",
+        ),
+    ]
+
+
+def test_schedules_start_only_this_stacks_state_machines() -> None:
+    assert evaluated(scheduler_role_policy(**SFN)) == {
+        "Version": "2012-10-17",
+        "Statement": [allow(["states:StartExecution"], [f"{STATES}:stateMachine:mf_*"])],
+    }
+
+
+def test_steps_keep_their_foreach_bookkeeping_in_the_foreach_table_only() -> None:
+    assert evaluated(foreach_table_task_policy("table-arn"))["Statement"] == [
+        allow(["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"], ["table-arn"])
+    ]
+
+
+def test_people_deploy_run_schedule_and_stop_only_this_stacks_state_machines() -> None:
+    statements = step_functions_user_statements(**SFN, role_arn="sfn-role", scheduler_role_arn="events-role")
+    assert without_sids(statements) == [
+        allow(["states:ListStateMachines"], "*"),
+        allow(
+            [
+                "states:CreateStateMachine",
+                "states:UpdateStateMachine",
+                "states:DescribeStateMachine",
+                "states:DeleteStateMachine",
+                "states:StartExecution",
+                "states:ListExecutions",
+            ],
+            [f"{STATES}:stateMachine:mf_*"],
+        ),
+        allow(["states:StopExecution"], [f"{STATES}:execution:mf_*"]),
+        allow(["iam:PassRole"], ["sfn-role"], StringEquals={"iam:PassedToService": "states.amazonaws.com"}),
+        allow(["iam:PassRole"], ["events-role"], StringEquals={"iam:PassedToService": "events.amazonaws.com"}),
+        allow(
+            ["events:PutRule", "events:PutTargets", "events:DisableRule", "events:RemoveTargets", "events:DeleteRule"],
+            [f"arn:aws-cn:events:cn-north-1:{ACCOUNT}:rule/mf_*"],
+        ),
+    ]

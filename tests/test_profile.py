@@ -14,7 +14,13 @@ from conftest import offline
 
 from metaflow_infra.offline import OfflineRun
 from metaflow_infra.plan import masked_profile
-from metaflow_infra.profile import SECRET_KEYS, MetadataEndpoint, ProfileInputs, metaflow_profile
+from metaflow_infra.profile import (
+    SECRET_KEYS,
+    MetadataEndpoint,
+    ProfileInputs,
+    StepFunctionsProfile,
+    metaflow_profile,
+)
 
 READ_BACK = """
 import json, sys
@@ -137,6 +143,14 @@ def test_a_profile_with_every_feature_names_each_of_them() -> None:
         container_registry="1.dkr.ecr.us-east-1.amazonaws.com",
         container_image="steps:1",
         secrets_region="eu-west-1",
+        step_functions=StepFunctionsProfile(
+            role_arn="sfn-role",
+            scheduler_role_arn="events-role",
+            table_name="foreach-table",
+            state_machine_prefix="mf",
+            log_group_arn="log-group-arn:*",
+            distributed_map_output_path="s3://b/sfn-distributed-map",
+        ),
     )
     assert metaflow_profile(inputs) == {
         "METAFLOW_DEFAULT_DATASTORE": "s3",
@@ -153,6 +167,12 @@ def test_a_profile_with_every_feature_names_each_of_them() -> None:
         "METAFLOW_BATCH_EMIT_TAGS": "true",
         "METAFLOW_BATCH_DEFAULT_TAGS": '{"metaflow:stack": "dev", "team": "ds"}',
         "METAFLOW_ECS_FARGATE_EXECUTION_ROLE": "arn:aws:iam::1:role/e",
+        "METAFLOW_SFN_IAM_ROLE": "sfn-role",
+        "METAFLOW_EVENTS_SFN_ACCESS_IAM_ROLE": "events-role",
+        "METAFLOW_SFN_DYNAMO_DB_TABLE": "foreach-table",
+        "METAFLOW_SFN_STATE_MACHINE_PREFIX": "mf",
+        "METAFLOW_SFN_EXECUTION_LOG_GROUP_ARN": "log-group-arn:*",
+        "METAFLOW_SFN_S3_DISTRIBUTED_MAP_OUTPUT_PATH": "s3://b/sfn-distributed-map",
         "METAFLOW_SERVICE_URL": "https://x.execute-api.us-east-1.amazonaws.com",
         "METAFLOW_SERVICE_INTERNAL_URL": "http://svc:8080",
         "METAFLOW_SERVICE_AUTH_KEY": "k",
@@ -184,3 +204,6 @@ def test_profile_inputs_cannot_be_changed_once_made() -> None:
         FULL.bucket_name = "other"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         FULL.metadata.auth_key = "other"  # type: ignore[misc, union-attr]
+    step_functions = StepFunctionsProfile("role", "scheduler", "table", "mf", "group:*", "s3://b/map")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step_functions.role_arn = "other"  # type: ignore[misc]
