@@ -23,6 +23,7 @@ from metaflow_infra.settings.aws_rules import (
     image_pin,
     image_reference_problems,
     known_regions,
+    partition_of,
     postgres_instance_classes,
     region_problems,
     regions_by_partition,
@@ -99,6 +100,27 @@ def test_a_made_up_region_is_refused_naming_key_value_near_matches_and_accepted_
     assert problem.split("accepted: ")[1].split(", ") == list(known_regions())
 
 
+@pytest.mark.parametrize(
+    ("typo", "hint"),
+    [
+        ("ap-south", "(did you mean ap-south-2 or ap-south-1 or af-south-1?)"),  # at most three
+        ("uswest", "(did you mean us-west-2 or us-west-1?)"),  # only close ones
+        ("euw1", "not an AWS region; accepted"),  # nothing close enough to suggest
+    ],
+)
+def test_a_region_typo_suggests_at_most_three_close_regions(typo: str, hint: str) -> None:
+    [problem] = region_problems("aws:region", typo)
+    assert f"{typo!r}: not an AWS region" in problem and hint in problem.split("accepted:")[0] + "accepted"
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"),
+    [("us-east-1", "aws"), ("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"), ("mars-1", None)],
+)
+def test_each_region_belongs_to_its_own_partition(region: str, partition: str | None) -> None:
+    assert partition_of(region) == partition
+
+
 @pytest.mark.parametrize("region", ["", "US-EAST-1", "us-east-1 ", "us-iso-east-1", "eu-west"])
 def test_malformed_and_isolated_partition_regions_are_refused(region: str) -> None:
     assert len(region_problems("aws:region", region)) == 1
@@ -165,6 +187,7 @@ def test_values_starting_with_aws_prefix_are_refused() -> None:
         ({"k": "v" * 257}, "the value has 257 characters; accepted: at most 256"),
         ({"team#1": "x"}, "the key has characters AWS refuses in tags ('#')"),
         ({"team": "a!b"}, "the value has characters AWS refuses in tags ('!')"),
+        ({"team": "#a!b#"}, "the value has characters AWS refuses in tags ('!' '#'); accepted"),
         ({"team": "line\nbreak"}, "('\\n')"),
         ({"team": "party 🎉"}, "('🎉')"),
         ({"team": "tab\there"}, "('\\t')"),
@@ -254,6 +277,11 @@ def test_invalid_image_references_are_refused_with_the_reason(image: str, fragme
 )
 def test_image_pin_splits_out_tag_and_digest(image: str, pin: tuple[str | None, str | None]) -> None:
     assert image_pin(image) == pin
+
+
+def test_an_empty_image_reference_is_refused_once_as_empty() -> None:
+    [problem] = image_reference_problems("metadata:image", "")
+    assert problem.startswith("metadata:image = '': empty; accepted: ")
 
 
 def test_image_rules_agree_with_the_ecs_api_documentation(boto: botocore.session.Session) -> None:

@@ -126,7 +126,9 @@ def test_every_other_aws_provider_setting_is_forwarded_by_its_declared_kind() ->
             "aws:endpoints": [{"s3": "http://localhost:4566"}],
             "aws:skipCredentialsValidation": "true",
             "aws:maxRetries": "7",
+            "aws:accessKey": "AKIAEXAMPLE",
             "aws:secretKey": "s3cr3t",
+            "aws:token": "t0ken",
             "aws:s3UsePathStyle": "TRUE",
         },
     )
@@ -134,7 +136,9 @@ def test_every_other_aws_provider_setting_is_forwarded_by_its_declared_kind() ->
     assert json.loads(provider.inputs["endpoints"]) == [{"s3": "http://localhost:4566"}]
     assert (provider.inputs["skipCredentialsValidation"], provider.inputs["maxRetries"]) == ("true", "7")
     assert provider.inputs["s3UsePathStyle"] == "true"
-    assert provider.inputs["secretKey"] == "s3cr3t" and "secretKey" in provider.secret_inputs
+    assert provider.inputs["secretKey"] == "s3cr3t"
+    assert {"accessKey", "secretKey", "token"} <= set(provider.secret_inputs)
+    assert "maxRetries" not in provider.secret_inputs
 
 
 def test_the_provider_settings_are_read_from_pulumi_aws_itself() -> None:
