@@ -109,9 +109,9 @@ FORMAT_EXAMPLES = {
 """What a valid value looks like, for keys checked against a format: users see this, never a regex."""
 
 
-def _format_example(key: str) -> str:
-    base = key.split("[", 1)[0]
-    for candidate in (base, base.rsplit(".", 1)[0], base.split(".", 1)[0]):
+def _format_example(path: str) -> str:
+    """`path` is a key with nested fields but no list indexes (`aws:assumeRoles.roleArn`)."""
+    for candidate in (path, path.rsplit(".", 1)[0], path.split(".", 1)[0]):
         if candidate in FORMAT_EXAMPLES:
             return FORMAT_EXAMPLES[candidate]
     return "a value in the documented format (see the README's configuration table)"
