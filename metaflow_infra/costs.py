@@ -273,8 +273,10 @@ def estimate_monthly_cost(
             unit="vCPU-hour",
         )
 
-    if settings.network.nat_gateways > 0:
-        count = settings.network.nat_gateways
+    # NAT and interface endpoints come with the VPC this program creates; an existing VPC brings its own.
+    network = settings.network if settings.network.vpc_id is None else None
+    if network is not None and network.nat_gateways > 0:
+        count = network.nat_gateways
         lines.hourly(
             "NAT gateway", "aws:ec2/natGateway:NatGateway", count, count, table.price(region, "nat_gateway_hour")
         )
@@ -286,9 +288,10 @@ def estimate_monthly_cost(
             table.price(region, "public_ipv4_hour"),
         )
 
-    endpoints = sum(len(choice.aws_services) for choice in settings.network.interface_endpoints)
+    choices = network.interface_endpoints if network is not None else []
+    endpoints = sum(len(choice.aws_services) for choice in choices)
     if endpoints:
-        names = ", ".join(service for choice in settings.network.interface_endpoints for service in choice.aws_services)
+        names = ", ".join(service for choice in choices for service in choice.aws_services)
         lines.hourly(
             f"Interface VPC endpoints ({names}) in {MAX_AZS} AZs",
             "aws:ec2/vpcEndpoint:VpcEndpoint",
@@ -317,7 +320,7 @@ def estimate_monthly_cost(
         if settings.alerts.enabled:  # the failed-jobs rule and the topic bill nothing while idle
             alarms = len(service_alarm_specs(settings.db.allocated_storage_gb))
             lines.add(
-                "CloudWatch alarms: metadata endpoint 5xx, no service task, database CPU, storage, connections",
+                "CloudWatch alarms: endpoint 5xx, no service task, database CPU, storage, connections",
                 "aws:cloudwatch/metricAlarm:MetricAlarm",
                 alarms,
                 alarms,
@@ -325,7 +328,22 @@ def estimate_monthly_cost(
                 table.price(region, "cloudwatch_alarm_month"),
             )
 
-    return CostEstimate(region, lines.lines, table.read_on, lines.estimated)
+    return CostEstimate(region, lines.lines, table.read_on, lines.estimated, USAGE_NOT_INCLUDED + _usage_of(settings))
+
+
+def _usage_of(settings: Settings) -> tuple[str, ...]:
+    """Usage charges only some stacks have: what NAT, interface endpoints and SSE-KMS bill per GB or request."""
+    usage = []
+    if settings.network.vpc_id is None and settings.network.nat_gateways > 0:
+        usage.append(
+            "NAT gateway data processing (about $0.045/GB: PyPI installs, image pulls and AWS API calls from the "
+            "private subnets; S3 traffic takes the free gateway endpoint instead)"
+        )
+    if settings.network.interface_endpoints:
+        usage.append("interface VPC endpoint data processing (about $0.01/GB)")
+    if settings.datastore.kms_key is not None:
+        usage.append("KMS requests of the datastore key (few: the S3 bucket key absorbs most)")
+    return tuple(usage)
 
 
 def _database_lines(lines: _Lines, settings: Settings, today: datetime.date) -> None:

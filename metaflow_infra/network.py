@@ -170,10 +170,13 @@ class Network(Component):
             zones = self._create_vpc(settings.vpc_cidr)
             self.public_subnet_ids = self.subnet_ids
             self.public_subnets = not settings.private_subnets
-            gateway_tables = [self._public_routes.id] if multi_node else []
+            # Where hosts go without a public IP, S3 takes a gateway endpoint: multi-node nodes in the public
+            # subnets, and everything in private ones (S3 traffic through NAT would bill by the GB).
             if settings.private_subnets:
-                gateway_tables += self._create_private_subnets(settings, zones)
-            if gateway_tables:  # private subnets always: S3 traffic must not pay for NAT
+                gateway_tables = self._create_private_subnets(settings, zones)
+            else:
+                gateway_tables = [self._public_routes.id] if multi_node else []
+            if gateway_tables:
                 self._s3_gateway_endpoint(region, gateway_tables)
             if settings.interface_endpoints:
                 self._interface_endpoints(settings, region)

@@ -75,6 +75,8 @@ WRONG_FORMAT: dict[str, Any] = {
     "metaflow:prefix": "Team_A",
     "network:vpcId": "vpc-xyz",
     "datastore:kmsKey": "my-key",
+    "alerts:email": "ops at example.com",
+    "budget:email": "ops@example",
     "ui:certificateArn": "my-cert",
     "ui:domain": "Metaflow.Example.COM",
     "ui:hostedZoneId": "zone",
