@@ -470,7 +470,7 @@ class AlertsSettings(Namespace):
     enabled: Bool = setting(
         False,
         "CloudWatch alarms (metadata endpoint 5xx, no healthy service task; database CPU, free storage, "
-        "connections) and failed Batch jobs, to an SNS topic, alertTopicArn ($0.10 per alarm a month)",
+        "connections) and failed Batch jobs, to an SNS topic (output alertTopicArn; $0.10 per alarm a month)",
     )
     email: Annotated[str | None, Field(pattern=EMAIL_PATTERN, max_length=254)] = setting(
         None, "an email address subscribed to the alerts topic (AWS asks it to confirm)"
@@ -481,7 +481,8 @@ class BudgetSettings(Namespace):
     monthly_usd: Annotated[int | None, BeforeValidator(parse_int), Field(ge=1, le=10**9)] = setting(
         None,
         "an AWS Budgets monthly cost budget in USD for the whole account (Budgets sees a stack's tags only once "
-        "they are activated for billing); email at 80% of actual and 100% of forecast cost (free: 2 per account)",
+        "they are activated for billing); email at 80% of actual and 100% of forecast cost (an account's first two "
+        "budgets cost nothing)",
     )
     email: Annotated[str | None, Field(pattern=EMAIL_PATTERN, max_length=254)] = setting(
         None, "where budget alerts go (default: alerts:email)"
