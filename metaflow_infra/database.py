@@ -123,7 +123,7 @@ class Database(Component):
             backup_retention_period=settings.backup_retention_days,
             deletion_protection=settings.deletion_protection,
             copy_tags_to_snapshot=True,
-            # The free tier: 7 days of query load (longer retention bills per vCPU).
+            # The free retention, 7 days (longer bills per vCPU); Database Insights' Standard mode shows it.
             performance_insights_enabled=settings.performance_insights or None,
             performance_insights_retention_period=PERFORMANCE_INSIGHTS_FREE_DAYS
             if settings.performance_insights

@@ -469,9 +469,8 @@ def _datastore_and_alert_problems(settings: Settings) -> list[str]:
     if budget.monthly_usd is None and budget.email is not None:
         problems.append("budget:email has no effect without budget:monthlyUsd; set one or unset it")
     if budget.monthly_usd is not None and budget.email is None and settings.alerts.email is None:
-        problems.append(
-            f"budget:monthlyUsd = {budget.monthly_usd} needs someone to tell: set budget:email (or alerts:email)"
-        )
+        either = " (or alerts:email)" if settings.alerts.enabled else ""
+        problems.append(f"budget:monthlyUsd = {budget.monthly_usd} needs someone to tell: set budget:email{either}")
     return problems
 
 

@@ -271,7 +271,9 @@ class DbSettings(Namespace):
         20, "gp3 storage in GiB (20 or more)"
     )
     performance_insights: Bool = setting(
-        False, "Performance Insights, free tier (7 days of query load history, no charge)"
+        False,
+        "Performance Insights at its free 7-day retention: the database's load by query and wait, seen in "
+        "CloudWatch Database Insights (Standard mode) since the Performance Insights console retired",
     )
 
 
