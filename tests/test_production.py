@@ -52,6 +52,31 @@ def role_policy(run: OfflineRun, name: str) -> dict[str, Any]:
 # --- Availability ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "preset, multi_az, tasks, capacity, private",
+    [
+        ("minimal", None, None, None, False),
+        ("dev", False, 1, "FARGATE_SPOT", False),
+        ("production", True, 2, "FARGATE", True),
+    ],
+)
+def test_each_preset_has_its_availability_and_placement(
+    preset: str, multi_az: bool | None, tasks: int | None, capacity: str | None, private: bool
+) -> None:
+    run = offline(preset)
+    databases = [d.inputs["multiAz"] for d in run.of_type("aws:rds/instance:Instance")]
+    assert databases == ([] if multi_az is None else [multi_az])
+    services = [s.inputs for s in run.of_type("aws:ecs/service:Service")]
+    assert [(s["desiredCount"], s["capacityProviderStrategies"][0]["capacityProvider"]) for s in services] == (
+        [] if tasks is None else [(tasks, capacity)]
+    )
+    assert all(s["networkConfiguration"]["assignPublicIp"] is not private for s in services)
+    assert bool(subnets(run, "private")) is private and bool(run.of_type("aws:ec2/natGateway:NatGateway")) is private
+    placed = [resource_id(s) for s in subnets(run, "private" if private else "public")]
+    environments = run.of_type("aws:batch/computeEnvironment:ComputeEnvironment")
+    assert environments and all(e.inputs["computeResources"]["subnets"] == placed for e in environments)
+
+
 def test_the_database_is_multi_az_on_a_burstable_graviton_class(production: OfflineRun) -> None:
     database = production.one("aws:rds/instance:Instance").inputs
     assert database["multiAz"] is True
