@@ -121,6 +121,8 @@ class Database(Component):
             vpc_security_group_ids=[args.security_group_id],
             parameter_group_name=parameters.name,
             backup_retention_period=settings.backup_retention_days,
+            backup_window=settings.backup_window,
+            maintenance_window=settings.maintenance_window,
             deletion_protection=settings.deletion_protection,
             copy_tags_to_snapshot=True,
             # The free retention, 7 days (longer bills per vCPU); Database Insights' Standard mode shows it.

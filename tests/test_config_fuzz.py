@@ -21,6 +21,7 @@ from metaflow_infra.settings import (
     load_settings,
     provider_settings,
 )
+from metaflow_infra.settings.values import daily_minutes, weekly_minutes, windows_overlap
 
 KEYS = sorted({*key_fields(), *(f"aws:{key}" for key in provider_settings())})
 SESSION = botocore.session.get_session()
@@ -119,6 +120,11 @@ PRODUCTION_KEYS = {
     "alerts:email": st.one_of(st.emails(), st.text(max_size=20)),
     "budget:monthlyUsd": st.one_of(st.integers(-5, 10**10), scalars),
     "budget:email": st.one_of(st.emails(), st.text(max_size=20)),
+    "db:backupWindow": st.builds("{:02d}:{:02d}-{:02d}:{:02d}".format, *[st.integers(0, 25), st.integers(0, 61)] * 2),
+    "db:maintenanceWindow": st.builds(
+        "{}:{:02d}:{:02d}-{}:{:02d}:{:02d}".format,
+        *[st.sampled_from(["sun", "mon", "Sat", "x"]), st.integers(0, 25), st.integers(0, 61)] * 2,
+    ),
 }
 
 
@@ -137,6 +143,12 @@ def test_the_production_keys_together_are_consistent_or_refused_by_name(values: 
     assert network.private_subnets and 1 <= network.nat_gateways <= 3  # private subnets always have a way out
     assert key is None or key == "create" or (key.split(":")[3] == loaded.region and ":key/" in key)
     assert 1 <= loaded.metadata.tasks <= 10 and 1 <= loaded.datastore.noncurrent_version_days <= 36500
+    db = loaded.db
+    if db.backup_window is not None and db.maintenance_window is not None:  # what RDS accepts
+        assert daily_minutes(db.backup_window)[1] >= 30 and weekly_minutes(db.maintenance_window)[1] >= 30
+        assert not windows_overlap(db.maintenance_window, db.backup_window)
+    else:
+        assert db.backup_window is db.maintenance_window is None
     if budget.monthly_usd is not None:  # someone hears about it, and AWS Budgets takes the amount
         assert budget.monthly_usd > 0 and (budget.email or loaded.alerts.email)
     assert not aws_model_problems(loaded), values

@@ -236,6 +236,14 @@ def test_the_database_is_protected_snapshotted_backed_up_and_patched(production:
     assert inputs["storageEncrypted"] is True
 
 
+def test_rds_picks_the_windows_unless_both_are_given(production: OfflineRun) -> None:
+    inputs = production.one("aws:rds/instance:Instance").inputs
+    assert "backupWindow" not in inputs and "maintenanceWindow" not in inputs
+    windows = {"db:backupWindow": "03:00-03:30", "db:maintenanceWindow": "sun:04:00-sun:04:30"}
+    inputs = offline("production", windows).one("aws:rds/instance:Instance").inputs
+    assert (inputs["backupWindow"], inputs["maintenanceWindow"]) == tuple(windows.values())
+
+
 def test_performance_insights_stays_in_its_free_tier(production: OfflineRun) -> None:
     inputs = production.one("aws:rds/instance:Instance").inputs
     assert inputs["performanceInsightsEnabled"] is True

@@ -75,6 +75,8 @@ WRONG_FORMAT: dict[str, Any] = {
     "metaflow:prefix": "Team_A",
     "network:vpcId": "vpc-xyz",
     "datastore:kmsKey": "my-key",
+    "db:backupWindow": "3:00-3:30",
+    "db:maintenanceWindow": "sunday:04:00-sunday:04:30",
     "alerts:email": "ops at example.com",
     "budget:email": "ops@example",
     "ui:certificateArn": "my-cert",
@@ -347,3 +349,55 @@ def test_production_numbers_and_choices_outside_their_range_are_refused_by_name(
     assert any(problem.startswith(key) for problem in problems(overrides, "production")), problems(
         overrides, "production"
     )
+
+
+# --- Backup and maintenance windows ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "windows, problem",
+    [
+        (
+            {"db:maintenanceWindow": "sun:04:00-sun:04:30"},
+            "db:maintenanceWindow needs db:backupWindow as well: RDS refuses windows that overlap, and would pick "
+            "the other one",
+        ),
+        (
+            {"db:backupWindow": "03:00-03:30"},
+            "db:backupWindow needs db:maintenanceWindow as well: RDS refuses windows that overlap, and would pick "
+            "the other one",
+        ),
+        (
+            {"db:backupWindow": "03:00-03:29", "db:maintenanceWindow": "sun:04:00-sun:04:30"},
+            "db:backupWindow = '03:00-03:29' lasts 29 minutes: RDS needs 30 or more",
+        ),
+        (
+            {"db:backupWindow": "03:00-03:30", "db:maintenanceWindow": "sun:04:00-sun:04:00"},
+            "db:maintenanceWindow = 'sun:04:00-sun:04:00' lasts 0 minutes: RDS needs 30 or more",
+        ),
+        (
+            {"db:backupWindow": "04:15-04:45", "db:maintenanceWindow": "sun:04:00-sun:04:30"},
+            "db:maintenanceWindow sun:04:00-sun:04:30 overlaps db:backupWindow 04:15-04:45: RDS refuses that",
+        ),
+        (
+            # Around midnight and the week's end: Sunday night's window meets Monday's first backup.
+            {"db:backupWindow": "00:10-00:40", "db:maintenanceWindow": "sun:23:50-mon:00:20"},
+            "db:maintenanceWindow sun:23:50-mon:00:20 overlaps db:backupWindow 00:10-00:40: RDS refuses that",
+        ),
+    ],
+)
+def test_database_windows_rds_would_refuse_are_refused(windows: dict[str, str], problem: str) -> None:
+    assert problems(windows, "production") == [problem]
+
+
+@pytest.mark.parametrize(
+    "backup, maintenance",
+    [
+        ("03:00-03:30", "sun:04:00-sun:04:30"),
+        ("03:30-04:00", "sun:04:00-sun:04:30"),
+        ("23:45-00:15", "wed:12:00-wed:13:00"),
+    ],
+)
+def test_database_windows_apart_are_accepted(backup: str, maintenance: str) -> None:
+    db = load("production", {"db:backupWindow": backup, "db:maintenanceWindow": maintenance}).db
+    assert (db.backup_window, db.maintenance_window) == (backup, maintenance)

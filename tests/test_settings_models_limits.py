@@ -51,6 +51,8 @@ DEFAULTS = {
         "backupRetentionDays": 1,
         "allowExtendedSupport": False,
         "allocatedStorageGb": 20,
+        "backupWindow": None,
+        "maintenanceWindow": None,
         "performanceInsights": False,
     },
     "metadata": {

@@ -44,6 +44,7 @@ from .models import (
     key_fields,
     known_keys,
 )
+from .values import daily_minutes, weekly_minutes, windows_overlap
 
 REGION_KEY = "aws:region"
 OTHER_NAMESPACES = ("pulumi",)
@@ -101,6 +102,8 @@ FORMAT_EXAMPLES = {
     "metaflow:prefix": "lowercase letters, digits and single hyphens, starting with a letter, e.g. team-a",
     "network:vpcId": "a VPC id such as vpc-0123456789abcdef0",
     "datastore:kmsKey": "a KMS key ARN such as arn:aws:kms:us-east-1:123456789012:key/<key id>, or create",
+    "db:backupWindow": "a daily UTC window such as 03:00-03:30",
+    "db:maintenanceWindow": "a weekly UTC window such as sun:04:00-sun:04:30",
     "alerts:email": "an email address such as ops@example.com",
     "budget:email": "an email address such as ops@example.com",
     "ui:certificateArn": "an ACM certificate ARN such as arn:aws:acm:us-east-1:123456789012:certificate/<id>",
@@ -304,6 +307,33 @@ def _db_problems(db: DbSettings, today: datetime.date) -> list[str]:
             f"instance). Choose one of {', '.join(current)}, or set db:allowExtendedSupport true to pay for it"
         ]
     return []
+
+
+MIN_WINDOW_MINUTES = 30
+
+
+def _db_window_problems(db: DbSettings) -> list[str]:
+    """RDS refuses windows under 30 minutes and a maintenance window that meets the backup window; with only
+    one of them set, the other is RDS's pick and may meet it, so they come together."""
+    backup, maintenance = db.backup_window, db.maintenance_window
+    if (backup is None) != (maintenance is None):
+        given, missing = (
+            ("db:backupWindow", "db:maintenanceWindow") if backup else ("db:maintenanceWindow", "db:backupWindow")
+        )
+        return [f"{given} needs {missing} as well: RDS refuses windows that overlap, and would pick the other one"]
+    if backup is None or maintenance is None:
+        return []
+    problems = [
+        f"{key} = {window!r} lasts {length} minutes: RDS needs {MIN_WINDOW_MINUTES} or more"
+        for key, window, length in (
+            ("db:backupWindow", backup, daily_minutes(backup)[1]),
+            ("db:maintenanceWindow", maintenance, weekly_minutes(maintenance)[1]),
+        )
+        if length < MIN_WINDOW_MINUTES
+    ]
+    if not problems and windows_overlap(maintenance, backup):
+        problems.append(f"db:maintenanceWindow {maintenance} overlaps db:backupWindow {backup}: RDS refuses that")
+    return problems
 
 
 def _image_problems(metadata: MetadataSettings) -> list[str]:
@@ -517,6 +547,7 @@ def load_settings(
         raise config_error([_describe_error(e) for e in err.errors()]) from None
 
     problems = (_not_yet_available(settings) if check_availability else []) + _db_problems(settings.db, today)
+    problems += _db_window_problems(settings.db)
     problems += _instance_type_problems("compute:instanceTypes", settings.compute.instance_types, region)
     problems += _accelerator_problems(settings, raw)
     problems += _conflicting_keys(settings, raw) + _ui_problems(settings, raw) + _switched_off_keys(settings, raw)

@@ -19,6 +19,8 @@ from pydantic.fields import FieldInfo
 
 from .catalog import FARGATE_MEMORY_BY_CPU, default_preset, presets, provider_settings
 from .values import (
+    DAILY_WINDOW,
+    WEEKLY_WINDOW,
     AccountIds,
     Bool,
     Cidr,
@@ -269,6 +271,16 @@ class DbSettings(Namespace):
     allow_extended_support: Bool = setting(False, "accept a PostgreSQL version billed as RDS Extended Support")
     allocated_storage_gb: Annotated[int, BeforeValidator(parse_int), Field(ge=20, le=65536)] = setting(
         20, "gp3 storage in GiB (20 or more)"
+    )
+    backup_window: Annotated[str | None, Field(pattern=DAILY_WINDOW)] = setting(
+        None,
+        "daily UTC window of the automated backups, hh:mi-hh:mi, 30 minutes or more; set with db:maintenanceWindow "
+        "(unset: RDS picks one)",
+    )
+    maintenance_window: Annotated[str | None, Field(pattern=WEEKLY_WINDOW)] = setting(
+        None,
+        "weekly UTC window in which RDS applies minor-version upgrades and patches, ddd:hh:mi-ddd:hh:mi, 30 "
+        "minutes or more, apart from db:backupWindow (unset: RDS picks one)",
     )
     performance_insights: Bool = setting(
         False,
