@@ -467,3 +467,20 @@ def test_the_medium_database_of_the_design_would_break_the_budget() -> None:
     """Why the preset takes db.t4g.small: the trade-off stays one documented key away."""
     medium = offline("production", {"db:instanceClass": "db.t4g.medium"})
     assert medium.outputs["estimatedMonthlyCost"]["totalUsd"] > IDLE_BUDGET_USD
+
+
+def test_a_budget_alone_needs_no_topic() -> None:
+    run = offline("dev", {"budget:monthlyUsd": 30, "budget:email": "finance@example.com"})
+    assert run.one("aws:budgets/budget:Budget").inputs["limitAmount"] == "30"
+    assert not run.of_type("aws:sns/topic:Topic") and "alertTopicArn" not in run.outputs
+
+
+def test_without_the_metadata_service_alerts_watch_failed_jobs_only() -> None:
+    run = offline("minimal", {"alerts:enabled": True})
+    assert not run.of_type(ALARM)
+    assert json.loads(run.one("aws:cloudwatch/eventRule:EventRule").inputs["eventPattern"])["detail"]["status"] == [
+        "FAILED"
+    ]
+    [statement] = policy_of(run.one("aws:sns/topicPolicy:TopicPolicy").inputs)["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert run.outputs["estimatedMonthlyCost"]["totalUsd"] == 0  # a rule and a topic bill nothing at rest
