@@ -277,6 +277,13 @@ def with_key() -> OfflineRun:
     return offline("production", {"datastore:kmsKey": "create", "ui:enabled": True})
 
 
+def test_the_ui_task_runs_in_the_private_subnets_without_a_public_ip(with_key: OfflineRun) -> None:
+    [ui] = [s.inputs for s in with_key.of_type("aws:ecs/service:Service") if s.name == "metaflow-ui"]
+    network = ui["networkConfiguration"]
+    assert network["assignPublicIp"] is False
+    assert network["subnets"] == [resource_id(s) for s in subnets(with_key, "private")]
+
+
 def test_a_created_key_rotates_and_outlives_the_stack(with_key: OfflineRun) -> None:
     key = with_key.one("aws:kms/key:Key")
     assert key.inputs["enableKeyRotation"] is True and key.inputs["deletionWindowInDays"] == 30
