@@ -19,6 +19,7 @@ from .aws_rules import (
     db_instance_class_problems,
     image_pin,
     image_reference_problems,
+    rds_window_problems,
     region_problems,
     tag_problems,
     vpc_cidr_problems,
@@ -44,7 +45,6 @@ from .models import (
     key_fields,
     known_keys,
 )
-from .values import daily_minutes, weekly_minutes, windows_overlap
 
 REGION_KEY = "aws:region"
 OTHER_NAMESPACES = ("pulumi",)
@@ -309,12 +309,8 @@ def _db_problems(db: DbSettings, today: datetime.date) -> list[str]:
     return []
 
 
-MIN_WINDOW_MINUTES = 30
-
-
 def _db_window_problems(db: DbSettings) -> list[str]:
-    """RDS refuses windows under 30 minutes and a maintenance window that meets the backup window; with only
-    one of them set, the other is RDS's pick and may meet it, so they come together."""
+    """With only one window set, the other is RDS's pick and may meet it, so they come together."""
     backup, maintenance = db.backup_window, db.maintenance_window
     if (backup is None) != (maintenance is None):
         given, missing = (
@@ -323,17 +319,7 @@ def _db_window_problems(db: DbSettings) -> list[str]:
         return [f"{given} needs {missing} as well: RDS refuses windows that overlap, and would pick the other one"]
     if backup is None or maintenance is None:
         return []
-    problems = [
-        f"{key} = {window!r} lasts {length} minutes: RDS needs {MIN_WINDOW_MINUTES} or more"
-        for key, window, length in (
-            ("db:backupWindow", backup, daily_minutes(backup)[1]),
-            ("db:maintenanceWindow", maintenance, weekly_minutes(maintenance)[1]),
-        )
-        if length < MIN_WINDOW_MINUTES
-    ]
-    if not problems and windows_overlap(maintenance, backup):
-        problems.append(f"db:maintenanceWindow {maintenance} overlaps db:backupWindow {backup}: RDS refuses that")
-    return problems
+    return rds_window_problems(backup, maintenance)
 
 
 def _image_problems(metadata: MetadataSettings) -> list[str]:
