@@ -35,6 +35,8 @@ class AccessArgs:
     """With @secrets: people running steps locally read the same secrets their Batch tasks do."""
     extra_statements: pulumi.Input[Sequence[Statement]] | None = None
     """Statements a feature's component grants people (Step Functions: deploy and run its state machines)."""
+    datastore_key_arn: pulumi.Input[str] | None = None
+    """The datastore's SSE-KMS key: people read and write artifacts through S3 with it."""
 
 
 class Access(Component):
@@ -53,6 +55,7 @@ class Access(Component):
                     bucket_arn=values["bucket_arn"],
                     job_queue_arns=values["job_queue_arns"],
                     passable_role_arns=values["passable_role_arns"],
+                    datastore_key_arn=values["key"],
                     extra=[
                         *(
                             ui_tunnel_statements(
@@ -89,6 +92,7 @@ class Access(Component):
                 passable_role_arns=pulumi.Output.all(*args.passable_role_arns),
                 ui=pulumi.Output.all(*args.ui_service) if args.ui_service else None,
                 extra_statements=args.extra_statements or [],
+                key=args.datastore_key_arn,
             ).apply(document),
             opts=self.child(),
         )

@@ -169,9 +169,11 @@ class Compute(Component):
         bucket_arn: pulumi.Input[str],
         instance_tags: Mapping[str, str],
         opts: pulumi.ResourceOptions | None = None,
+        datastore_key_arn: pulumi.Input[str] | None = None,
     ) -> None:
         """`instance_tags`: the stack's tags, for the instances and volumes Batch launches (the
-        provider's default tags reach only resources this program declares)."""
+        provider's default tags reach only resources this program declares). `datastore_key_arn`: the
+        datastore's SSE-KMS key, which steps use through S3."""
         super().__init__("Compute", name, opts)
         self._settings = settings
         self._placement = placement
@@ -180,7 +182,7 @@ class Compute(Component):
         task_role = self.service_role(
             "batch-task",
             "ecs-tasks.amazonaws.com",
-            inline=pulumi.Output.from_input(bucket_arn).apply(task_role_policy),
+            inline=pulumi.Output.all(bucket_arn, datastore_key_arn).apply(lambda arns: task_role_policy(*arns)),
             inline_purpose="batch-task-datastore",
         )
         self.task_role_arn = task_role.arn

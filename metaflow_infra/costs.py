@@ -18,7 +18,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .settings import ComputeType, Settings, UiAccess, instance_families, postgres_end_of_standard_support
+from .alerts import service_alarm_specs
+from .settings import (
+    CREATE_KEY,
+    MAX_AZS,
+    ComputeType,
+    Settings,
+    UiAccess,
+    instance_families,
+    postgres_end_of_standard_support,
+)
 
 BASE_REGION = "us-east-1"
 BILLED_WHILE_IDLE = frozenset(
@@ -264,8 +273,10 @@ def estimate_monthly_cost(
             unit="vCPU-hour",
         )
 
-    if settings.network.nat_gateways > 0:
-        count = settings.network.nat_gateways
+    # NAT and interface endpoints come with the VPC this program creates; an existing VPC brings its own.
+    network = settings.network if settings.network.vpc_id is None else None
+    if network is not None and network.nat_gateways > 0:
+        count = network.nat_gateways
         lines.hourly(
             "NAT gateway", "aws:ec2/natGateway:NatGateway", count, count, table.price(region, "nat_gateway_hour")
         )
@@ -277,14 +288,62 @@ def estimate_monthly_cost(
             table.price(region, "public_ipv4_hour"),
         )
 
+    choices = network.interface_endpoints if network is not None else []
+    endpoints = sum(len(choice.aws_services) for choice in choices)
+    if endpoints:
+        names = ", ".join(service for choice in choices for service in choice.aws_services)
+        lines.hourly(
+            f"Interface VPC endpoints ({names}) in {MAX_AZS} AZs",
+            "aws:ec2/vpcEndpoint:VpcEndpoint",
+            endpoints,
+            endpoints * MAX_AZS,
+            table.price(region, "interface_endpoint_az_hour"),
+            unit="endpoint-AZ-hour",
+        )
+
+    if settings.datastore.kms_key == CREATE_KEY:
+        lines.add(
+            "KMS key of the datastore (SSE-KMS; requests mostly absorbed by the S3 bucket key)",
+            "aws:kms/key:Key",
+            1,
+            1,
+            "key-month",
+            table.price(region, "kms_key_month"),
+        )
+
     if settings.metadata.enabled:
         _database_lines(lines, settings, today)
         public_ip = public_subnets and not settings.network.private_subnets
         _metadata_service_lines(lines, settings, public_ip=public_ip)
         if settings.ui.enabled:
             _ui_lines(lines, settings, public_ip=public_ip)
+        if settings.alerts.enabled:  # the failed-jobs rule and the topic bill nothing while idle
+            alarms = len(service_alarm_specs(settings.db.allocated_storage_gb))
+            lines.add(
+                "CloudWatch alarms: endpoint 5xx, no service task, database CPU, storage, connections",
+                "aws:cloudwatch/metricAlarm:MetricAlarm",
+                alarms,
+                alarms,
+                "alarm-month",
+                table.price(region, "cloudwatch_alarm_month"),
+            )
 
-    return CostEstimate(region, lines.lines, table.read_on, lines.estimated)
+    return CostEstimate(region, lines.lines, table.read_on, lines.estimated, USAGE_NOT_INCLUDED + _usage_of(settings))
+
+
+def _usage_of(settings: Settings) -> tuple[str, ...]:
+    """Usage charges only some stacks have: what NAT, interface endpoints and SSE-KMS bill per GB or request."""
+    usage = []
+    if settings.network.vpc_id is None and settings.network.nat_gateways > 0:
+        usage.append(
+            "NAT gateway data processing (about $0.045/GB: PyPI installs, image pulls and AWS API calls from the "
+            "private subnets; S3 traffic takes the free gateway endpoint instead)"
+        )
+    if settings.network.interface_endpoints:
+        usage.append("interface VPC endpoint data processing (about $0.01/GB)")
+    if settings.datastore.kms_key is not None:
+        usage.append("KMS requests of the datastore key (few: the S3 bucket key absorbs most)")
+    return tuple(usage)
 
 
 def _database_lines(lines: _Lines, settings: Settings, today: datetime.date) -> None:
@@ -323,17 +382,20 @@ def _database_lines(lines: _Lines, settings: Settings, today: datetime.date) -> 
         )
 
 
-def _fargate_task_lines(lines: _Lines, label: str, cpu: int, memory: int, spot: bool, public_ip: bool) -> None:
-    """One always-running Fargate task: its vCPUs, its memory and, in public subnets, its address."""
+def _fargate_task_lines(
+    lines: _Lines, label: str, cpu: int, memory: int, spot: bool, public_ip: bool, tasks: int = 1
+) -> None:
+    """Always-running Fargate tasks: their vCPUs, their memory and, in public subnets, their addresses."""
     table, region = lines.table, lines.region
     discount, kind = 1.0, "Fargate"
     if spot:
         spot_discount = table.price(region, "fargate", "spot_discount")
         discount, kind = 1.0 - spot_discount.usd, f"Fargate Spot (~{spot_discount.usd:.0%} below on-demand)"
     vcpus, gigabytes = cpu / 1024, memory / 1024
+    each = f"{tasks} tasks of " if tasks > 1 else ""
     for item, counted, quantity, price, unit in (
-        (f"{label}: {kind}, {vcpus:g} vCPU", 1, vcpus, "x86_vcpu_hour", "vCPU-hour"),
-        (f"{label}: {kind}, {gigabytes:g} GB", 0, gigabytes, "x86_gb_hour", "GB-hour"),
+        (f"{label}: {kind}, {each}{vcpus:g} vCPU", 1, vcpus * tasks, "x86_vcpu_hour", "vCPU-hour"),
+        (f"{label}: {kind}, {each}{gigabytes:g} GB", 0, gigabytes * tasks, "x86_gb_hour", "GB-hour"),
     ):
         lines.hourly(
             item,
@@ -346,10 +408,12 @@ def _fargate_task_lines(lines: _Lines, label: str, cpu: int, memory: int, spot: 
         )
     if public_ip:
         lines.hourly(
-            f"{label} task's public IPv4 address (to pull its image; no NAT)",
+            f"{label} task's public IPv4 address (to pull its image; no NAT)"
+            if tasks == 1
+            else f"{label} tasks' {tasks} public IPv4 addresses (to pull their image; no NAT)",
             "aws:ecs/service:Service",
             0,
-            1,
+            tasks,
             table.price(region, "public_ipv4_hour"),
         )
 
@@ -380,7 +444,9 @@ def _ui_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
 
 def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
     service, table, region = settings.metadata, lines.table, lines.region
-    _fargate_task_lines(lines, "Metadata service", service.cpu, service.memory, service.spot, public_ip)
+    _fargate_task_lines(
+        lines, "Metadata service", service.cpu, service.memory, service.spot, public_ip, tasks=service.tasks
+    )
     lines.add(
         "Secrets Manager: database password and API key",
         "aws:secretsmanager/secret:Secret",

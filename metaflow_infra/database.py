@@ -16,6 +16,7 @@ from .settings import DbSettings
 
 DATABASE_NAME = "metaflow"
 DATABASE_USER = "metaflow"
+PERFORMANCE_INSIGHTS_FREE_DAYS = 7
 FORMER_PARENT_TYPE = "metaflow:infra:Datastore"
 """Until 2026-12 these resources were children of the Datastore component; aliases keep them."""
 
@@ -63,6 +64,7 @@ def extended_support_choice(settings: DbSettings) -> str:
 
 class Database(Component):
     endpoint: DatabaseEndpoint
+    instance_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Database", name, opts)
@@ -119,8 +121,15 @@ class Database(Component):
             vpc_security_group_ids=[args.security_group_id],
             parameter_group_name=parameters.name,
             backup_retention_period=settings.backup_retention_days,
+            backup_window=settings.backup_window,
+            maintenance_window=settings.maintenance_window,
             deletion_protection=settings.deletion_protection,
             copy_tags_to_snapshot=True,
+            # The free retention, 7 days (longer bills per vCPU); Database Insights' Standard mode shows it.
+            performance_insights_enabled=settings.performance_insights or None,
+            performance_insights_retention_period=PERFORMANCE_INSIGHTS_FREE_DAYS
+            if settings.performance_insights
+            else None,
             skip_final_snapshot=settings.skip_final_snapshot,
             final_snapshot_identifier=final_snapshot,
             # Deleting the database (metadata:enabled false, another preset, `pulumi destroy`) is
@@ -137,6 +146,7 @@ class Database(Component):
             user=DATABASE_USER,
             password_secret_arn=secret.arn,
         )
+        self.instance_id = instance.identifier
         self.register_outputs({"address": instance.address})
 
     def _moved(self, purpose: str, **options: Any) -> pulumi.ResourceOptions:

@@ -77,8 +77,8 @@ def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Fu
     )
 
 
-def declare_endpoint(owner: Component, args: EndpointArgs) -> pulumi.Output[str]:
-    """Declare the endpoint's resources as children of `owner`; return its HTTPS URL."""
+def declare_endpoint(owner: Component, args: EndpointArgs) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    """Declare the endpoint's resources as children of `owner`; return its HTTPS URL and the API's id."""
     name = owner.named("metadata")
     api = aws.apigatewayv2.Api(name, protocol_type="HTTP", description="Metaflow metadata service", opts=owner.child())
     link = aws.apigatewayv2.VpcLink(
@@ -128,4 +128,4 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> pulumi.Output[str]
     # No stage throttling: Metaflow does not retry a 429, so a wide foreach would fail; the
     # account's API Gateway limits still apply, and requests without the key never pass.
     stage = aws.apigatewayv2.Stage(name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child())
-    return pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0])
+    return pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0]), api.id

@@ -8,13 +8,16 @@ and its HTTPS endpoint (`endpoint.py`).
 - The schema is migrated by an init container (`run_goose.py`, `goose up`: idempotent) that runs
   before the API starts in every task. Every deploy and every image upgrade starts a new task, so
   the schema is always current, and the migration server (unauthenticated `PATCH /upgrade` on
-  8082) never runs. Deployments start one new task while the old one keeps serving, so one
-  migrator runs at a time and the endpoint never goes without a task.
+  8082) never runs. Deployments start one new task at a time while the old ones keep serving, so
+  one migrator runs at a time and the endpoint never goes without a task. (When a service of several
+  tasks is first created they start together: a migrator that loses the race fails, and ECS starts
+  its task again, which then finds the schema current.)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -131,11 +134,19 @@ def container_definitions(
     ]
 
 
+def one_extra_task_percent(tasks: int) -> int:
+    """ECS's deployment maximum that lets exactly one task more than `tasks` run: ECS rounds
+    tasks * percent / 100 down."""
+    return 100 + math.ceil(100 / tasks)
+
+
 class MetadataService(Component):
     url: pulumi.Output[str]
     api_key: pulumi.Output[str]
     cluster: aws.ecs.Cluster
     """The ECS cluster the service runs in (the UI runs there too)."""
+    service: aws.ecs.Service
+    api_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: MetadataServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("MetadataService", name, opts)
@@ -149,7 +160,7 @@ class MetadataService(Component):
         key_secret = stored_secret(
             self.named("api-key"), "Metaflow metadata service API key (x-api-key)", admitted, self.child()
         )
-        self.url = declare_endpoint(
+        self.url, self.api_id = declare_endpoint(
             self,
             EndpointArgs(
                 subnet_ids=args.placement.subnet_ids,
@@ -242,20 +253,22 @@ class MetadataService(Component):
             force_destroy=True,
             opts=self.child(),
         )
-        aws.ecs.Service(
+        self.service = aws.ecs.Service(
             name,
             cluster=cluster.arn,
             task_definition=task.arn,
-            desired_count=1,
+            # ECS spreads a service's Fargate tasks over the AZs of its subnets: with two or more, an AZ
+            # outage or a task replacement leaves one answering.
+            desired_count=settings.tasks,
             capacity_provider_strategies=[
                 aws.ecs.ServiceCapacityProviderStrategyArgs(
                     capacity_provider="FARGATE_SPOT" if settings.spot else "FARGATE", weight=1
                 )
             ],
-            # Start the new task (its migrator first) and keep the old one serving until the new one
-            # is healthy: a deploy leaves no gap. One new task at a time, so one migrator at a time.
+            # Start a new task (its migrator first) and keep the old ones serving until it is healthy: a
+            # deploy never drops below metadata:tasks healthy tasks, and one migrator runs at a time.
             deployment_minimum_healthy_percent=100,
-            deployment_maximum_percent=200,
+            deployment_maximum_percent=one_extra_task_percent(settings.tasks),
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=placement.subnet_ids,

@@ -1,5 +1,6 @@
-"""Network: a VPC with public subnets (no NAT gateway), or the user's own VPC and subnets,
-plus the security groups of every tier, each admitting only the hops that exist."""
+"""Network: a VPC with public subnets (no NAT gateway), or with private subnets behind NAT as well
+(`network:privateSubnets`), or the user's own VPC and subnets, plus the security groups of every tier,
+each admitting only the hops that exist."""
 
 from __future__ import annotations
 
@@ -11,10 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .settings import ConfigError, NetworkSettings, unsupported_zone_ids
-
-MAX_AZS = 3
-"""More AZs give spot more capacity pools; three is what most regions offer to every account."""
+from .settings import MAX_AZS, ConfigError, NetworkSettings, unsupported_zone_ids
 
 METADATA_PORT = 8080
 HTTPS_PORT = 443
@@ -22,11 +20,19 @@ POSTGRES_PORT = 5432
 ANYWHERE_V4 = "0.0.0.0/0"
 
 
-def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
-    """The first `count` /(n+4) blocks of the VPC: 16 slots leave room for private subnets later."""
-    network = ipaddress.ip_network(vpc_cidr)
-    blocks = network.subnets(prefixlen_diff=4)
-    return [str(next(blocks)) for _ in range(count)]
+PRIVATE_SLOTS_FROM = 8
+"""Private subnets take the VPC's blocks from the ninth on: the public ones keep the first, unchanged."""
+
+
+def subnet_cidrs(vpc_cidr: str, count: int, first: int = 0) -> list[str]:
+    """`count` /(n+4) blocks of the VPC from block `first`: 16 slots, public subnets first, private from the ninth."""
+    blocks = list(ipaddress.ip_network(vpc_cidr).subnets(prefixlen_diff=4))
+    return [str(block) for block in blocks[first : first + count]]
+
+
+def nat_for_zone(zone_index: int, nat_gateways: int) -> int:
+    """The NAT gateway a private subnet goes out through: its own AZ's where there is one, else the first."""
+    return zone_index if zone_index < nat_gateways else 0
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,9 @@ class ServiceGroups:
 class Network(Component):
     vpc_id: pulumi.Output[str]
     subnet_ids: pulumi.Output[list[str]]
+    """Where the database, the services and Batch run: the private subnets when there are some."""
+    public_subnet_ids: pulumi.Output[list[str]]
+    """Where an internet-facing load balancer goes (the same as subnet_ids without private subnets)."""
     public_subnets: bool
     """True when the subnets reach the internet through an internet gateway (so hosts need public IPs)."""
     batch_security_group_id: pulumi.Output[str]
@@ -151,17 +160,26 @@ class Network(Component):
         self._unsupported_zones = unsupported_zone_ids(region)
         if settings.vpc_id is not None and settings.subnet_ids is not None:
             self.public_subnets = self._check_existing_subnets(
-                settings.vpc_id, settings.subnet_ids, with_metadata_service
+                settings.vpc_id, settings.subnet_ids, with_metadata_service, settings.private_subnets
             )
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
-            self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
+            self.subnet_ids = self.public_subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
             if multi_node and self.public_subnets:
                 raise ConfigError(MULTI_NODE_PUBLIC_SUBNETS)
         else:
-            self._create_vpc(settings.vpc_cidr)
-            self.public_subnets = True
-            if multi_node:
-                self._s3_gateway_endpoint(region)
+            zones = self._create_vpc(settings.vpc_cidr)
+            self.public_subnet_ids = self.subnet_ids
+            self.public_subnets = not settings.private_subnets
+            # Where hosts go without a public IP, S3 takes a gateway endpoint: multi-node nodes in the public
+            # subnets, and everything in private ones (S3 traffic through NAT would bill by the GB).
+            if settings.private_subnets:
+                gateway_tables = self._create_private_subnets(settings, zones)
+            else:
+                gateway_tables = [self._public_routes.id] if multi_node else []
+            if gateway_tables:
+                self._s3_gateway_endpoint(region, gateway_tables)
+            if settings.interface_endpoints:
+                self._interface_endpoints(settings, region)
         self._create_security_groups(with_metadata_service, ui)
         if multi_node:
             self.multi_node_security_group_id = self._multi_node_group()
@@ -173,7 +191,8 @@ class Network(Component):
             }
         )
 
-    def _create_vpc(self, cidr: str) -> None:
+    def _create_vpc(self, cidr: str) -> list[str]:
+        """The VPC, its internet gateway and one public subnet per AZ; returns the AZs."""
         zones = aws.get_availability_zones(
             state="available",
             exclude_zone_ids=self._unsupported_zones,
@@ -217,12 +236,101 @@ class Network(Component):
             aws.ec2.RouteTableAssociation(
                 self.named(f"public-{index}"), subnet_id=subnet.id, route_table_id=routes.id, opts=self.child()
             )
-            subnets.append(subnet.id)
+            subnets.append(subnet)
+        self._vpc_cidr = cidr
+        self._public_subnets = subnets
         self.vpc_id = vpc.id
-        self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
+        self.subnet_ids = pulumi.Output.all(*[subnet.id for subnet in subnets]).apply(list)
+        return list(zones)
 
-    def _check_existing_subnets(self, vpc_id: str, subnet_ids: Sequence[str], with_metadata_service: bool) -> bool:
-        """Refuse subnets Batch jobs could not get out of; tell whether they go out through an IGW."""
+    def _create_private_subnets(self, settings: NetworkSettings, zones: list[str]) -> list[pulumi.Output[str]]:
+        """One private subnet per AZ, no public IPs, each out through a NAT gateway (its AZ's, or the first):
+        without that default route Batch instances never join ECS and jobs wait in RUNNABLE. Returns the
+        private route tables."""
+        nats = []
+        for index in range(settings.nat_gateways):
+            address = aws.ec2.Eip(
+                self.named(f"nat-{index}"),
+                domain="vpc",
+                tags={"Name": self.labelled(f"nat-{zones[index]}")},
+                opts=self.child(),
+            )
+            nats.append(
+                aws.ec2.NatGateway(
+                    self.named(f"nat-{index}"),
+                    allocation_id=address.id,
+                    subnet_id=self._public_subnets[index].id,
+                    connectivity_type="public",
+                    tags={"Name": self.labelled(f"nat-{zones[index]}")},
+                    opts=self.child(),
+                )
+            )
+        subnets, tables = [], []
+        blocks = subnet_cidrs(settings.vpc_cidr, len(zones), first=PRIVATE_SLOTS_FROM)
+        for index, (zone, block) in enumerate(zip(zones, blocks, strict=True)):
+            subnet = aws.ec2.Subnet(
+                self.named(f"private-{index}"),
+                vpc_id=self.vpc_id,
+                cidr_block=block,
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags={"Name": self.labelled(f"private-{zone}")},
+                opts=self.child(),
+            )
+            routes = aws.ec2.RouteTable(
+                self.named(f"private-{index}"),
+                vpc_id=self.vpc_id,
+                tags={"Name": self.labelled(f"private-{zone}")},
+                opts=self.child(),
+            )
+            aws.ec2.Route(
+                self.named(f"private-{index}-default"),
+                route_table_id=routes.id,
+                destination_cidr_block=ANYWHERE_V4,
+                nat_gateway_id=nats[nat_for_zone(index, len(nats))].id,
+                opts=self.child(),
+            )
+            aws.ec2.RouteTableAssociation(
+                self.named(f"private-{index}"), subnet_id=subnet.id, route_table_id=routes.id, opts=self.child()
+            )
+            subnets.append(subnet.id)
+            tables.append(routes.id)
+        self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
+        return tables
+
+    def _interface_endpoints(self, settings: NetworkSettings, region: str) -> None:
+        """Interface endpoints in every private subnet, answering the services' usual names (private DNS), open
+        on HTTPS to the VPC only."""
+        group = self._security_group("endpoints", "Metaflow interface VPC endpoints: HTTPS from the VPC")
+        aws.vpc.SecurityGroupIngressRule(
+            self.named("endpoints-in"),
+            security_group_id=group.id,
+            cidr_ipv4=self._vpc_cidr,
+            ip_protocol="tcp",
+            from_port=HTTPS_PORT,
+            to_port=HTTPS_PORT,
+            description="AWS APIs from the VPC",
+            opts=self.child(),
+        )
+        for choice in settings.interface_endpoints:
+            for service in choice.aws_services:
+                aws.ec2.VpcEndpoint(
+                    self.named(f"endpoint-{service}"),
+                    vpc_id=self.vpc_id,
+                    service_name=f"com.amazonaws.{region}.{service}",
+                    vpc_endpoint_type="Interface",
+                    subnet_ids=self.subnet_ids,
+                    security_group_ids=[group.id],
+                    private_dns_enabled=True,
+                    tags={"Name": self.labelled(service)},
+                    opts=self.child(),
+                )
+
+    def _check_existing_subnets(
+        self, vpc_id: str, subnet_ids: Sequence[str], with_metadata_service: bool, private: bool
+    ) -> bool:
+        """Refuse subnets Batch jobs could not get out of, or public ones where `private` asks for private
+        ones; tell whether they go out through an IGW."""
         invoke = pulumi.InvokeOptions(parent=self)
         problems = []
         facts = []
@@ -266,6 +374,11 @@ class Network(Component):
             problem = subnet_egress_problem(facts[-1], vpc_id)
             if problem:
                 problems.append(problem)
+            elif private and facts[-1].through_internet_gateway:
+                problems.append(
+                    f"{subnet_id} routes to an internet gateway, and network:privateSubnets is true: give private "
+                    "subnets (a default route to a NAT gateway), or set network:privateSubnets false"
+                )
         problems += subnet_set_problems(facts, self._unsupported_zones if with_metadata_service else [])
         if problems:
             raise ConfigError("network:subnetIds cannot host this stack:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -316,15 +429,16 @@ class Network(Component):
             opts=self.child(),
         )
 
-    def _s3_gateway_endpoint(self, region: str) -> None:
-        """S3 for containers without a public IP (multi-node jobs): a gateway endpoint on the public route
-        table. Gateway endpoints for S3 cost nothing (Amazon VPC pricing; only interface endpoints bill)."""
+    def _s3_gateway_endpoint(self, region: str, route_table_ids: list[pulumi.Output[str]]) -> None:
+        """S3 for containers without a public IP (multi-node jobs) and for everything in private subnets,
+        off NAT (billed per GB): a gateway endpoint on those route tables. Gateway endpoints for S3 cost
+        nothing (Amazon VPC pricing; only interface endpoints bill)."""
         aws.ec2.VpcEndpoint(
             self.named("s3"),
             vpc_id=self.vpc_id,
             service_name=f"com.amazonaws.{region}.s3",
             vpc_endpoint_type="Gateway",
-            route_table_ids=[self._public_routes.id],
+            route_table_ids=route_table_ids,
             tags={"Name": self.labelled("s3")},
             opts=self.child(),
         )

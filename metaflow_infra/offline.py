@@ -44,6 +44,7 @@ ARN_SHAPES: dict[str, tuple[str, str]] = {
     "aws:servicediscovery/service:Service": ("servicediscovery", "service/srv-{name}"),
     "aws:rds/instance:Instance": ("rds", "db:{name}"),
     "aws:ecr/repository:Repository": ("ecr", "repository/{name}"),
+    "aws:kms/key:Key": ("kms", "key/{name}"),
 }
 GLOBAL_SERVICES = {"iam", "s3"}
 PYTHON_MODULES = {"lambda": "lambda_", "index": ""}

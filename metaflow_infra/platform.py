@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .access import Access, AccessArgs
+from .alerts import Alerts, AlertsArgs, ServiceWatch
 from .base import LOGICAL_BASE, legacy_aliases
 from .compute import Compute, Placement
 from .costs import estimate_output
@@ -51,6 +52,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
         ),
         bucket_arn=datastore.bucket_arn,
         instance_tags=settings.tags,
+        datastore_key_arn=datastore.key_arn,
         opts=opts,
     )
     outputs: dict[str, pulumi.Output[Any]] = {
@@ -73,6 +75,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
                 bucket_name=datastore.bucket_name,
                 job_queue_arns=list(compute.queue_arns.values()),
                 task_role_arn=compute.task_role_arn,
+                datastore_key_arn=datastore.key_arn,
             ),
             opts=opts,
         )
@@ -81,6 +84,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     )
     service: MetadataService | None = None
     ui: UI | None = None
+    watch: ServiceWatch | None = None
     groups = network.service_groups
     if groups is not None:
         database = Database(prefix, DatabaseArgs(settings.db, network.subnet_ids, groups.database), opts=opts)
@@ -102,6 +106,13 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
             opts=opts,
         )
         outputs["serviceUrl"] = service.url
+        watch = ServiceWatch(
+            api_id=service.api_id,
+            cluster_name=service.cluster.name,
+            service_name=service.service.name,
+            database_id=database.instance_id,
+            database_storage_gb=settings.db.allocated_storage_gb,
+        )
         if groups.ui is not None:
             ui = UI(
                 prefix,
@@ -118,6 +129,8 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
                     subnet_ids=network.subnet_ids,
                     assign_public_ip=network.public_subnets,
                     groups=groups.ui,
+                    load_balancer_subnet_ids=network.public_subnet_ids,
+                    datastore_key_arn=datastore.key_arn,
                 ),
                 opts=opts,
             )
@@ -137,10 +150,25 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
             ui_service=ui.tunnel_target if ui is not None and ui.tunnel_target is not None else None,
             secrets_name_prefix=step_secrets.name_prefix if step_secrets is not None else None,
             extra_statements=step_functions.user_statements if step_functions is not None else None,
+            datastore_key_arn=datastore.key_arn,
         ),
         opts=opts,
     )
     outputs["userPolicyArn"] = access.user_policy_arn
+    if settings.alerts.enabled or settings.budget.monthly_usd is not None:
+        alerts = Alerts(
+            prefix,
+            AlertsArgs(
+                settings=settings.alerts,
+                budget=settings.budget,
+                stack=settings.stack,
+                job_queue_arns=list(compute.queue_arns.values()),
+                service=watch,
+            ),
+            opts=opts,
+        )
+        if alerts.topic_arn is not None:
+            outputs["alertTopicArn"] = alerts.topic_arn
 
     profile = pulumi.Output.all(
         bucket_name=datastore.bucket_name,

@@ -74,13 +74,31 @@ def datastore_statements(bucket_arn: str) -> list[dict[str, Any]]:
     ]
 
 
-def task_role_policy(bucket_arn: str) -> Policy:
-    """What Metaflow steps on Batch do with AWS: use the datastore, nothing else (the metadata service
-    takes an API key, not IAM)."""
-    return document(*datastore_statements(bucket_arn))
+def datastore_key_statements(key_arn: str | None, write: bool) -> list[Statement]:
+    """With SSE-KMS (`datastore:kmsKey`), the key use S3 makes on a caller's behalf: Decrypt to read an
+    object, GenerateDataKey to write one (multipart uploads included), and only through S3 in the key's
+    region (kms:ViaService), so the grant opens the datastore and nothing else the key protects."""
+    if key_arn is None:
+        return []
+    region = key_arn.split(":")[3]
+    return [
+        {
+            "Sid": "DatastoreKeyThroughS3",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"] if write else ["kms:Decrypt"],
+            "Resource": [key_arn],
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        }
+    ]
 
 
-def ui_task_policy(bucket_arn: str, exec_channel: bool) -> Policy:
+def task_role_policy(bucket_arn: str, key_arn: str | None = None) -> Policy:
+    """What Metaflow steps on Batch do with AWS: use the datastore (and its key), nothing else (the
+    metadata service takes an API key, not IAM)."""
+    return document(*datastore_statements(bucket_arn), *datastore_key_statements(key_arn, write=True))
+
+
+def ui_task_policy(bucket_arn: str, exec_channel: bool, key_arn: str | None = None) -> Policy:
     """The UI backend reads artifacts, logs and cards from the datastore, and writes nothing. With
     `exec_channel`, the Session Manager channel ECS Exec port forwarding opens into the task."""
     statements: list[dict[str, Any]] = [
@@ -91,6 +109,7 @@ def ui_task_policy(bucket_arn: str, exec_channel: bool) -> Policy:
             "Action": ["s3:GetObject"],
             "Resource": [object_arns(bucket_arn)],
         },
+        *datastore_key_statements(key_arn, write=False),
     ]
     if exec_channel:
         # ssmmessages accepts no resource-level permissions: "*" is all AWS allows.
@@ -134,6 +153,7 @@ def user_policy(
     job_queue_arns: Sequence[str],
     passable_role_arns: Sequence[str],
     extra: Sequence[Statement] = (),
+    datastore_key_arn: str | None = None,
 ) -> Policy:
     """What a person (IAM user or role) needs to run `@batch` flows against this stack with metaflow
     2.19.39, and nothing more. The metadata service needs no IAM: it admits requests by API key.
@@ -192,6 +212,7 @@ def user_policy(
             "Condition": {"StringEquals": {"iam:PassedToService": JOB_ROLES_PASSED_TO}},
         },
         *datastore_statements(bucket_arn),
+        *datastore_key_statements(datastore_key_arn, write=True),
         {
             # Metaflow itself reads task output from the datastore (mflog), never from CloudWatch; but
             # a task killed hard (out of memory) never saves its last lines there (batch.py:563-565),
@@ -266,6 +287,33 @@ def tls_only_bucket_policy(bucket_arn: str) -> Policy:
             "Condition": {"Bool": {"aws:SecureTransport": "false"}},
         }
     )
+
+
+def alerts_topic_policy(topic_arn: str, *, events_rule_arn: str, alarm_arns: Sequence[str]) -> Policy:
+    """Who may publish to the alerts topic: this stack's failed-jobs rule and its alarms, nothing else.
+    People of the account still manage the topic through their own IAM policies."""
+    statements: list[Statement] = [
+        {
+            "Sid": "FailedJobsRule",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": ["sns:Publish"],
+            "Resource": [topic_arn],
+            "Condition": {"ArnEquals": {"aws:SourceArn": [events_rule_arn]}},
+        }
+    ]
+    if alarm_arns:
+        statements.append(
+            {
+                "Sid": "StackAlarms",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["sns:Publish"],
+                "Resource": [topic_arn],
+                "Condition": {"ArnEquals": {"aws:SourceArn": list(alarm_arns)}},
+            }
+        )
+    return document(*statements)
 
 
 def aws_managed_policy_arn(partition: str, name: str) -> str:
@@ -358,6 +406,7 @@ def step_functions_role_policy(
     job_queue_arns: Sequence[str],
     table_arn: str,
     map_results_arn: str,
+    datastore_key_arn: str | None = None,
 ) -> Policy:
     """What the state machines Metaflow deploys do with the role `METAFLOW_SFN_IAM_ROLE` names:
 
@@ -420,6 +469,7 @@ def step_functions_role_policy(
             "Action": ["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
             "Resource": [object_arns(map_results_arn)],
         },
+        *datastore_key_statements(datastore_key_arn, write=True),
         {
             # The log delivery actions accept no resource-level permissions: "*" is all AWS allows.
             "Sid": "DeliverExecutionLogs",

@@ -80,6 +80,8 @@ class StepFunctionsArgs:
     """Every queue steps may name: the state machines submit to them."""
     task_role_arn: pulumi.Input[str]
     """The Batch task role (Compute's): it gets the foreach table."""
+    datastore_key_arn: pulumi.Input[str] | None = None
+    """The datastore's SSE-KMS key: distributed-map results are written through S3 with it."""
 
 
 class StepFunctions(Component):
@@ -123,7 +125,10 @@ class StepFunctions(Component):
             "sfn",
             "states.amazonaws.com",
             inline=pulumi.Output.all(
-                queues=pulumi.Output.all(*args.job_queue_arns), table=table_arn, results=map_results_arn
+                queues=pulumi.Output.all(*args.job_queue_arns),
+                table=table_arn,
+                results=map_results_arn,
+                key=args.datastore_key_arn,
             ).apply(
                 lambda values: step_functions_role_policy(
                     **scope,
@@ -131,6 +136,7 @@ class StepFunctions(Component):
                     job_queue_arns=values["queues"],
                     table_arn=values["table"],
                     map_results_arn=values["results"],
+                    datastore_key_arn=values["key"],
                 )
             ),
         )

@@ -87,6 +87,10 @@ class UiArgs:
     subnet_ids: pulumi.Input[list[str]]
     assign_public_ip: bool
     groups: UiGroups
+    load_balancer_subnet_ids: pulumi.Input[list[str]] | None = None
+    """Public subnets for the load balancer when the task runs in private ones."""
+    datastore_key_arn: pulumi.Input[str] | None = None
+    """The datastore's SSE-KMS key: the backend decrypts what it reads."""
 
 
 class UI(Component):
@@ -131,7 +135,9 @@ class UI(Component):
         task_role = self.service_role(
             "ui-task",
             "ecs-tasks.amazonaws.com",
-            inline=pulumi.Output.from_input(args.bucket_arn).apply(lambda arn: ui_task_policy(arn, private)),
+            inline=pulumi.Output.all(args.bucket_arn, args.datastore_key_arn).apply(
+                lambda arns: ui_task_policy(arns[0], private, arns[1])
+            ),
         )
         task = aws.ecs.TaskDefinition(
             self.named("ui"),
@@ -233,7 +239,9 @@ class UI(Component):
             self.named("ui"),
             load_balancer_type="application",
             internal=False,
-            subnets=pulumi.Output.from_input(args.subnet_ids).apply(lambda ids: ids[:LOAD_BALANCER_SUBNETS]),
+            subnets=pulumi.Output.from_input(
+                args.subnet_ids if args.load_balancer_subnet_ids is None else args.load_balancer_subnet_ids
+            ).apply(lambda ids: ids[:LOAD_BALANCER_SUBNETS]),
             security_groups=[args.groups.load_balancer],
             drop_invalid_header_fields=True,
             # Websockets (/ws) stay open between the UI's heartbeats.

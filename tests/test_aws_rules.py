@@ -31,6 +31,7 @@ from metaflow_infra.settings.aws_rules import (
     tag_problems,
     vpc_cidr_problems,
 )
+from metaflow_infra.settings.values import WEEKDAYS
 
 READ_ON = "2026-12-01"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -606,3 +607,14 @@ if importlib.util.find_spec("hypothesis") is not None:
     @given(st.text(max_size=20).filter(lambda name: name not in known_regions()))
     def test_property_any_unknown_region_is_refused(region: str) -> None:
         assert len(region_problems("aws:region", region)) == 1
+
+
+def test_database_window_rules_are_the_ones_the_rds_api_documents(boto: botocore.session.Session) -> None:
+    members = boto.get_service_model("rds").operation_model("ModifyDBInstance").input_shape.members
+    backup, maintenance = (_doc(members[name]) for name in ("PreferredBackupWindow", "PreferredMaintenanceWindow"))
+    minimum = aws_rules.rules()["rds_windows"]["min_minutes"]
+    for doc in (backup, maintenance):
+        assert f"Must be at least {minimum} minutes" in doc and "Universal Coordinated Time (UTC)" in doc
+    assert "hh24:mi-hh24:mi" in backup and "Must not conflict with the preferred maintenance window" in backup
+    assert "ddd:hh24:mi-ddd:hh24:mi" in maintenance
+    assert f"The day values must be {' | '.join(WEEKDAYS)}" in " ".join(maintenance.split())

@@ -62,6 +62,10 @@ def billed_counts(run: OfflineRun) -> Counter[str]:
             and resource.inputs["computeResources"].get("minVcpus", 0) == 0
         ):
             continue  # scales to zero: bills only while jobs run
+        if resource.type == "aws:ec2/vpcEndpoint:VpcEndpoint" and resource.inputs["vpcEndpointType"] == "Gateway":
+            continue  # S3 gateway endpoints are free
+        if resource.type == "aws:ecs/service:Service" and resource.inputs.get("desiredCount") == 0:
+            continue  # the private UI: runs only while someone has it open
         counted[resource.type] += 1
     return counted
 
@@ -73,6 +77,17 @@ def billed_counts(run: OfflineRun) -> Counter[str]:
         ("minimal", {"compute:minVcpus": 4, "compute:onDemandFallback": True}),
         ("dev", {}),
         ("dev", {"db:multiAz": True, "metadata:spot": False, "compute:minVcpus": 2}),
+        ("production", {}),
+        (
+            "production",
+            {
+                "network:natGateways": 2,
+                "network:interfaceEndpoints": ["ecr", "ecs", "sts"],
+                "datastore:kmsKey": "create",
+                "ui:enabled": True,
+                "metadata:tasks": 3,
+            },
+        ),
     ],
 )
 def test_every_always_on_resource_declared_has_a_cost_line(preset: str, overrides: dict[str, Any]) -> None:

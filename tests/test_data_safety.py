@@ -22,6 +22,10 @@ CHANGES: dict[str, tuple[str, dict[str, Any]]] = {
     "new tags": ("dev", {"metaflow:tags": {"team": "ds"}}),
     "a bigger database": ("dev", {"db:instanceClass": "db.t4g.small", "db:allocatedStorageGb": 40}),
     "versioning on": ("dev", {"datastore:versioning": True}),
+    "the production preset": ("production", {}),
+    "private subnets": ("dev", {"network:privateSubnets": True, "network:natGateways": 1}),
+    "a KMS key of the stack": ("dev", {"datastore:kmsKey": "create"}),
+    "two service tasks and alarms": ("dev", {"metadata:tasks": 2, "alerts:enabled": True}),
 }
 
 

@@ -58,12 +58,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"network:vpcId": VPC, "network:subnetIds": list(EXISTING_SUBNETS)},
         {"subnets": EXISTING_SUBNETS},
     ),
+    "production": ("production", {}, {}),
+    "production-kms-budget": (
+        "production",
+        {"datastore:kmsKey": "create", "alerts:email": "ops@example.com", "budget:monthlyUsd": 200},
+        {},
+    ),
 }
 PHYSICAL_NAME_INPUTS = ("name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix", "family")
 """Inputs that set a physical name: changing one replaces the resource."""
 DATA_IDENTITIES = SNAPSHOTS / "data-identities.txt"
-"""Every identity a bucket, database or service endpoint has had, per variant: never re-created by a
-refactoring, since they hold the user's data or are what their profile points at."""
+"""Every identity a bucket, database, service endpoint or datastore key of the stack has had, per variant: never
+re-created by a refactoring, since they hold the user's data, are what their profile points at, or decrypt it."""
 
 
 def identity_lines(run: OfflineRun) -> list[str]:

@@ -25,9 +25,15 @@ PERMISSION_POLICIES = {
     "aws:iam/rolePolicy:RolePolicy": "policy",
     "aws:iam/policy:Policy": "policy",
     "aws:s3/bucketPolicy:BucketPolicy": "policy",
+    "aws:sns/topicPolicy:TopicPolicy": "policy",
 }
-ACCEPTED_FINDINGS: dict[str, str] = {}
-"""Finding issue -> why it is justified. Empty: no exceptions are needed so far."""
+ACCEPTED_FINDINGS: dict[tuple[str, str], str] = {
+    ("RESOURCE_MISMATCH", "states:DescribeExecution"): "DescribeExecution takes a standard or an express "
+    "execution; metaflow's executions, Distributed Map children included, are standard (step_functions.py:1051-1055)",
+    ("RESOURCE_MISMATCH", "states:ListExecutions"): "ListExecutions takes a state machine or a map run; metaflow "
+    "lists a state machine's (step_functions_client.py:71, 78)",
+}
+"""(finding issue, action) -> why it is justified: parliament's reading of the Step Functions role's actions."""
 
 VARIANTS = {
     "minimal": ("minimal", {}),
@@ -35,6 +41,18 @@ VARIANTS = {
     "minimal-versioned": ("minimal", {"datastore:versioning": True}),
     "dev": ("dev", {}),
     "dev-existing-settings": ("dev", {"metadata:spot": False, "db:multiAz": True, "compute:type": "ec2"}),
+    "production": ("production", {}),
+    "production-kms-ui": (
+        "production",
+        {
+            "datastore:kmsKey": "create",
+            "ui:enabled": True,
+            "ui:access": "allowList",
+            "ui:allowedCidrs": ["203.0.113.0/24"],
+            "budget:monthlyUsd": 200,
+            "alerts:email": "ops@example.com",
+        },
+    ),
 }
 
 
@@ -50,12 +68,19 @@ def permission_policies(run: OfflineRun) -> Iterator[tuple[str, str]]:
             yield resource.name, resource.inputs[key]
 
 
+def finding_action(detail: Any) -> Any:
+    """The action a parliament finding names, when it names one."""
+    return detail[0].get("action") if isinstance(detail, list) and detail and isinstance(detail[0], dict) else detail
+
+
 def test_every_permission_policy_passes_parliament(run: OfflineRun) -> None:
     documents = list(permission_policies(run))
     assert documents, "no policy documents found"
     for name, document in documents:
         findings = [
-            (f.issue, f.detail) for f in analyze_policy_string(document).findings if f.issue not in ACCEPTED_FINDINGS
+            (f.issue, f.detail)
+            for f in analyze_policy_string(document).findings
+            if (f.issue, finding_action(f.detail)) not in ACCEPTED_FINDINGS
         ]
         assert not findings, f"{name}: {findings}"
 

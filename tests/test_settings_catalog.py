@@ -36,7 +36,7 @@ def test_presets_are_read_from_the_data_file_with_their_config_summary_and_avail
     assert presets()["dev"]["metadata:enabled"] is True
     assert presets()["minimal"] == {}
     assert default_preset() == "dev"
-    assert available_presets() == ("minimal", "dev")
+    assert available_presets() == ("minimal", "dev", "production")
     assert preset_summary("minimal") == "S3 and Batch on spot, local metadata: nothing bills while idle"
 
 

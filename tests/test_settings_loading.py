@@ -75,6 +75,10 @@ WRONG_FORMAT: dict[str, Any] = {
     "metaflow:prefix": "Team_A",
     "network:vpcId": "vpc-xyz",
     "datastore:kmsKey": "my-key",
+    "db:backupWindow": "3:00-3:30",
+    "db:maintenanceWindow": "sunday:04:00-sunday:04:30",
+    "alerts:email": "ops at example.com",
+    "budget:email": "ops@example",
     "ui:certificateArn": "my-cert",
     "ui:domain": "Metaflow.Example.COM",
     "ui:hostedZoneId": "zone",
@@ -250,3 +254,150 @@ def test_config_comes_from_pulumis_environment_overridden_by_its_runtime_config(
         assert raw_config_from_pulumi() == {"aws:region": "us-east-1", "metaflow:preset": "dev"}
     finally:
         pulumi.runtime.config.CONFIG.reset(token)
+
+
+# --- The production keys, across each other ----------------------------------------------------------------------
+
+EXISTING = {
+    "network:vpcId": "vpc-0123456789abcdef0",
+    "network:subnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+}
+KEY_IN = "arn:aws:kms:{}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab".format
+
+
+@pytest.mark.parametrize(
+    "preset, overrides, problem",
+    [
+        (
+            "production",
+            {"network:natGateways": 0},
+            "network:privateSubnets = true needs network:natGateways of 1 or more: without NAT, Batch instances "
+            "cannot reach ECS, ECR or PyPI (jobs would stay RUNNABLE) and the metadata service cannot pull its image",
+        ),
+        (
+            "dev",
+            {"network:natGateways": 1},
+            "network:natGateways has no effect while network:privateSubnets is false; set network:privateSubnets "
+            "true or unset it",
+        ),
+        (
+            "dev",
+            {"network:interfaceEndpoints": ["ecr"]},
+            "network:interfaceEndpoints has no effect while network:privateSubnets is false; set "
+            "network:privateSubnets true or unset it",
+        ),
+        (
+            "production",
+            {**EXISTING, "network:interfaceEndpoints": ["logs"]},
+            "network:interfaceEndpoints applies to the VPC this program creates; with network:vpcId your VPC's own "
+            "routes and endpoints are used: unset it",
+        ),
+        (
+            "production",
+            {**EXISTING, "ui:enabled": True, "ui:access": "allowList", "ui:allowedCidrs": [OFFICE]},
+            "ui:access allowList puts an internet-facing load balancer in network:subnetIds, which "
+            "network:privateSubnets says are private: use ui:access private (a tunnel, no load balancer)",
+        ),
+        (
+            "production",
+            {"datastore:kmsKey": KEY_IN("eu-west-1")},
+            "datastore:kmsKey is in eu-west-1: S3 encrypts a bucket in us-east-1 only with a KMS key in us-east-1; "
+            "give one there, or `create`",
+        ),
+        (
+            "dev",
+            {"budget:email": "ops@example.com"},
+            "budget:email has no effect without budget:monthlyUsd; set one or unset it",
+        ),
+        ("dev", {"budget:monthlyUsd": 50}, "budget:monthlyUsd = 50 needs someone to tell: set budget:email"),
+        (
+            "production",
+            {"budget:monthlyUsd": 50},
+            "budget:monthlyUsd = 50 needs someone to tell: set budget:email (or alerts:email)",
+        ),
+        (
+            "dev",
+            {"alerts:email": "ops@example.com"},
+            "alerts:email has no effect while alerts:enabled is false; set alerts:enabled true or unset it",
+        ),
+    ],
+)
+def test_production_keys_that_contradict_each_other_are_refused(
+    preset: str, overrides: dict[str, Any], problem: str
+) -> None:
+    assert problems(overrides, preset) == [problem]
+
+
+def test_an_existing_vpc_takes_the_production_preset_without_its_nat_and_a_key_in_the_region() -> None:
+    settings = load("production", {**EXISTING, "datastore:kmsKey": KEY_IN("us-east-1")})
+    assert settings.network.private_subnets and settings.datastore.kms_key == KEY_IN("us-east-1")
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"network:natGateways": 4}, "network:natGateways = '4'"),
+        ({"metadata:tasks": 0}, "metadata:tasks = '0'"),
+        ({"datastore:noncurrentVersionDays": 0}, "datastore:noncurrentVersionDays = '0'"),
+        ({"network:interfaceEndpoints": ["s3"]}, "network:interfaceEndpoints[0] = 's3'"),
+        ({"budget:monthlyUsd": 0, "budget:email": "ops@example.com"}, "budget:monthlyUsd = '0'"),
+    ],
+)
+def test_production_numbers_and_choices_outside_their_range_are_refused_by_name(
+    overrides: dict[str, Any], key: str
+) -> None:
+    assert any(problem.startswith(key) for problem in problems(overrides, "production")), problems(
+        overrides, "production"
+    )
+
+
+# --- Backup and maintenance windows ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "windows, problem",
+    [
+        (
+            {"db:maintenanceWindow": "sun:04:00-sun:04:30"},
+            "db:maintenanceWindow needs db:backupWindow as well: RDS refuses windows that overlap, and would pick "
+            "the other one",
+        ),
+        (
+            {"db:backupWindow": "03:00-03:30"},
+            "db:backupWindow needs db:maintenanceWindow as well: RDS refuses windows that overlap, and would pick "
+            "the other one",
+        ),
+        (
+            {"db:backupWindow": "03:00-03:29", "db:maintenanceWindow": "sun:04:00-sun:04:30"},
+            "db:backupWindow = '03:00-03:29' lasts 29 minutes: RDS needs 30 or more",
+        ),
+        (
+            {"db:backupWindow": "03:00-03:30", "db:maintenanceWindow": "sun:04:00-sun:04:00"},
+            "db:maintenanceWindow = 'sun:04:00-sun:04:00' lasts 0 minutes: RDS needs 30 or more",
+        ),
+        (
+            {"db:backupWindow": "04:15-04:45", "db:maintenanceWindow": "sun:04:00-sun:04:30"},
+            "db:maintenanceWindow sun:04:00-sun:04:30 overlaps db:backupWindow 04:15-04:45: RDS refuses that",
+        ),
+        (
+            # Around midnight and the week's end: Sunday night's window meets Monday's first backup.
+            {"db:backupWindow": "00:10-00:40", "db:maintenanceWindow": "sun:23:50-mon:00:20"},
+            "db:maintenanceWindow sun:23:50-mon:00:20 overlaps db:backupWindow 00:10-00:40: RDS refuses that",
+        ),
+    ],
+)
+def test_database_windows_rds_would_refuse_are_refused(windows: dict[str, str], problem: str) -> None:
+    assert problems(windows, "production") == [problem]
+
+
+@pytest.mark.parametrize(
+    "backup, maintenance",
+    [
+        ("03:00-03:30", "sun:04:00-sun:04:30"),
+        ("03:30-04:00", "sun:04:00-sun:04:30"),
+        ("23:45-00:15", "wed:12:00-wed:13:00"),
+    ],
+)
+def test_database_windows_apart_are_accepted(backup: str, maintenance: str) -> None:
+    db = load("production", {"db:backupWindow": backup, "db:maintenanceWindow": maintenance}).db
+    assert (db.backup_window, db.maintenance_window) == (backup, maintenance)

@@ -33,8 +33,15 @@ def accepts(model: type[BaseModel], **values: Any) -> bool:
 # --- Defaults --------------------------------------------------------------------------------------------------
 
 DEFAULTS = {
-    "network": {"vpcId": None, "subnetIds": None, "vpcCidr": "10.0.0.0/16", "privateSubnets": False, "natGateways": 0},
-    "datastore": {"forceDestroy": False, "versioning": False, "kmsKey": None},
+    "network": {
+        "vpcId": None,
+        "subnetIds": None,
+        "vpcCidr": "10.0.0.0/16",
+        "privateSubnets": False,
+        "natGateways": 0,
+        "interfaceEndpoints": [],
+    },
+    "datastore": {"forceDestroy": False, "versioning": False, "noncurrentVersionDays": 30, "kmsKey": None},
     "db": {
         "engineVersion": 17,
         "instanceClass": "db.t4g.micro",
@@ -44,12 +51,16 @@ DEFAULTS = {
         "backupRetentionDays": 1,
         "allowExtendedSupport": False,
         "allocatedStorageGb": 20,
+        "backupWindow": None,
+        "maintenanceWindow": None,
+        "performanceInsights": False,
     },
     "metadata": {
         "enabled": False,
         "image": "netflixoss/metaflow_metadata_service:v2.5.1",
         "cpu": 256,
         "memory": 1024,
+        "tasks": 1,
         "spot": False,
         "apiKeyRotation": 1,
         "authorizerConcurrency": 5,
@@ -84,7 +95,7 @@ DEFAULTS = {
     },
     "ecr": {"enabled": False, "keepImages": 30, "immutableTags": False, "imageTag": None},
     "secrets": {"enabled": False},
-    "alerts": {"email": None},
+    "alerts": {"enabled": False, "email": None},
     "budget": {"monthlyUsd": None, "email": None},
 }
 """What a key is when neither the stack nor its preset sets it: small, private, nothing billing while idle,

@@ -117,4 +117,20 @@ def test_account_ids_are_exactly_twelve_digits(ids: list[str], accepted: bool) -
 )
 def test_arns_name_a_partition_service_region_account_and_resource(arn: str, accepted: bool) -> None:
     assert accepts(Annotated[str, Field(pattern=ARN_PATTERN)], arn) is accepted
-    assert accepts(DatastoreSettings, {"kmsKey": arn}) is accepted  # where the program uses it
+
+
+@pytest.mark.parametrize(
+    "key, accepted",
+    [
+        ("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+        ("arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab", True),
+        ("create", True),
+        # An alias ARN would encrypt, but IAM grants kms:Decrypt on the key ARN, never on an alias.
+        ("arn:aws:kms:us-east-1:123456789012:alias/metaflow", False),
+        ("arn:aws:s3:::bucket", False),
+        ("Create", False),
+        ("arn:aws:kms:us-east-1:123456789012:key/k\n", False),
+    ],
+)
+def test_the_datastore_key_is_a_key_arn_or_create(key: str, accepted: bool) -> None:
+    assert accepts(DatastoreSettings, {"kmsKey": key}) is accepted

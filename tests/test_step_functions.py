@@ -26,7 +26,7 @@ import pytest
 from conftest import offline, policy_of
 from parliament import analyze_policy_string
 from test_access import allows
-from test_policies import actions_granted_on_every_resource, resource_types_by_action
+from test_policies import ACCEPTED_FINDINGS, actions_granted_on_every_resource, finding_action, resource_types_by_action
 from test_profile import read_with_metaflow
 
 from metaflow_infra.costs import USAGE_NOT_INCLUDED, estimate_monthly_cost
@@ -43,12 +43,6 @@ EVENTS = f"arn:aws:events:{REGION}:{ACCOUNT_ID}"
 JOB = f"{BATCH}:job/0a1b2c3d-aaaa-bbbb-cccc-dddddddddddd"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 TABLE = "aws:dynamodb/table:Table"
-ACCEPTED_FINDINGS = {
-    ("RESOURCE_MISMATCH", "states:DescribeExecution"): "DescribeExecution takes a standard or an express "
-    "execution; metaflow's executions, Distributed Map children included, are standard (step_functions.py:1051-1055)",
-    ("RESOURCE_MISMATCH", "states:ListExecutions"): "ListExecutions takes a state machine or a map run; metaflow "
-    "lists a state machine's (step_functions_client.py:71, 78)",
-}
 LOG_DELIVERY = [
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
@@ -706,7 +700,7 @@ def test_every_document_passes_parliament_and_stars_only_what_aws_cannot_scope(r
     documents["user"] = run.one("aws:iam/policy:Policy").inputs["policy"]
     for name, document in documents.items():
         for finding in analyze_policy_string(document).findings:
-            detail = finding.detail[0]["action"] if isinstance(finding.detail, list) else finding.detail
+            detail = finding_action(finding.detail)
             assert (finding.issue, detail) in ACCEPTED_FINDINGS, (name, finding.issue, finding.detail)
         for action in actions_granted_on_every_resource(json.loads(document)):
             assert resource_types_by_action()[action.lower()] == [], f"{name} allows {action} on * but it can be scoped"

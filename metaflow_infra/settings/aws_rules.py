@@ -20,6 +20,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from .values import daily_minutes, weekly_minutes, windows_overlap
+
 RULES_FILE = "aws_rules.toml"
 
 
@@ -364,3 +366,20 @@ def account_id_problems(
 def batch_instance_type_keywords() -> tuple[str, ...]:
     """Words Batch accepts in `instanceTypes` in place of instance families or types."""
     return tuple(rules()["batch_instance_type_keywords"]["keywords"])
+
+
+def rds_window_problems(backup: str, maintenance: str) -> list[str]:
+    """What RDS refuses in a backup window and a maintenance window given together: either under the minimum
+    length, or the two meeting (on any day, around midnight and the week's end too)."""
+    minimum: int = rules()["rds_windows"]["min_minutes"]
+    problems = [
+        f"{key} = {window!r} lasts {length} minutes: RDS needs {minimum} or more"
+        for key, window, length in (
+            ("db:backupWindow", backup, daily_minutes(backup)[1]),
+            ("db:maintenanceWindow", maintenance, weekly_minutes(maintenance)[1]),
+        )
+        if length < minimum
+    ]
+    if not problems and windows_overlap(maintenance, backup):
+        problems.append(f"db:maintenanceWindow {maintenance} overlaps db:backupWindow {backup}: RDS refuses that")
+    return problems

@@ -19,6 +19,7 @@ from .aws_rules import (
     db_instance_class_problems,
     image_pin,
     image_reference_problems,
+    rds_window_problems,
     region_problems,
     tag_problems,
     vpc_cidr_problems,
@@ -32,6 +33,7 @@ from .catalog import (
     presets,
 )
 from .models import (
+    CREATE_KEY,
     NAMESPACES,
     NOT_AVAILABLE,
     DbSettings,
@@ -99,7 +101,11 @@ FORMAT_EXAMPLES = {
     "aws:forbiddenAccountIds": "12-digit account ids such as 123456789012",
     "metaflow:prefix": "lowercase letters, digits and single hyphens, starting with a letter, e.g. team-a",
     "network:vpcId": "a VPC id such as vpc-0123456789abcdef0",
-    "datastore:kmsKey": "a KMS key ARN such as arn:aws:kms:us-east-1:123456789012:key/<key id>",
+    "datastore:kmsKey": "a KMS key ARN such as arn:aws:kms:us-east-1:123456789012:key/<key id>, or create",
+    "db:backupWindow": "a daily UTC window such as 03:00-03:30",
+    "db:maintenanceWindow": "a weekly UTC window such as sun:04:00-sun:04:30",
+    "alerts:email": "an email address such as ops@example.com",
+    "budget:email": "an email address such as ops@example.com",
     "ui:certificateArn": "an ACM certificate ARN such as arn:aws:acm:us-east-1:123456789012:certificate/<id>",
     "ui:domain": "a lowercase DNS name such as metaflow.example.com",
     "ui:hostedZoneId": "a Route 53 zone id such as Z0123456789ABCDEFGHIJ",
@@ -138,7 +144,7 @@ def _preset_name(raw: Mapping[str, Any], check_availability: bool) -> str:
         raise config_error(
             [
                 f"metaflow:preset = {preset!r} is {NOT_AVAILABLE} in this release (it needs features that have not "
-                "landed: private subnets with NAT). "
+                "landed). "
                 f"Available presets: {', '.join(available_presets())}"
             ]
         )
@@ -303,6 +309,19 @@ def _db_problems(db: DbSettings, today: datetime.date) -> list[str]:
     return []
 
 
+def _db_window_problems(db: DbSettings) -> list[str]:
+    """With only one window set, the other is RDS's pick and may meet it, so they come together."""
+    backup, maintenance = db.backup_window, db.maintenance_window
+    if (backup is None) != (maintenance is None):
+        given, missing = (
+            ("db:backupWindow", "db:maintenanceWindow") if backup else ("db:maintenanceWindow", "db:backupWindow")
+        )
+        return [f"{given} needs {missing} as well: RDS refuses windows that overlap, and would pick the other one"]
+    if backup is None or maintenance is None:
+        return []
+    return rds_window_problems(backup, maintenance)
+
+
 def _image_problems(metadata: MetadataSettings) -> list[str]:
     """A valid reference, pinned: by a release tag no older than the first TLS-capable one, or a digest."""
     key, image = "metadata:image", metadata.image
@@ -408,7 +427,7 @@ def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-SWITCHED_NAMESPACES = ("ecr", "stepFunctions")
+SWITCHED_NAMESPACES = ("ecr", "stepFunctions", "alerts")
 """Namespaces whose other keys mean nothing while their `enabled` switch is off."""
 
 
@@ -420,6 +439,55 @@ def _switched_off_keys(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
         for key in raw
         if key.startswith(f"{namespace}:") and key != f"{namespace}:enabled"
     ]
+
+
+def _network_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    """Private subnets always have a way out: Batch instances without one never join ECS (jobs stay
+    RUNNABLE), and Metaflow's containers pip-install from PyPI at start."""
+    network, problems = settings.network, []
+    existing = network.vpc_id is not None
+    if existing:
+        problems += [
+            f"{key} applies to the VPC this program creates; with network:vpcId your VPC's own routes and "
+            "endpoints are used: unset it"
+            for key in ("network:natGateways", "network:interfaceEndpoints")
+            if key in raw
+        ]
+        if network.private_subnets and settings.ui.enabled and settings.ui.access is not UiAccess.PRIVATE:
+            problems.append(
+                f"ui:access {settings.ui.access.value} puts an internet-facing load balancer in network:subnetIds, "
+                "which network:privateSubnets says are private: use ui:access private (a tunnel, no load balancer)"
+            )
+        return problems
+    if network.private_subnets and network.nat_gateways == 0:
+        problems.append(
+            "network:privateSubnets = true needs network:natGateways of 1 or more: without NAT, Batch instances "
+            "cannot reach ECS, ECR or PyPI (jobs would stay RUNNABLE) and the metadata service cannot pull its image"
+        )
+    if not network.private_subnets:
+        problems += [
+            f"{key} has no effect while network:privateSubnets is false; set network:privateSubnets true or unset it"
+            for key in ("network:natGateways", "network:interfaceEndpoints")
+            if key in raw and settings.value(key)
+        ]
+    return problems
+
+
+def _datastore_and_alert_problems(settings: Settings) -> list[str]:
+    """A key S3 can use (in the bucket's region); a budget someone hears about."""
+    key, problems = settings.datastore.kms_key, []
+    if key is not None and key != CREATE_KEY and key.split(":")[3] != settings.region:
+        problems.append(
+            f"datastore:kmsKey is in {key.split(':')[3]}: S3 encrypts a bucket in {settings.region} only with a "
+            f"KMS key in {settings.region}; give one there, or `create`"
+        )
+    budget = settings.budget
+    if budget.monthly_usd is None and budget.email is not None:
+        problems.append("budget:email has no effect without budget:monthlyUsd; set one or unset it")
+    if budget.monthly_usd is not None and budget.email is None and settings.alerts.email is None:
+        either = " (or alerts:email)" if settings.alerts.enabled else ""
+        problems.append(f"budget:monthlyUsd = {budget.monthly_usd} needs someone to tell: set budget:email{either}")
+    return problems
 
 
 def _aws_value_problems(settings: Settings) -> list[str]:
@@ -465,9 +533,11 @@ def load_settings(
         raise config_error([_describe_error(e) for e in err.errors()]) from None
 
     problems = (_not_yet_available(settings) if check_availability else []) + _db_problems(settings.db, today)
+    problems += _db_window_problems(settings.db)
     problems += _instance_type_problems("compute:instanceTypes", settings.compute.instance_types, region)
     problems += _accelerator_problems(settings, raw)
     problems += _conflicting_keys(settings, raw) + _ui_problems(settings, raw) + _switched_off_keys(settings, raw)
+    problems += _network_problems(settings, raw) + _datastore_and_alert_problems(settings)
     problems += _aws_value_problems(settings)
     if problems:
         raise config_error(problems)

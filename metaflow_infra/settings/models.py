@@ -19,7 +19,8 @@ from pydantic.fields import FieldInfo
 
 from .catalog import FARGATE_MEMORY_BY_CPU, default_preset, presets, provider_settings
 from .values import (
-    ARN_PATTERN,
+    DAILY_WINDOW,
+    WEEKLY_WINDOW,
     AccountIds,
     Bool,
     Cidr,
@@ -162,6 +163,29 @@ class MetaflowSettings(Namespace):
     )
 
 
+MAX_AZS = 3
+"""The AZs a created VPC spans: more give spot more capacity pools; three is what most regions offer every
+account."""
+
+
+class EndpointService(str, Enum):
+    """Interface endpoints `network:interfaceEndpoints` offers: what a private Batch instance, the metadata
+    service and the UI call besides S3 and PyPI."""
+
+    ECR = "ecr"
+    LOGS = "logs"
+    SECRETS_MANAGER = "secretsmanager"
+    STS = "sts"
+    ECS = "ecs"
+
+    @property
+    def aws_services(self) -> tuple[str, ...]:
+        """The VPC endpoint services it takes: pulling from ECR calls two, the ECS agent three."""
+        return {"ecr": ("ecr.api", "ecr.dkr"), "ecs": ("ecs", "ecs-agent", "ecs-telemetry")}.get(
+            self.value, (self.value,)
+        )
+
+
 class NetworkSettings(Namespace):
     vpc_id: Annotated[str | None, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] = setting(
         None, "use this existing VPC instead of creating one (needs network:subnetIds)"
@@ -170,8 +194,22 @@ class NetworkSettings(Namespace):
         None, "existing subnets (at least two AZs) with a way out: public IPs + internet gateway, or NAT"
     )
     vpc_cidr: Cidr = setting("10.0.0.0/16", "address block of the VPC this program creates (a private IPv4 /16 to /20)")
-    private_subnets: Bool = setting(False, "put tasks and the database in private subnets, behind NAT", available=False)
-    nat_gateways: NonNegativeInt = setting(0, "NAT gateways for private subnets", available=False)
+    private_subnets: Bool = setting(
+        False,
+        "the database, the metadata service and Batch instances in private subnets (no public IP), out through "
+        "NAT; with network:subnetIds, those subnets must be private (a default route to NAT, not an internet gateway)",
+    )
+    nat_gateways: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=MAX_AZS)] = setting(
+        0,
+        f"NAT gateways of the private subnets this program creates: 1 (all AZs share it: an outage of its AZ "
+        f"cuts egress, ~$36.50/month) or one per AZ, up to {MAX_AZS} (each ~$36.50/month more)",
+    )
+    interface_endpoints: Annotated[list[EndpointService], BeforeValidator(parse_json)] = setting(
+        [],
+        "interface VPC endpoints of the private subnets this program creates, so that traffic to these AWS "
+        "services skips NAT: any of ecr, logs, secretsmanager, sts, ecs (each ~$7.30 per AWS endpoint and AZ a "
+        "month; ecr is two endpoints, ecs three). The S3 gateway endpoint is always there (free)",
+    )
 
     @model_validator(mode="after")
     def _existing_network(self) -> NetworkSettings:
@@ -194,13 +232,24 @@ class NetworkSettings(Namespace):
         return self
 
 
+KMS_KEY_PATTERN = r"^(create|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/(mrk-)?[0-9a-f-]+)$"
+CREATE_KEY = "create"
+
+
 class DatastoreSettings(Namespace):
     force_destroy: Bool = setting(
         False, "DELETES YOUR ARTIFACTS: let `pulumi destroy` delete the bucket and everything in it (else it is kept)"
     )
-    versioning: Bool = setting(False, "S3 versioning; old versions expire after 30 days")
-    kms_key: Annotated[str | None, Field(pattern=ARN_PATTERN)] = setting(
-        None, "KMS key ARN for SSE-KMS instead of SSE-S3", available=False
+    versioning: Bool = setting(
+        False, "S3 versioning: an overwritten artifact stays recoverable for datastore:noncurrentVersionDays"
+    )
+    noncurrent_version_days: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=36500)] = setting(
+        30, "days a replaced version is kept before it expires (with datastore:versioning)"
+    )
+    kms_key: Annotated[str | None, Field(pattern=KMS_KEY_PATTERN)] = setting(
+        None,
+        "SSE-KMS (with an S3 bucket key) instead of SSE-S3: a KMS key ARN in the stack's region, or `create` for a "
+        "key of this stack, rotated yearly ($1/month; kept if the stack lets it go, since objects need it)",
     )
 
 
@@ -223,6 +272,21 @@ class DbSettings(Namespace):
     allocated_storage_gb: Annotated[int, BeforeValidator(parse_int), Field(ge=20, le=65536)] = setting(
         20, "gp3 storage in GiB (20 or more)"
     )
+    backup_window: Annotated[str | None, Field(pattern=DAILY_WINDOW)] = setting(
+        None,
+        "daily UTC window of the automated backups, hh:mi-hh:mi, 30 minutes or more; set with db:maintenanceWindow "
+        "(unset: RDS picks one)",
+    )
+    maintenance_window: Annotated[str | None, Field(pattern=WEEKLY_WINDOW)] = setting(
+        None,
+        "weekly UTC window in which RDS applies minor-version upgrades and patches, ddd:hh:mi-ddd:hh:mi, 30 "
+        "minutes or more, apart from db:backupWindow (unset: RDS picks one)",
+    )
+    performance_insights: Bool = setting(
+        False,
+        "Performance Insights at its free 7-day retention: the database's load by query and wait, seen in "
+        "CloudWatch Database Insights (Standard mode) since the Performance Insights console retired",
+    )
 
 
 class MetadataSettings(Namespace):
@@ -233,6 +297,11 @@ class MetadataSettings(Namespace):
     )
     cpu: Int = setting(256, "Fargate CPU units of the metadata service (256, 512, 1024, ...)")
     memory: Int = setting(1024, "Fargate memory (MiB) of the metadata service; must fit metadata:cpu")
+    tasks: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=10)] = setting(
+        1,
+        "metadata service tasks, spread over the AZs; 2 or more keep it answering while one is replaced "
+        "(each on-demand 0.5 vCPU/1 GB task ~$18/month)",
+    )
     spot: Bool = setting(
         False,
         "run the metadata service on Fargate Spot (about 70% cheaper; an interruption "
@@ -408,13 +477,30 @@ class SecretsSettings(Namespace):
     enabled: Bool = setting(False, "@secrets through Secrets Manager: steps may read secrets named <prefix>/...")
 
 
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
 class AlertsSettings(Namespace):
-    email: str | None = setting(None, "where alarms are sent", available=False)
+    enabled: Bool = setting(
+        False,
+        "CloudWatch alarms (metadata endpoint 5xx, no healthy service task; database CPU, free storage, "
+        "connections) and failed Batch jobs, to an SNS topic (output alertTopicArn; $0.10 per alarm a month)",
+    )
+    email: Annotated[str | None, Field(pattern=EMAIL_PATTERN, max_length=254)] = setting(
+        None, "an email address subscribed to the alerts topic (AWS asks it to confirm)"
+    )
 
 
 class BudgetSettings(Namespace):
-    monthly_usd: PositiveInt | None = setting(None, "an AWS budget in USD per month", available=False)
-    email: str | None = setting(None, "where budget alerts are sent", available=False)
+    monthly_usd: Annotated[int | None, BeforeValidator(parse_int), Field(ge=1, le=10**9)] = setting(
+        None,
+        "an AWS Budgets monthly cost budget in USD for the whole account (Budgets sees a stack's tags only once "
+        "they are activated for billing); email at 80% of actual and 100% of forecast cost (an account's first two "
+        "budgets cost nothing)",
+    )
+    email: Annotated[str | None, Field(pattern=EMAIL_PATTERN, max_length=254)] = setting(
+        None, "where budget alerts go (default: alerts:email)"
+    )
 
 
 NAMESPACES: dict[str, type[Namespace]] = {

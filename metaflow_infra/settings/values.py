@@ -60,3 +60,41 @@ StrList = Annotated[list[str], BeforeValidator(parse_json)]
 CidrList = Annotated[list[Cidr], BeforeValidator(parse_json)]
 AccountIds = Annotated[list[Annotated[str, Field(pattern=r"^\d{12}$")]], BeforeValidator(parse_json)]
 ARN_PATTERN = r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$"
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CLOCK = r"(?:[01]\d|2[0-3]):[0-5]\d"
+DAILY_WINDOW = rf"^{CLOCK}-{CLOCK}$"
+WEEKLY_WINDOW = rf"^(?:{'|'.join(WEEKDAYS)}):{CLOCK}-(?:{'|'.join(WEEKDAYS)}):{CLOCK}$"
+MINUTES_PER_WEEK = 7 * 24 * 60
+
+
+def _minute_of_day(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def weekly_minutes(window: str) -> tuple[int, int]:
+    """A weekly window `ddd:hh:mi-ddd:hh:mi` as (start, length) in minutes from Monday 00:00 UTC."""
+    start, end = (WEEKDAYS.index(part[:3]) * 24 * 60 + _minute_of_day(part[4:]) for part in window.split("-"))
+    return start, (end - start) % MINUTES_PER_WEEK
+
+
+def daily_minutes(window: str) -> tuple[int, int]:
+    """A daily window `hh:mi-hh:mi` as (start, length) in minutes from 00:00 UTC."""
+    start, end = (_minute_of_day(part) for part in window.split("-"))
+    return start, (end - start) % (24 * 60)
+
+
+def windows_overlap(weekly: str, daily: str) -> bool:
+    """Whether a weekly window meets any day's occurrence of a daily one (both may wrap around midnight)."""
+    week_start, week_length = weekly_minutes(weekly)
+    day_start, day_length = daily_minutes(daily)
+    for day in range(7):
+        start = day * 24 * 60 + day_start
+        # Distance from the weekly window's start to this occurrence's start, and back, around the week.
+        ahead = (start - week_start) % MINUTES_PER_WEEK
+        behind = (week_start - start) % MINUTES_PER_WEEK
+        if ahead < week_length or behind < day_length:
+            return True
+    return False
