@@ -210,6 +210,13 @@ def plan_document(run: OfflineRun) -> dict[str, Any]:
     }
 
 
+def priced_with_note(region: str, stand_in: str) -> str:
+    return (
+        f"ESTIMATE: the price table has no figures for {region} yet; every price in this estimate is {stand_in}'s, "
+        f"the nearest priced region (prices in {region} may differ)"
+    )
+
+
 def _cost_rows(estimate: Mapping[str, Any]) -> list[str]:
     if estimate.get("error"):
         return [f"  cost estimate unavailable: {estimate['error']}"]
@@ -220,7 +227,9 @@ def _cost_rows(estimate: Mapping[str, Any]) -> list[str]:
             f"{line['unitUsd']:>9.4f} {line['monthlyUsd']:>9.2f}"
         )
     rows.append(f"  {'total':<74} {'':>9} {'':<14} {'':>9} {estimate['totalUsd']:>9.2f}")
-    if estimate["estimatedItems"]:
+    if estimate.get("pricedWith"):
+        rows.append("  " + priced_with_note(estimate["region"], estimate["pricedWith"]))
+    elif estimate["estimatedItems"]:
         rows.append(
             f"  estimated from {estimate['region']}'s ratio to us-east-1: {', '.join(estimate['estimatedItems'])}"
         )
@@ -357,9 +366,11 @@ def comparison_document(region: str) -> dict[str, Any]:
 
 
 def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
-    region = next(iter(document.values()))["region"]
+    first = next(iter(document.values()))
+    region = first["region"]
     out = [
         f"Monthly idle cost in {region} (730 h; always-on resources only)",
+        *([priced_with_note(region, first["pricedWith"])] if first.get("pricedWith") else []),
         "",
         "| setup | $/month | what bills while idle |",
         "|---|---:|---|",

@@ -17,7 +17,7 @@ from test_docs import README
 from metaflow_infra.__main__ import main
 from metaflow_infra.changes import diff_runs
 from metaflow_infra.offline import ACCOUNT_ID
-from metaflow_infra.plan import stack_config
+from metaflow_infra.plan import comparison_document, render_comparison, stack_config
 
 PROJECT = README.parent
 
@@ -204,3 +204,14 @@ def test_a_path_reaches_into_lists_and_quoted_names_like_pulumi_config_set_path(
     )
     assert json.loads(raw["aws:assumeRoles"]) == [{"roleArn": "arn:aws:iam::123456789012:role/deployer"}]
     assert json.loads(raw["metaflow:tags"]) == {"cost.center": "42"}  # stored as a string, as Pulumi does
+
+
+def test_a_region_without_prices_of_its_own_is_estimated_with_a_named_stand_in() -> None:
+    code, out, _ = cli("--region", "eu-central-1")
+    assert code == 0 and "cost estimate unavailable" not in out
+    assert (
+        "ESTIMATE: the price table has no figures for eu-central-1 yet; every price in this estimate is eu-west-1's"
+        in out
+    )
+    comparison = render_comparison(comparison_document("sa-east-1"))
+    assert comparison.splitlines()[1].startswith("ESTIMATE: the price table has no figures for sa-east-1 yet")
