@@ -1,6 +1,6 @@
 """Command line of metaflow-infra, offline (no AWS credentials, no Pulumi CLI) except `ui`.
 
-python -m metaflow_infra plan [--stack dev] [--region R] [--set ns:key=value ...] [--diff] [--json]
+python -m metaflow_infra plan [--stack dev] [--region R] [--set ns:key=value ...] [--diff | --summary] [--json]
 python -m metaflow_infra plan --compare [--stack dev | --region us-east-1] [--json]
 python -m metaflow_infra config-table
 python -m metaflow_infra readme [--dir .]     rewrite the README's generated tables
@@ -24,10 +24,11 @@ from .ui_tunnel import DEFAULT_PORT, UiError
 from .ui_tunnel import run as run_ui
 
 
-def refuse_with_compare(overrides: Sequence[str], diff: bool) -> None:
-    """`--compare` prices each preset's own defaults: an override or a diff would be silently dropped."""
-    if overrides or diff:
-        given = " ".join([*(f"--set {o}" for o in overrides), *(["--diff"] if diff else [])])
+def refuse_with_compare(overrides: Sequence[str], diff: bool, summary: bool) -> None:
+    """`--compare` prices each preset's own defaults: an override, a diff or a summary would be silently dropped."""
+    if overrides or diff or summary:
+        flags = [*(["--diff"] if diff else []), *(["--summary"] if summary else [])]
+        given = " ".join([*(f"--set {o}" for o in overrides), *flags])
         raise ConfigError(
             f"--compare prices every preset's defaults and takes no {given}: to price a change, run "
             "`plan --set KEY=VALUE` (its cost is at the end) or `plan --diff --set KEY=VALUE`; to compare "
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="show what the --set/--region overrides change against the stack's own config, property by property",
     )
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    plan.add_argument(
+        "--summary", action="store_true", help="print only the resource count, warnings and the idle monthly cost"
+    )
     plan.add_argument(
         "--compare",
         action="store_true",
@@ -108,14 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
             )
         elif args.compare:
-            refuse_with_compare(args.overrides, args.diff)
+            refuse_with_compare(args.overrides, args.diff, args.summary)
             region = args.region or str(stack_config(args.stack, args.dir).get("aws:region", "us-east-1"))
             print(run_compare(region, as_json=args.json))
         else:
             overrides = with_region(args.overrides, args.region)
             if args.diff and not overrides:
                 raise ConfigError("--diff compares the stack with changes: give them with --set KEY=VALUE or --region")
-            print(run_plan(args.stack, args.dir, overrides, as_json=args.json, diff=args.diff))
+            if args.diff and args.summary:
+                raise ConfigError("--diff ends with its own summary (counts and idle cost); drop --summary")
+            print(run_plan(args.stack, args.dir, overrides, as_json=args.json, diff=args.diff, summary=args.summary))
     except (pulumi.RunError, UiError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -286,6 +286,27 @@ def render_plan(document: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def summary_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan without its resources and profile: what is about to be deployed and what it costs idle."""
+    keys = ("stack", "region", "preset", "warnings", "estimatedMonthlyCost")
+    return {key: document[key] for key in keys} | {
+        "resourceCount": sum(len(items) for items in document["resources"].values())
+    }
+
+
+def render_summary(summary: Mapping[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"Stack {summary['stack']} ({summary['preset']} preset) in {summary['region']}: `pulumi up` would "
+            f"create {summary['resourceCount']} resources",
+            "",
+            *_warning_rows(summary["warnings"]),
+            "Always-on monthly cost (730 h; what bills while no job runs):",
+            *_cost_rows(summary["estimatedMonthlyCost"]),
+        ]
+    )
+
+
 def diff_document(before: OfflineRun, after: OfflineRun, overrides: Iterable[str]) -> dict[str, Any]:
     changes = diff_runs(before, after)
     costs = [run.outputs["estimatedMonthlyCost"].get("totalUsd") for run in (before, after)]
@@ -385,16 +406,24 @@ def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def run_plan(
-    stack: str, directory: Path, overrides: Iterable[str] = (), as_json: bool = False, diff: bool = False
+    stack: str,
+    directory: Path,
+    overrides: Iterable[str] = (),
+    as_json: bool = False,
+    diff: bool = False,
+    summary: bool = False,
 ) -> str:
     """The plan of the stack with the overrides; with `diff`, what the overrides change against the
-    stack's own config."""
+    stack's own config; with `summary`, only the resource count, the warnings and the idle cost."""
     run = run_offline(stack_config(stack, directory, overrides), stack=stack)
     if diff:
         base = run_offline(stack_config(stack, directory), stack=stack)
         document = diff_document(base, run, overrides)
         return json.dumps(document, indent=2) if as_json else render_diff(document)
     document = plan_document(run)
+    if summary:
+        short = summary_document(document)
+        return json.dumps(short, indent=2) if as_json else render_summary(short)
     return json.dumps(document, indent=2) if as_json else render_plan(document)
 
 

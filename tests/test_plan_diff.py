@@ -163,6 +163,8 @@ def test_region_without_compare_plans_that_region() -> None:
     [
         (("--compare", "--set", "metadata:spot=false"), "--compare prices every preset's defaults and takes no --set"),
         (("--compare", "--diff"), "takes no --diff"),
+        (("--compare", "--summary"), "takes no --summary"),
+        (("--diff", "--summary", "--set", "metadata:tasks=2"), "--diff ends with its own summary"),
         (("--diff",), "--diff compares the stack with changes: give them with --set"),
         (("--region", "eu-west-1", "--set", "aws:region=us-west-2"), "disagree: give one"),
         (("--set", "metaflow:tags..team=x"), "is not a path; accepted: .name, [index]"),
@@ -215,3 +217,12 @@ def test_a_region_without_prices_of_its_own_is_estimated_with_a_named_stand_in()
     )
     comparison = render_comparison(comparison_document("sa-east-1"))
     assert comparison.splitlines()[1].startswith("ESTIMATE: the price table has no figures for sa-east-1 yet")
+
+
+def test_the_summary_is_what_make_up_shows_before_deploying() -> None:
+    code, out, _ = cli("--summary", "--set", "metaflow:preset=minimal", "--set", "db:multiAz=true")
+    assert code == 0
+    assert out.startswith("Stack dev (minimal preset) in us-east-1: `pulumi up` would create ")
+    assert "warning: db:multiAz has no effect" in out
+    assert out.splitlines()[-2].split() == ["total", "0.00"]
+    assert "METAFLOW_" not in out and "aws:s3/bucket:Bucket" not in out
