@@ -1,22 +1,42 @@
-# The two commands a new user needs: `make up` (deploy the dev stack) and `make test`.
-# Both create the virtualenv and install the pinned requirements first.
+# Everyday commands. `make up PRESET=minimal` deploys (it creates the virtualenv with the runtime
+# requirements first); `make test` installs the test tools too and runs the offline tests.
+#   STACK   the stack to deploy, plan or open (default: metaflow; its config is Pulumi.<STACK>.yaml,
+#           untracked: the tracked Pulumi.dev.yaml is the example `plan` reads before a stack exists)
+#   PRESET  the preset of a stack `make up` creates (minimal, dev or production), or switches to
+#   REGION  the region of a stack `make up` creates (default us-east-1); for `make compare`, the region to price
+#   SET     config overrides for plan and diff, space-separated: SET="compute:maxVcpus=128 metaflow:tags.team=ds"
+#   ARGS    more options for plan, e.g. ARGS=--json
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-STACK ?= dev
+RUNTIME := $(VENV)/.runtime
+STACK ?= metaflow
+PRESET ?=
+REGION ?=
+SET ?=
+ARGS ?=
+SETS = $(foreach assignment,$(SET),--set '$(assignment)')
+# Before `make up` has created the stack, plan and diff read the tracked example (the dev stack) instead.
+PLAN_STACK = $(if $(or $(wildcard Pulumi.$(STACK).yaml),$(filter-out file,$(origin STACK))),$(STACK),dev)
 # uv installs the pinned requirements in seconds where pip takes minutes (it downloads in parallel
 # and does not byte-compile all of pulumi-aws up front).
 UV_VERSION := 0.13.9
+INSTALL = $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) && \
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r
 
-.PHONY: test up plan compare ui destroy venv mutation
+.PHONY: test up plan diff compare ui destroy venv mutation pulumi-ready
 
 venv: $(STAMP)
 
+$(RUNTIME): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(INSTALL) requirements.txt
+	touch $(RUNTIME)
+
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements-dev.txt
-	touch $(STAMP)
+	$(INSTALL) requirements-dev.txt
+	touch $(STAMP) $(RUNTIME)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
@@ -24,19 +44,36 @@ test: $(STAMP)
 	$(VENV)/bin/pyright metaflow_infra __main__.py tools
 	$(VENV)/bin/python -m pytest -n 2  # two workers: the machine has two cores
 
-up: $(STAMP)
+# What deploying needs, checked before anything is installed.
+pulumi-ready:
+	@command -v pulumi >/dev/null 2>&1 || { echo "make $(MAKECMDGOALS): the Pulumi CLI is not on PATH. Install it: curl -fsSL https://get.pulumi.com | sh (or see https://www.pulumi.com/docs/install/), then open a new shell" >&2; exit 2; }
+	@pulumi whoami >/dev/null 2>&1 || { echo "make $(MAKECMDGOALS): the Pulumi CLI is not logged in. Run \`pulumi login\` (Pulumi Cloud) or \`pulumi login --local\` (state kept on this machine), then run make again" >&2; exit 2; }
+
+# A new stack needs PRESET: its file is written here (untracked), then the offline plan shows what it
+# costs while idle, and `pulumi up` previews the change and asks before deploying.
+up: pulumi-ready
+	@test -f Pulumi.$(STACK).yaml || test -n "$(PRESET)" || { echo "make up: stack $(STACK) does not exist yet; choose its preset: make up PRESET=minimal (S3 and spot Batch: nothing billed while idle), PRESET=dev (adds the shared metadata service and its database) or PRESET=production (highly available, private, protected). \`make compare\` shows what each costs idle; REGION=... picks the region (default us-east-1)" >&2; exit 2; }
+	@test -z "$(REGION)" || ! test -f Pulumi.$(STACK).yaml || grep -q "aws:region: $(REGION)$$" Pulumi.$(STACK).yaml || { echo "make up: REGION=$(REGION) names the region of a new stack, and stack $(STACK) exists in another: moving it replaces every resource (\`make diff SET=aws:region=$(REGION)\` shows it). Leave REGION out, or give a new STACK=name" >&2; exit 2; }
+	$(MAKE) --no-print-directory $(RUNTIME)
+	test -f Pulumi.$(STACK).yaml || printf 'config:\n  aws:region: %s\n  metaflow:preset: %s\n' "$(or $(REGION),us-east-1)" "$(PRESET)" > Pulumi.$(STACK).yaml
 	pulumi stack select --create $(STACK)
+	$(if $(PRESET),pulumi config set metaflow:preset $(PRESET) --stack $(STACK))
+	$(VENV)/bin/python -m metaflow_infra plan --summary --stack $(STACK) || echo "(the offline estimate could not read the stack's config; pulumi up checks it)"
 	pulumi up --stack $(STACK)
 
-plan: $(STAMP)
-	$(VENV)/bin/python -m metaflow_infra plan --stack $(STACK)
+plan: $(RUNTIME)
+	$(VENV)/bin/python -m metaflow_infra plan --stack $(PLAN_STACK) $(SETS) $(ARGS)
 
-compare: $(STAMP)
-	$(VENV)/bin/python -m metaflow_infra plan --compare
+# What SET changes against the stack's own config, property by property.
+diff: $(RUNTIME)
+	$(VENV)/bin/python -m metaflow_infra plan --diff --stack $(PLAN_STACK) $(SETS) $(ARGS)
+
+compare: $(RUNTIME)
+	$(VENV)/bin/python -m metaflow_infra plan --compare --stack $(PLAN_STACK) $(if $(REGION),--region $(REGION))
 
 # Open the deployed Metaflow UI; a private UI's task is started for the session and stopped after the
 # last one. Options through UI_ARGS, e.g. `make ui UI_ARGS="--port 8084"` or `make ui UI_ARGS=--stop`.
-ui: $(STAMP)
+ui: $(RUNTIME)
 	$(VENV)/bin/python -m metaflow_infra ui --stack $(STACK) $(UI_ARGS)
 
 # Mutation testing of the pure modules (a report, never a gate; takes long). Extra options through
@@ -46,5 +83,5 @@ mutation: $(STAMP)
 		metaflow_infra/lambdas/authorizer.py metaflow_infra/settings \
 		--jobs 2 --report mutation-report.md $(MUTATE_ARGS)
 
-destroy:
+destroy: pulumi-ready
 	pulumi destroy --stack $(STACK)

@@ -1,7 +1,7 @@
 """Command line of metaflow-infra, offline (no AWS credentials, no Pulumi CLI) except `ui`.
 
-python -m metaflow_infra plan [--stack dev] [--set ns:key=value ...] [--json]
-python -m metaflow_infra plan --compare [--region us-east-1] [--json]
+python -m metaflow_infra plan [--stack dev] [--region R] [--set ns:key=value ...] [--diff | --summary] [--json]
+python -m metaflow_infra plan --compare [--stack dev | --region us-east-1] [--json]
 python -m metaflow_infra config-table
 python -m metaflow_infra readme [--dir .]     rewrite the README's generated tables
 python -m metaflow_infra ui [--stack dev] [--port 8083] [--no-browser] [--stop] [--profile P] [--dir .]
@@ -19,8 +19,31 @@ import pulumi
 
 from .docs import config_table, update_readme
 from .plan import comparison_document, render_comparison, run_compare, run_plan, stack_config
+from .settings import ConfigError
 from .ui_tunnel import DEFAULT_PORT, UiError
 from .ui_tunnel import run as run_ui
+
+
+def refuse_with_compare(overrides: Sequence[str], diff: bool, summary: bool) -> None:
+    """`--compare` prices each preset's own defaults: an override, a diff or a summary would be silently dropped."""
+    if overrides or diff or summary:
+        flags = [*(["--diff"] if diff else []), *(["--summary"] if summary else [])]
+        given = " ".join([*(f"--set {o}" for o in overrides), *flags])
+        raise ConfigError(
+            f"--compare prices every preset's defaults and takes no {given}: to price a change, run "
+            "`plan --set KEY=VALUE` (its cost is at the end) or `plan --diff --set KEY=VALUE`; to compare "
+            "another region, `plan --compare --region REGION`"
+        )
+
+
+def with_region(overrides: Sequence[str], region: str | None) -> list[str]:
+    """`--region R` is `--set aws:region=R`; both, disagreeing, is refused."""
+    if region is None:
+        return list(overrides)
+    others = {o.partition("=")[2] for o in overrides if o.partition("=")[0] == "aws:region"} - {region}
+    if others:
+        raise ConfigError(f"--region {region} and --set aws:region={others.pop()} disagree: give one")
+    return [*overrides, f"aws:region={region}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,15 +59,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NS:KEY=VALUE",
-        help="override one config key, like `pulumi config set` (repeatable)",
+        help="override one config key, like `pulumi config set`; ns:key.path=value sets inside a structured "
+        "key, like `pulumi config set --path` (repeatable)",
+    )
+    plan.add_argument(
+        "--diff",
+        action="store_true",
+        help="show what the --set/--region overrides change against the stack's own config, property by property",
     )
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    plan.add_argument(
+        "--summary", action="store_true", help="print only the resource count, warnings and the idle monthly cost"
+    )
     plan.add_argument(
         "--compare",
         action="store_true",
         help="compare the idle cost of every preset and the Terraform module's defaults",
     )
-    plan.add_argument("--region", help="region for --compare (default: the stack's aws:region)")
+    plan.add_argument(
+        "--region",
+        help="plan the stack in this region (like --set aws:region=REGION); with --compare, "
+        "the region to price (default: the stack's aws:region)",
+    )
     plan.add_argument("--dir", type=Path, default=Path.cwd(), help="project directory (default: current)")
     commands.add_parser("config-table", help="print the README's table of config keys and preset defaults")
     readme = commands.add_parser("readme", help="rewrite the README's generated tables (config keys, costs)")
@@ -76,12 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
             )
         elif args.compare:
-            region = args.region or str(
-                stack_config(args.stack, args.dir, args.overrides).get("aws:region", "us-east-1")
-            )
+            refuse_with_compare(args.overrides, args.diff, args.summary)
+            region = args.region or str(stack_config(args.stack, args.dir).get("aws:region", "us-east-1"))
             print(run_compare(region, as_json=args.json))
         else:
-            print(run_plan(args.stack, args.dir, args.overrides, as_json=args.json))
+            overrides = with_region(args.overrides, args.region)
+            if args.diff and not overrides:
+                raise ConfigError("--diff compares the stack with changes: give them with --set KEY=VALUE or --region")
+            if args.diff and args.summary:
+                raise ConfigError("--diff ends with its own summary (counts and idle cost); drop --summary")
+            print(run_plan(args.stack, args.dir, overrides, as_json=args.json, diff=args.diff, summary=args.summary))
     except (pulumi.RunError, UiError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

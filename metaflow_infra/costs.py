@@ -4,8 +4,9 @@ price table shipped in `data/prices.json`.
 Only what bills while no job runs is itemized (730 hours a month). Usage-based costs — S3
 storage and requests, Batch instance hours, API requests, Lambda, logs, data transfer — are
 listed as not included. A region without a figure for an item uses the us-east-1 figure times
-that region's cited ratio, and the line says so; a region without data at all is an error,
-never a silent wrong number.
+that region's cited ratio, and the line says so; a commercial region without figures of its own
+is estimated with those of the nearest priced region (`priced_like` in the data), named in the
+estimate (`pricedWith`); a region without data at all is an error, never a silent wrong number.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class CostEstimate:
     prices_read_on: str
     estimated_items: list[str] = field(default_factory=list)
     not_included: tuple[str, ...] = USAGE_NOT_INCLUDED
+    priced_with: str | None = None
+    """The region whose prices stand in for this region's, which has none of its own in the table."""
 
     @property
     def total_usd(self) -> float:
@@ -127,7 +130,7 @@ class CostEstimate:
             ],
             "estimatedItems": self.estimated_items,
             "notIncluded": list(self.not_included),
-        }
+        } | ({"pricedWith": self.priced_with} if self.priced_with else {})
 
 
 HOURS_PER_MONTH = 730
@@ -153,11 +156,28 @@ class PriceTable:
             node = node[key]
         return node if isinstance(node, dict) and "usd" in node else None
 
+    @property
+    def stand_ins(self) -> dict[str, str]:
+        """Regions without figures of their own -> the priced region whose figures estimate theirs."""
+        return dict(self.data.get("priced_like", {}).get("regions", {}))
+
+    def priced_with(self, region: str) -> str | None:
+        """The region whose figures stand in for `region`'s, or None when it has its own (or none at all)."""
+        return None if region in self.data["regions"] else self.stand_ins.get(region)
+
     def price(self, region: str, *path: str) -> Price:
+        stand_in = self.priced_with(region)
+        if stand_in is not None:
+            found = self.price(stand_in, *path)
+            derived = f"{stand_in}'s price" + (f", {found.estimated_from}" if found.estimated_from else "")
+            return Price(found.usd, found.source, estimated_from=derived)
         if region not in self.data["regions"]:
+            estimated = (
+                f" and estimates {', '.join(sorted(self.stand_ins))} with the nearest of them" if self.stand_ins else ""
+            )
             raise PriceDataError(
                 f"no price data for region {region}; the table (read on {self.read_on}) covers "
-                f"{', '.join(self.regions)}. Add the region to metaflow_infra/data/prices.json"
+                f"{', '.join(self.regions)}{estimated}. Add the region to metaflow_infra/data/prices.json"
             )
         found = self._lookup(region, path)
         if found is not None:
@@ -328,7 +348,8 @@ def estimate_monthly_cost(
                 table.price(region, "cloudwatch_alarm_month"),
             )
 
-    return CostEstimate(region, lines.lines, table.read_on, lines.estimated, USAGE_NOT_INCLUDED + _usage_of(settings))
+    usage = USAGE_NOT_INCLUDED + _usage_of(settings)
+    return CostEstimate(region, lines.lines, table.read_on, lines.estimated, usage, table.priced_with(region))
 
 
 def _usage_of(settings: Settings) -> tuple[str, ...]:
@@ -477,7 +498,7 @@ def terraform_defaults_estimate(region: str, table: PriceTable | None = None, se
             lines.add(entry["item"], "terraform", 0, entry["quantity"], entry["unit"], price)
         else:
             lines.hourly(entry["item"], "terraform", 0, entry["quantity"], price, unit=entry["unit"])
-    return CostEstimate(region, lines.lines, table.read_on, lines.estimated)
+    return CostEstimate(region, lines.lines, table.read_on, lines.estimated, priced_with=table.priced_with(region))
 
 
 def estimate_output(settings: Settings, public_subnets: bool) -> dict[str, Any]:

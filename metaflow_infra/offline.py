@@ -7,9 +7,12 @@ with its inputs, its parent and its provider, so the whole graph can be inspecte
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +26,7 @@ from pulumi.runtime.sync_await import _sync_await
 from pydantic.alias_generators import to_camel
 
 from .platform import build
-from .settings import Settings, load_settings
+from .settings import Settings, ignored_key_warnings, load_settings
 
 ACCOUNT_ID = "123456789012"
 PROJECT = "metaflow-infra"
@@ -147,6 +150,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.vpc_id = vpc_id
         self.assumed: list[str] = []
         """Existing subnets nothing described: taken as given (in the VPC, public, in their own AZ)."""
+        self.invented: set[str] = {ACCOUNT_ID}
+        """What AWS would choose that these mocks made up: the account, ids, generated names."""
 
     def _subnet(self, subnet_id: str) -> SubnetFixture:
         if subnet_id not in self.subnets:
@@ -178,6 +183,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         else:
             physical = state["name"]
         resource_id = f"{physical}-id" if args.typ != "aws:s3/bucket:Bucket" else physical
+        self.invented |= {
+            state[key] for key in ("name", "bucket", "identifier") if key in state and key not in args.inputs
+        }
+        if resource_id != physical:
+            self.invented.add(resource_id)
         state.setdefault("arn", self._arn(args.typ, physical))
         for attribute, value in self._computed(args.typ, resource_id, state["arn"]).items():
             state.setdefault(attribute, value)
@@ -265,6 +275,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"the offline mocks do not answer {token}")
 
 
+def _closing_thread_loop(call: Callable[[], Any]) -> Any:
+    """Run a mock-monitor call; in a worker thread, close the event loop Pulumi's mock monitor creates
+    there (otherwise it is collected unclosed, sometimes printing "Exception ignored in
+    BaseEventLoop.__del__" at exit)."""
+    try:
+        return call()
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            with contextlib.suppress(RuntimeError):  # no loop was created in this thread
+                asyncio.get_event_loop_policy().get_event_loop().close()
+            asyncio.set_event_loop(None)
+
+
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """Remembers each registration's parent and provider, which MockResourceArgs leaves out."""
 
@@ -272,7 +295,16 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.declared: list[DeclaredResource] = []
 
+    def Invoke(self, request: Any) -> Any:
+        return _closing_thread_loop(lambda: super(_RecordingMonitor, self).Invoke(request))
+
+    def ReadResource(self, request: Any) -> Any:
+        return _closing_thread_loop(lambda: super(_RecordingMonitor, self).ReadResource(request))
+
     def RegisterResource(self, request: Any) -> Any:
+        return _closing_thread_loop(lambda: self._register(request))
+
+    def _register(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             registration = self.resources[response.urn]
@@ -321,6 +353,14 @@ class OfflineRun:
     """What the program logged at warning level, e.g. pulumi-aws's "X is deprecated"."""
     unchecked_subnets: list[str] = field(default_factory=list)
     """Existing subnets the offline run could not describe, so took as having a way out."""
+    placeholders: frozenset[str] = frozenset()
+    """Values the mocks made up where AWS would choose (the account id, resource ids, generated names)."""
+    config_warnings: list[str] = field(default_factory=list)
+    """Keys set in the config that have no effect, and why."""
+
+    def is_placeholder(self, value: str) -> bool:
+        """Whether a value holds something the mocks made up, so `pulumi up` would show another."""
+        return any(invented in value for invented in self.placeholders)
 
     @property
     def deprecations(self) -> list[str]:
@@ -400,6 +440,10 @@ def run_offline(
     logger.propagate = False
     logger.handlers = [log]
     ROOT.set(None)
+    # A loop of its own (set before the mocks create the stack resource on it), closed after the run:
+    # the runtime would otherwise leave loops open for the garbage collector.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger, monitor=monitor)
 
     outputs: dict[str, Any] = {}
@@ -411,5 +455,19 @@ def run_offline(
             if await output.is_secret():
                 secret_outputs.add(output_name)
 
-    _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
-    return OfflineRun(settings, monitor.declared, outputs, secret_outputs, log.messages, mocks.assumed)
+    try:
+        _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+        asyncio.set_event_loop(None)
+    return OfflineRun(
+        settings,
+        monitor.declared,
+        outputs,
+        secret_outputs,
+        log.messages,
+        mocks.assumed,
+        frozenset(mocks.invented),
+        ignored_key_warnings(settings, raw_config),
+    )

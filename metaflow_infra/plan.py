@@ -4,6 +4,7 @@ monthly bill — offline, from the stack's YAML, with nothing installed but Pyth
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 
 import yaml
 
+from .changes import component_label, diff_runs, key_properties
 from .costs import CostEstimate, estimate_monthly_cost, terraform_defaults_estimate
-from .offline import OfflineRun, run_offline
+from .offline import ACCOUNT_ID, OfflineRun, run_offline
 from .profile import SECRET_KEYS
 from .settings import ConfigError, available_presets, load_settings, presets
 
@@ -20,7 +22,8 @@ MASK = "[secret]"
 
 
 def stack_config(stack: str, directory: Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Config of `Pulumi.<stack>.yaml` as Pulumi hands it to the program, plus `ns:key=value` overrides."""
+    """Config of `Pulumi.<stack>.yaml` as Pulumi hands it to the program, plus `ns:key=value` overrides
+    (or `ns:key.path=value`, as `pulumi config set --path` takes it)."""
     path = directory / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise ConfigError(f"no {path.name} in {directory}: create it, or pick a stack with --stack")
@@ -37,25 +40,151 @@ def stack_config(stack: str, directory: Path, overrides: Iterable[str] = ()) -> 
             raise ConfigError(f"{key} is an encrypted secret; `plan` cannot read it offline")
         raw[key] = value if isinstance(value, str) else json.dumps(value)
     for assignment in overrides:
-        key, separator, value = assignment.partition("=")
+        target, separator, value = assignment.partition("=")
+        key, steps = _config_path(target) if separator else ("", [])
         if not separator or ":" not in key:
-            raise ConfigError(f"--set {assignment!r}: expected namespace:key=value, e.g. compute:maxVcpus=128")
-        raw[key] = value
+            raise ConfigError(
+                f"--set {assignment!r}: expected namespace:key=value, e.g. compute:maxVcpus=128 "
+                "(or a path into a structured key, e.g. metaflow:tags.team=data-science)"
+            )
+        raw[key] = _set_at_path(key, raw.get(key), steps, value) if steps else value
     return raw
+
+
+PATH_STEP = re.compile(r'\.([^.\[\]"]+)|\[(\d+)\]|\["([^"]+)"\]')
+"""One step of a `pulumi config set --path` path: `.name`, `[0]` or `["name.with.dots"]`."""
+
+
+def _config_path(target: str) -> tuple[str, list[str | int]]:
+    """`metaflow:tags.team` -> (`metaflow:tags`, ["team"]); `aws:assumeRoles[0].roleArn` -> (…, [0, "roleArn"])."""
+    cut = min((i for i in (target.find("."), target.find("[")) if i >= 0), default=len(target))
+    key, rest = target[:cut], target[cut:]
+    steps: list[str | int] = []
+    while rest:
+        step = PATH_STEP.match(rest)
+        if step is None:
+            raise ConfigError(
+                f'--set {target!r}: {rest!r} is not a path; accepted: .name, [index] or ["name"] steps, '
+                'e.g. metaflow:tags.team or metaflow:tags["cost.center"]'
+            )
+        name, index, quoted = step.groups()
+        steps.append(int(index) if index is not None else name or quoted)
+        rest = rest[step.end() :]
+    return key, steps
+
+
+def _set_at_path(key: str, current: str | None, steps: list[str | int], value: str) -> str:
+    """The key's structured value with `value` (a string, as `pulumi config set --path` stores it) at the path."""
+    try:
+        root: Any = json.loads(current) if current is not None else None
+    except ValueError:
+        root = current
+    if root is None:
+        root = [] if isinstance(steps[0], int) else {}
+    if not isinstance(root, dict | list):
+        raise ConfigError(
+            f"--set {key}...: {key} holds {current!r}, not a map or a list; set it whole, e.g. --set '{key}=<JSON>'"
+        )
+    node: Any = root
+    for step, following in zip(steps, [*steps[1:], None], strict=True):
+        fresh: Any = value if following is None else [] if isinstance(following, int) else {}
+        if isinstance(step, int):
+            if not isinstance(node, list) or step > len(node):
+                raise ConfigError(f"--set {key}: index [{step}] is past the end of the list (or not a list there)")
+            if step == len(node):
+                node.append(fresh)
+            elif following is None:
+                node[step] = value
+            node = node[step]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: .{step} names a field, but there is a list there; use [index]")
+            node[step] = value if following is None else node.get(step, fresh)
+            node = node[step]
+    return json.dumps(root)
 
 
 def masked_profile(profile: Mapping[str, str]) -> dict[str, str]:
     return {key: MASK if key in SECRET_KEYS else value for key, value in profile.items()}
 
 
-def resources_by_component(run: OfflineRun) -> dict[str, list[dict[str, str]]]:
-    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "aws:ec2/vpc:Vpc": ("cidrBlock",),
+    "aws:ec2/subnet:Subnet": ("availabilityZone", "cidrBlock", "mapPublicIpOnLaunch"),
+    "aws:ec2/natGateway:NatGateway": ("connectivityType",),
+    "aws:ec2/vpcEndpoint:VpcEndpoint": ("serviceName", "vpcEndpointType"),
+    "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix", "forceDestroy"),
+    "aws:s3/bucketVersioning:BucketVersioning": ("versioningConfiguration.status",),
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": (
+        "rules[0].applyServerSideEncryptionByDefault.sseAlgorithm",
+    ),
+    "aws:kms/key:Key": ("enableKeyRotation",),
+    "aws:batch/computeEnvironment:ComputeEnvironment": (
+        "computeResources.type",
+        "computeResources.minVcpus",
+        "computeResources.maxVcpus",
+        "computeResources.instanceTypes",
+        "computeResources.allocationStrategy",
+    ),
+    "aws:batch/jobQueue:JobQueue": ("priority", "state"),
+    "aws:ec2/launchTemplate:LaunchTemplate": (
+        "metadataOptions.httpTokens",
+        "blockDeviceMappings[0].ebs.volumeSize",
+        "blockDeviceMappings[0].ebs.volumeType",
+    ),
+    "aws:rds/instance:Instance": (
+        "engine",
+        "engineVersion",
+        "instanceClass",
+        "allocatedStorage",
+        "storageType",
+        "multiAz",
+        "publiclyAccessible",
+        "deletionProtection",
+        "backupRetentionPeriod",
+        "performanceInsightsEnabled",
+    ),
+    "aws:ecs/service:Service": (
+        "desiredCount",
+        "capacityProviderStrategies[0].capacityProvider",
+        "networkConfiguration.assignPublicIp",
+    ),
+    "aws:ecs/taskDefinition:TaskDefinition": ("cpu", "memory"),
+    "aws:lb/loadBalancer:LoadBalancer": ("loadBalancerType", "internal"),
+    "aws:cloudwatch/logGroup:LogGroup": ("retentionInDays",),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": ("metricName", "threshold"),
+    "aws:ecr/repository:Repository": ("imageTagMutability",),
+    "aws:lambda/function:Function": ("runtime", "memorySize", "reservedConcurrentExecutions"),
+    "aws:dynamodb/table:Table": ("billingMode",),
+    "aws:budgets/budget:Budget": ("limitAmount", "limitUnit"),
+}
+"""Per resource type, the inputs a person deciding on a setting wants to see: sizes, counts, engine and
+version, AZs, public or private. The diff shows every input; this is the plan's short view."""
+PROVIDER_TYPE = "pulumi:providers:aws"
+PLACEHOLDER_NOTE = (
+    "values marked (placeholder) were made up offline (the account id {account}, generated names and ids, "
+    "URLs built from them); `pulumi up` shows the real ones"
+)
+
+
+def default_tags(run: OfflineRun) -> dict[str, str]:
+    """The tags the program's AWS provider puts on every resource that takes tags."""
+    providers = [r for r in run.resources if r.type == PROVIDER_TYPE]
+    tags = json.loads(providers[0].inputs.get("defaultTags", "{}")).get("tags", {}) if providers else {}
+    return dict(sorted(tags.items()))
+
+
+def resources_by_component(run: OfflineRun) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for resource in run.resources:
         if resource.is_component or resource.type.startswith("pulumi:"):
             continue
-        component = run.component_of(resource)
-        label = component.type.removeprefix("metaflow:infra:") if component else "(stack)"
-        groups[label].append({"type": resource.type, "name": resource.name})
+        item: dict[str, Any] = {"type": resource.type, "name": resource.name}
+        properties = key_properties(resource, KEY_PROPERTIES.get(resource.type, ()))
+        item |= {"properties": properties} if properties else {}
+        item |= {"protect": True} if resource.protect else {}
+        item |= {"retainOnDelete": True} if resource.retain_on_delete else {}
+        groups[component_label(run, resource)].append(item)
     # Registration order is asynchronous: sort, so the same config always prints the same plan.
     return {
         label: sorted(items, key=lambda item: (item["type"], item["name"])) for label, items in sorted(groups.items())
@@ -63,15 +192,29 @@ def resources_by_component(run: OfflineRun) -> dict[str, list[dict[str, str]]]:
 
 
 def plan_document(run: OfflineRun) -> dict[str, Any]:
+    profile = masked_profile(run.outputs["metaflowProfile"])
     return {
         "stack": run.settings.stack,
         "region": run.settings.region,
         "preset": run.settings.metaflow.preset,
+        "warnings": run.config_warnings,
+        "tags": default_tags(run),
         "resources": resources_by_component(run),
-        "metaflowProfile": masked_profile(run.outputs["metaflowProfile"]),
+        "metaflowProfile": profile,
+        "placeholders": {
+            "note": PLACEHOLDER_NOTE.format(account=ACCOUNT_ID),
+            "profileKeys": [key for key, value in profile.items() if run.is_placeholder(value)],
+        },
         "estimatedMonthlyCost": run.outputs["estimatedMonthlyCost"],
         "uncheckedSubnets": run.unchecked_subnets,
     }
+
+
+def priced_with_note(region: str, stand_in: str) -> str:
+    return (
+        f"ESTIMATE: the price table has no figures for {region} yet; every price in this estimate is {stand_in}'s, "
+        f"the nearest priced region (prices in {region} may differ)"
+    )
 
 
 def _cost_rows(estimate: Mapping[str, Any]) -> list[str]:
@@ -84,12 +227,27 @@ def _cost_rows(estimate: Mapping[str, Any]) -> list[str]:
             f"{line['unitUsd']:>9.4f} {line['monthlyUsd']:>9.2f}"
         )
     rows.append(f"  {'total':<74} {'':>9} {'':<14} {'':>9} {estimate['totalUsd']:>9.2f}")
-    if estimate["estimatedItems"]:
+    if estimate.get("pricedWith"):
+        rows.append("  " + priced_with_note(estimate["region"], estimate["pricedWith"]))
+    elif estimate["estimatedItems"]:
         rows.append(
             f"  estimated from {estimate['region']}'s ratio to us-east-1: {', '.join(estimate['estimatedItems'])}"
         )
     rows.append("  not included (usage-based): " + "; ".join(estimate["notIncluded"]))
     return rows
+
+
+def _resource_row(item: Mapping[str, Any]) -> str:
+    details = " ".join(f"{key}={value}" for key, value in item.get("properties", {}).items())
+    guards = [
+        label for flag, label in (("protect", "protected"), ("retainOnDelete", "kept on delete")) if item.get(flag)
+    ]
+    details += f" [{', '.join(guards)}]" if guards else ""
+    return f"    {item['type']:<70} {item['name']:<32} {details}".rstrip()
+
+
+def _warning_rows(warnings: list[str]) -> list[str]:
+    return ["Keys that change nothing here:", *(f"  warning: {w}" for w in warnings), ""] if warnings else []
 
 
 def render_plan(document: Mapping[str, Any]) -> str:
@@ -99,24 +257,105 @@ def render_plan(document: Mapping[str, Any]) -> str:
         f"Stack {document['stack']} ({document['preset']} preset) in {document['region']}: "
         f"`pulumi up` would create {total} resources",
         "",
+        *_warning_rows(document["warnings"]),
+        "Tags on every resource that takes them (the AWS provider's default tags): "
+        + ", ".join(f"{key}={value}" for key, value in document["tags"].items()),
+        "",
     ]
     for component, items in resources.items():
         out.append(f"  {component} ({len(items)})")
-        out += [f"    {item['type']:<70} {item['name']}" for item in items]
+        out += [_resource_row(item) for item in items]
     if document.get("uncheckedSubnets"):
         out += [
             "",
             f"  Not checked offline: {', '.join(document['uncheckedSubnets'])} (taken as having a way out to "
             "the internet; `pulumi up` checks their routes and public IPs before declaring anything)",
         ]
-    out += ["", "Metaflow profile (metaflowProfile output; secrets masked):"]
-    out += [f"  {key} = {value}" for key, value in document["metaflowProfile"].items()]
+    placeholders = document["placeholders"]
+    out += ["", f"Metaflow profile (metaflowProfile output; secrets masked; {placeholders['note']}):"]
+    out += [
+        f"  {key} = {value}" + ("  (placeholder)" if key in placeholders["profileKeys"] else "")
+        for key, value in document["metaflowProfile"].items()
+    ]
     cost = document["estimatedMonthlyCost"]
     out += [
         "",
         f"Always-on monthly cost (estimatedMonthlyCost; 730 h; prices read on {cost.get('pricesReadOn', '?')}):",
     ]
     out += _cost_rows(cost)
+    return "\n".join(out)
+
+
+def summary_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan without its resources and profile: what is about to be deployed and what it costs idle."""
+    keys = ("stack", "region", "preset", "warnings", "estimatedMonthlyCost")
+    return {key: document[key] for key in keys} | {
+        "resourceCount": sum(len(items) for items in document["resources"].values())
+    }
+
+
+def render_summary(summary: Mapping[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"Stack {summary['stack']} ({summary['preset']} preset) in {summary['region']}: `pulumi up` would "
+            f"create {summary['resourceCount']} resources",
+            "",
+            *_warning_rows(summary["warnings"]),
+            "Always-on monthly cost (730 h; what bills while no job runs):",
+            *_cost_rows(summary["estimatedMonthlyCost"]),
+        ]
+    )
+
+
+def diff_document(before: OfflineRun, after: OfflineRun, overrides: Iterable[str]) -> dict[str, Any]:
+    changes = diff_runs(before, after)
+    costs = [run.outputs["estimatedMonthlyCost"].get("totalUsd") for run in (before, after)]
+    return {
+        "stack": after.settings.stack,
+        "region": after.settings.region,
+        "preset": after.settings.metaflow.preset,
+        "overrides": list(overrides),
+        "warnings": after.config_warnings,
+        "changes": [change.as_output() for change in changes],
+        "dataAtRisk": [f"{c.data} ({c.type} {c.name}): {c.kind}, {c.reason}" for c in changes if c.loses_data],
+        "summary": {kind: sum(c.kind == kind for c in changes) for kind in ("added", "removed", "replaced", "changed")},
+        "monthlyIdleUsd": {"before": costs[0], "after": costs[1]},
+        "note": "replacements the AWS provider forces for other inputs show in `pulumi preview`, not here",
+    }
+
+
+DIFF_MARKS = {"added": "+", "removed": "-", "replaced": "+-", "changed": "~"}
+
+
+def render_diff(document: Mapping[str, Any]) -> str:
+    out = [
+        f"Stack {document['stack']} ({document['preset']} preset) in {document['region']}, against its own "
+        f"config, with {' '.join(f'--set {o}' for o in document['overrides']) or 'no change'}:",
+        "",
+        *_warning_rows(document["warnings"]),
+    ]
+    for risk in document["dataAtRisk"]:
+        out.append(f"!!! DATA LOSS: {risk}: its contents would be gone !!!")
+    for change in document["changes"]:
+        if change.get("data") and change["change"] in ("replaced", "removed") and not change["losesData"]:
+            out.append(f"!!! {change['data']} ({change['name']}) would be {change['change']}: {change['reason']} !!!")
+    out += [""] if len(out) > 2 and out[-1] else []
+    if not document["changes"]:
+        out.append("  no resource changes")
+    for change in document["changes"]:
+        reason = f"  ({change['reason']})" if change.get("reason") else ""
+        mark = DIFF_MARKS[change["change"]]
+        out.append(
+            f"  {mark:<2} {change['change']:<8} {change['component']:<16} {change['type']} {change['name']}{reason}"
+        )
+        out += [f"        {p['path']}: {p['before']} -> {p['after']}" for p in change.get("properties", [])]
+    summary, cost = document["summary"], document["monthlyIdleUsd"]
+    before, after = (f"${v:.2f}" if v is not None else "unavailable" for v in (cost["before"], cost["after"]))
+    out += [
+        "",
+        ", ".join(f"{count} {kind}" for kind, count in summary.items()) + f"; idle cost {before} -> {after} a month",
+        f"Not shown: {document['note']}.",
+    ]
     return "\n".join(out)
 
 
@@ -148,9 +387,11 @@ def comparison_document(region: str) -> dict[str, Any]:
 
 
 def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
-    region = next(iter(document.values()))["region"]
+    first = next(iter(document.values()))
+    region = first["region"]
     out = [
         f"Monthly idle cost in {region} (730 h; always-on resources only)",
+        *([priced_with_note(region, first["pricedWith"])] if first.get("pricedWith") else []),
         "",
         "| setup | $/month | what bills while idle |",
         "|---|---:|---|",
@@ -164,9 +405,25 @@ def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def run_plan(stack: str, directory: Path, overrides: Iterable[str] = (), as_json: bool = False) -> str:
+def run_plan(
+    stack: str,
+    directory: Path,
+    overrides: Iterable[str] = (),
+    as_json: bool = False,
+    diff: bool = False,
+    summary: bool = False,
+) -> str:
+    """The plan of the stack with the overrides; with `diff`, what the overrides change against the
+    stack's own config; with `summary`, only the resource count, the warnings and the idle cost."""
     run = run_offline(stack_config(stack, directory, overrides), stack=stack)
+    if diff:
+        base = run_offline(stack_config(stack, directory), stack=stack)
+        document = diff_document(base, run, overrides)
+        return json.dumps(document, indent=2) if as_json else render_diff(document)
     document = plan_document(run)
+    if summary:
+        short = summary_document(document)
+        return json.dumps(short, indent=2) if as_json else render_summary(short)
     return json.dumps(document, indent=2) if as_json else render_plan(document)
 
 

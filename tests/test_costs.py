@@ -6,10 +6,12 @@ import datetime
 from collections import Counter
 from typing import Any
 
+import botocore.session
 import pytest
 from conftest import TODAY, offline, stack_config
 
 from metaflow_infra.costs import (
+    BASE_REGION,
     BILLED_WHILE_IDLE,
     HOURS_PER_MONTH,
     CostEstimate,
@@ -163,10 +165,70 @@ def test_every_required_region_prices_every_preset(region: str) -> None:
 
 
 def test_region_without_data_is_a_clear_error_not_a_guess() -> None:
-    with pytest.raises(PriceDataError, match=r"no price data for region eu-north-1.*us-east-1"):
-        estimate("dev", region="eu-north-1")
-    output = estimate_output(settings("dev", region="eu-north-1"), public_subnets=True)
-    assert output["totalUsd"] is None and "eu-north-1" in output["error"]
+    with pytest.raises(PriceDataError, match=r"no price data for region us-gov-west-1.*us-east-1"):
+        estimate("dev", region="us-gov-west-1")
+    output = estimate_output(settings("dev", region="us-gov-west-1"), public_subnets=True)
+    assert output["totalUsd"] is None and "us-gov-west-1" in output["error"]
+
+
+def batch_and_fargate_regions() -> list[str]:
+    """Commercial regions where botocore's endpoint data has both AWS Batch and ECS (Fargate)."""
+    endpoints = botocore.session.get_session().get_component("data_loader").load_data("endpoints")
+    [aws] = [partition for partition in endpoints["partitions"] if partition["partition"] == "aws"]
+
+    def regions(service: str) -> set[str]:
+        return set(aws["services"][service]["endpoints"]) & set(aws["regions"])
+
+    return sorted(regions("batch") & regions("ecs"))
+
+
+@pytest.mark.parametrize("region", batch_and_fargate_regions())
+def test_every_region_where_batch_and_fargate_run_gets_an_estimate(region: str) -> None:
+    table = price_table()
+    stand_in = table.priced_with(region)
+    assert region in table.data["regions"] or stand_in in table.data["regions"]
+    for preset in ("dev", "production"):
+        result = estimate(preset, region=region)
+        assert result.total_usd > 0 and result.priced_with == stand_in
+        if stand_in:  # every line says which region priced it, and so does the output
+            assert result.estimated_items == [line.item for line in result.lines]
+            assert all(line.source.startswith(f"estimate: {stand_in}'s price") for line in result.lines)
+            assert result.as_output()["pricedWith"] == stand_in
+        else:
+            assert "pricedWith" not in result.as_output()
+    assert terraform_defaults_estimate(region).priced_with == stand_in
+
+
+def price_paths(node: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    if isinstance(node, dict) and "usd" in node:
+        return {path}
+    return {
+        leaf
+        for key, child in (node.items() if isinstance(node, dict) else [])
+        for leaf in price_paths(child, (*path, key))
+    }
+
+
+@pytest.mark.parametrize("region", price_table().regions)
+def test_every_priced_region_has_every_price_the_estimator_uses(region: str) -> None:
+    """The figures of each region in the table: the same items as the base region's, which holds every price the
+    estimator and the Terraform inventory ask for, so nothing in a priced region is a ratio or a stand-in."""
+    table = price_table()
+    assert price_paths(table.data["regions"][region]) == price_paths(table.data["regions"][BASE_REGION])
+    assert table.data["regions"][region].get("estimate_factor") is None
+    for preset in ("minimal", "dev", "production"):
+        assert estimate(preset, region=region).estimated_items == []
+    assert terraform_defaults_estimate(region).estimated_items == []
+    for instance_class in table.data["rds_instance_vcpus"]:
+        assert table.price(region, "rds_instance_hour", instance_class).estimated_from is None
+    for instance_type in table.data["ec2_instance_vcpus"]:
+        assert table.price(region, "ec2_instance_hour", instance_type).estimated_from is None
+
+
+def test_a_stand_in_is_a_priced_region_and_never_a_priced_region_itself() -> None:
+    table = price_table()
+    assert set(table.stand_ins.values()) <= set(table.regions)
+    assert not set(table.stand_ins) & set(table.regions)
 
 
 def test_stack_output_is_the_estimate() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import offline
 
+from metaflow_infra.changes import successor
 from metaflow_infra.offline import DeclaredResource, OfflineRun
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -27,14 +28,6 @@ CHANGES: dict[str, tuple[str, dict[str, Any]]] = {
     "a KMS key of the stack": ("dev", {"datastore:kmsKey": "create"}),
     "two service tasks and alarms": ("dev", {"metadata:tasks": 2, "alerts:enabled": True}),
 }
-
-
-def successor(after: OfflineRun, before: OfflineRun, resource: DeclaredResource) -> DeclaredResource | None:
-    """The resource of `after` whose state is `resource`'s (same identity, or an alias to it)."""
-    identity = before.identity(resource)
-    found = [r for r in after.of_type(resource.type) if identity in after.earlier_identities(r)]
-    assert len(found) <= 1
-    return found[0] if found else None
 
 
 def fate(before: OfflineRun, after: OfflineRun, type_: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import offline
 
+from metaflow_infra.changes import PHYSICAL_NAME_INPUTS
 from metaflow_infra.offline import OfflineRun, SubnetFixture
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -65,8 +66,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
     ),
 }
-PHYSICAL_NAME_INPUTS = ("name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix", "family")
-"""Inputs that set a physical name: changing one replaces the resource."""
 DATA_IDENTITIES = SNAPSHOTS / "data-identities.txt"
 """Every identity a bucket, database, service endpoint or datastore key of the stack has had, per variant: never
 re-created by a refactoring, since they hold the user's data, are what their profile points at, or decrypt it."""

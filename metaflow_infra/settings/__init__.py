@@ -24,7 +24,14 @@ from .catalog import (
     provider_settings,
     unsupported_zone_ids,
 )
-from .loading import REGION_KEY, ConfigError, config_error, load_settings, raw_config_from_pulumi
+from .loading import (
+    REGION_KEY,
+    ConfigError,
+    config_error,
+    ignored_key_warnings,
+    load_settings,
+    raw_config_from_pulumi,
+)
 from .models import (
     CREATE_KEY,
     MAX_AZS,
@@ -83,6 +90,7 @@ __all__ = [
     "config_error",
     "default_preset",
     "documented_meaning",
+    "ignored_key_warnings",
     "instance_families",
     "is_available",
     "key_fields",

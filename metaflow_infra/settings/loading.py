@@ -36,6 +36,7 @@ from .models import (
     CREATE_KEY,
     NAMESPACES,
     NOT_AVAILABLE,
+    ComputeType,
     DbSettings,
     MetadataSettings,
     Settings,
@@ -127,6 +128,8 @@ def _describe_error(error: Any) -> str:
     loc = [str(part) for part in error["loc"]]
     namespace = loc[0] if loc else ""
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "accepted: ")
+    if error.get("type") == "string_type":
+        message = 'accepted: a string (in JSON, quote it: "1", not 1)'
     if error.get("type") == "string_pattern_mismatch" and len(loc) >= 2:
         path = f"{namespace}:{loc[1]}" + "".join(f".{part}" for part in loc[2:] if not part.isdigit())
         message = f"not in the expected format; accepted: {_format_example(path)}"
@@ -503,6 +506,52 @@ def _aws_value_problems(settings: Settings) -> list[str]:
         )
         problems += _image_problems(settings.metadata)
     return problems
+
+
+def ignored_key_warnings(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    """Keys set in the config that change nothing in this stack, each with why: accepted (they may be
+    set ahead of a switch, and are harmless), but never silently. Keys that are certainly a mistake
+    are refused by `load_settings` instead."""
+    compute, network, warnings = settings.compute, settings.network, []
+    if not settings.metadata.enabled:
+        warnings += [
+            f"{key} has no effect while metadata:enabled is false ({settings.metaflow.preset} preset): this stack "
+            "has no metadata service and no database"
+            + (
+                "; to let a deployed database go, set it while the metadata service is still on and `pulumi up`"
+                if key in ("db:deletionProtection", "db:skipFinalSnapshot")
+                else ""
+            )
+            for key in raw
+            if key.startswith("db:") or (key.startswith("metadata:") and key != "metadata:enabled")
+        ]
+    if compute.type.is_fargate and "compute:minVcpus" in raw and compute.min_vcpus == 0:
+        warnings.append(
+            f"compute:minVcpus has no effect with Fargate compute (compute:type {compute.type.value}): Fargate "
+            "keeps nothing running"
+        )
+    on_demand = compute.type in (ComputeType.EC2, ComputeType.FARGATE)
+    if "compute:onDemandFallback" in raw and not compute.on_demand_fallback and on_demand:
+        warnings.append(
+            f"compute:onDemandFallback has no effect with compute:type {compute.type.value}: it is already on-demand"
+        )
+    if network.vpc_id is not None and "network:vpcCidr" in raw:
+        warnings.append(
+            "network:vpcCidr has no effect with network:vpcId: it sizes the VPC this program creates, "
+            "and your VPC keeps its own ranges"
+        )
+    if not network.private_subnets and network.vpc_id is None:
+        warnings += [
+            f"{key} has no effect while network:privateSubnets is false: only private subnets use it"
+            for key in ("network:natGateways", "network:interfaceEndpoints")
+            if key in raw and not settings.value(key)
+        ]
+    if "datastore:noncurrentVersionDays" in raw and not settings.datastore.versioning:
+        warnings.append(
+            "datastore:noncurrentVersionDays has no effect while datastore:versioning is false: without "
+            "versioning no replaced version is kept"
+        )
+    return warnings
 
 
 def load_settings(

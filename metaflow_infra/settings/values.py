@@ -37,7 +37,9 @@ def parse_json(value: Any) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"is not valid JSON ({err.msg})") from None
+            raise ValueError(
+                f'is not valid JSON ({err.msg}); e.g. {{"team": "data-science"}} or ["c6i", "m6i"]'
+            ) from None
     return [item.strip() for item in text.split(",") if item.strip()]
 
 

@@ -1,0 +1,131 @@
+"""The Makefile's targets pass settings through and check what deploying needs before installing anything:
+their commands read with `make -n`, and the early refusals run for real (they stop before any install)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from test_docs import README
+
+PROJECT = README.parent
+NEW_STACK = "no-such-stack-yet"
+
+
+def make(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path} if path is not None else None
+    return subprocess.run(
+        ["make", "-C", str(PROJECT), "--no-print-directory", *args], capture_output=True, text=True, env=env
+    )
+
+
+def dry_run(*args: str) -> list[str]:
+    result = make("-n", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def index_of(lines: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(lines) if text in line)
+
+
+def test_plan_passes_each_setting_of_set_through() -> None:
+    [command] = [
+        line
+        for line in dry_run("plan", "SET=compute:maxVcpus=128 metaflow:tags.team=ds")
+        if "metaflow_infra plan" in line
+    ]
+    assert "--set 'compute:maxVcpus=128' --set 'metaflow:tags.team=ds'" in command
+    assert "--stack dev" in command  # no stack of the user's yet: the tracked example
+
+
+def test_diff_compares_the_settings_against_the_stack_and_takes_more_options() -> None:
+    [command] = [
+        line for line in dry_run("diff", "SET=metadata:tasks=2", "ARGS=--json") if "metaflow_infra plan" in line
+    ]
+    assert command.split("metaflow_infra plan ")[1].split() == [
+        "--diff",
+        "--stack",
+        "dev",
+        "--set",
+        "'metadata:tasks=2'",
+        "--json",
+    ]
+
+
+def test_a_stack_named_on_the_command_line_is_planned_even_before_it_exists() -> None:
+    [command] = [line for line in dry_run("plan", f"STACK={NEW_STACK}") if "metaflow_infra plan" in line]
+    assert f"--stack {NEW_STACK}" in command
+
+
+def test_compare_prices_the_region_given() -> None:
+    [command] = [line for line in dry_run("compare", "REGION=eu-west-1") if "metaflow_infra plan" in line]
+    assert command.endswith("--compare --stack dev --region eu-west-1")
+
+
+def test_up_checks_pulumi_then_installs_only_the_runtime_then_shows_the_idle_cost_then_deploys() -> None:
+    lines = dry_run("up", "PRESET=minimal", f"STACK={NEW_STACK}", "REGION=eu-west-1")
+    steps = [
+        "command -v pulumi",
+        "pulumi whoami",
+        "pip install",
+        f'metaflow:preset: %s\\n\' "eu-west-1" "minimal" > Pulumi.{NEW_STACK}.yaml',
+        f"pulumi stack select --create {NEW_STACK}",
+        f"metaflow_infra plan --summary --stack {NEW_STACK}",
+        f"pulumi up --stack {NEW_STACK}",
+    ]
+    positions = [index_of(lines, step) for step in steps]
+    assert positions == sorted(positions), lines
+    assert not any("requirements-dev.txt" in line for line in lines)
+
+
+def test_destroy_checks_pulumi_and_installs_nothing() -> None:
+    lines = dry_run("destroy", f"STACK={NEW_STACK}")
+    assert index_of(lines, "command -v pulumi") < index_of(lines, f"pulumi destroy --stack {NEW_STACK}")
+    assert not any("pip" in line or "venv" in line for line in lines)
+
+
+def test_up_without_the_pulumi_cli_says_how_to_get_it_and_installs_nothing() -> None:
+    result = make("up", f"STACK={NEW_STACK}", "PRESET=minimal", path="/usr/bin:/bin")
+    assert result.returncode != 0
+    assert "make up: the Pulumi CLI is not on PATH. Install it: curl -fsSL https://get.pulumi.com | sh" in result.stderr
+    assert "pip" not in result.stdout + result.stderr
+
+
+def fake_pulumi(directory: Path, whoami_status: int) -> str:
+    script = directory / "pulumi"
+    script.write_text(f'#!/bin/sh\n[ "$1" = whoami ] && exit {whoami_status}\nexit 0\n')
+    script.chmod(0o755)
+    return f"{directory}:/usr/bin:/bin"
+
+
+def test_up_without_a_login_says_how_to_log_in(tmp_path: Path) -> None:
+    result = make("up", f"STACK={NEW_STACK}", "PRESET=minimal", path=fake_pulumi(tmp_path, whoami_status=1))
+    assert result.returncode != 0
+    assert "not logged in. Run `pulumi login` (Pulumi Cloud) or `pulumi login --local`" in result.stderr
+    assert "pip" not in result.stdout + result.stderr
+
+
+def test_a_new_stack_needs_its_preset_chosen_before_anything_is_installed(tmp_path: Path) -> None:
+    result = make("up", f"STACK={NEW_STACK}", path=fake_pulumi(tmp_path, whoami_status=0))
+    assert result.returncode != 0
+    assert f"make up: stack {NEW_STACK} does not exist yet; choose its preset: make up PRESET=minimal" in result.stderr
+    assert "pip" not in result.stdout + result.stderr
+    assert not (PROJECT / f"Pulumi.{NEW_STACK}.yaml").exists()
+
+
+def test_up_refuses_to_move_an_existing_stack_to_another_region(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.mine.yaml").write_text("config:\n  aws:region: us-east-1\n  metaflow:preset: minimal\n")
+    path = fake_pulumi(tmp_path, whoami_status=0)
+    result = subprocess.run(
+        ["make", "-C", str(tmp_path), "-f", str(PROJECT / "Makefile"), "up", "STACK=mine", "REGION=eu-west-1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path},
+    )
+    assert result.returncode != 0
+    assert (
+        "make up: REGION=eu-west-1 names the region of a new stack, and stack mine exists in another" in result.stderr
+    )
+    assert "pip" not in result.stdout + result.stderr
