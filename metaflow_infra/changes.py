@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .offline import DeclaredResource, OfflineRun
@@ -161,18 +161,63 @@ def _moved_providers(before: OfflineRun, after: OfflineRun) -> dict[str, str]:
     }
 
 
+def _translated(value: Any, kept: Mapping[str, str]) -> Any:
+    """`value` with every value AWS keeps (new -> old, see `_kept_values`) put back, inside strings too
+    (an ARN or a policy naming a kept bucket)."""
+    if isinstance(value, str):
+        for new in sorted(kept, key=len, reverse=True):
+            value = value.replace(new, kept[new])
+        return value
+    if isinstance(value, dict):
+        return {key: _translated(item, kept) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_translated(item, kept) for item in value]
+    return value
+
+
+def _kept_values(before: OfflineRun, after: OfflineRun, moved: Mapping[str, str]) -> dict[str, str]:
+    """Values the mock runtime re-invents for the new config but AWS keeps, new -> old: a resource that
+    is not replaced keeps its id, ARN and every name AWS chose or that the program told Pulumi to
+    ignore (the bucket named from a prefix keeps its name when the prefix changes). Resources wired to
+    it then see the old value, as they would in AWS. Repeated until nothing more is kept, because a
+    resource is kept only when its own inputs, so translated, do not rename it."""
+    kept: dict[str, str] = {}
+    while True:
+        grown = dict(kept)
+        for resource in before.resources:
+            following = successor(after, before, resource)
+            if resource.is_component or following is None or resource.provider.rpartition("::")[0] in moved:
+                continue
+            following = replace(following, inputs=_translated(following.inputs, grown))
+            if _compare(resource, following)[0]:
+                continue  # replaced: AWS hands out new values
+            for key, new in following.state.items():
+                old = resource.state.get(key)
+                # A prefix is only ever read by AWS: kept or not, nothing else carries it.
+                ignored = key in following.ignore_changes and not key.endswith("Prefix")
+                chosen_by_aws = key not in following.inputs or ignored
+                if chosen_by_aws and isinstance(new, str) and isinstance(old, str) and new != old:
+                    grown[new] = old
+        if grown == kept:
+            return kept
+        kept = grown
+
+
 def diff_runs(before: OfflineRun, after: OfflineRun) -> list[Change]:
     """Every resource added, removed, replaced or changed from `before` to `after` (components left
     out: they hold no AWS state)."""
     changes: list[Change] = []
     matched: set[str] = set()
     moved = _moved_providers(before, after)
+    kept = _kept_values(before, after, moved)
     for resource in before.resources:
         if resource.is_component:
             continue
         data = DATA_RESOURCES.get(resource.type, "")
         component = component_label(before, resource)
         following = successor(after, before, resource)
+        if following is not None and kept:
+            following = replace(following, inputs=_translated(following.inputs, kept))
         provider_urn = resource.provider.rpartition("::")[0]
         if following is not None and provider_urn in moved:
             matched.add(following.urn)
