@@ -129,3 +129,10 @@ def test_up_refuses_to_move_an_existing_stack_to_another_region(tmp_path: Path) 
         "make up: REGION=eu-west-1 names the region of a new stack, and stack mine exists in another" in result.stderr
     )
     assert "pip" not in result.stdout + result.stderr
+
+
+def test_up_leaves_the_tracked_example_stack_alone(tmp_path: Path) -> None:
+    result = make("up", "STACK=dev", "PRESET=minimal", path=fake_pulumi(tmp_path, whoami_status=0))
+    assert result.returncode != 0
+    assert "make up: Pulumi.dev.yaml is the tracked example" in result.stderr
+    assert "pip" not in result.stdout + result.stderr

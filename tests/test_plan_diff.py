@@ -17,7 +17,7 @@ from test_docs import README
 from metaflow_infra.__main__ import main
 from metaflow_infra.changes import diff_runs
 from metaflow_infra.offline import ACCOUNT_ID
-from metaflow_infra.plan import comparison_document, render_comparison, stack_config
+from metaflow_infra.plan import comparison_document, diff_document, render_comparison, render_diff, stack_config
 
 PROJECT = README.parent
 
@@ -90,6 +90,12 @@ def test_deleting_an_unprotected_database_is_marked_as_data_loss() -> None:
     [database] = [c for c in diff_runs(before, after) if c.type == "aws:rds/instance:Instance"]
     assert database.kind == "removed" and database.loses_data
     assert database.reason == "deleted (RDS keeps a final snapshot)"
+    lines = render_diff(diff_document(before, after, ["metadata:enabled=false"])).splitlines()
+    loud = (
+        "!!! DATA LOSS: the database (aws:rds/instance:Instance metaflow-db): removed, deleted (RDS keeps a final "
+        "snapshot): its contents would be gone !!!"
+    )
+    assert lines.index(loud) < min(i for i, line in enumerate(lines) if line.startswith("  -  removed"))
 
 
 def test_the_diff_text_puts_data_loss_first_and_loud() -> None:
