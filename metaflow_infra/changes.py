@@ -46,13 +46,46 @@ def flatten(value: Any, path: str = "") -> dict[str, Any]:
     return {path: f"<{type(value).__name__}>"}  # assets (the authorizer's code) are not config
 
 
-def visible_inputs(resource: DeclaredResource) -> dict[str, Any]:
-    """Flattened inputs with every secret input masked."""
+def visible_inputs(resource: DeclaredResource, renames: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Flattened inputs with every secret input masked, and names the mocks made up anew replaced by the
+    ones the resource keeps (`renames`, see `kept_names`)."""
     flat = flatten(resource.inputs)
     return {
-        path: SECRET if any(path == s or path.startswith(f"{s}.") for s in resource.secret_inputs) else value
+        path: SECRET
+        if any(path == s or path.startswith(f"{s}.") for s in resource.secret_inputs)
+        else _renamed(value, renames or {})
         for path, value in flat.items()
     }
+
+
+def _renamed(value: Any, renames: Mapping[str, str]) -> Any:
+    if isinstance(value, list):
+        return [_renamed(item, renames) for item in value]
+    if isinstance(value, str):
+        for new, old in renames.items():
+            value = value.replace(new, old)
+    return value
+
+
+NAME_STATES = ("bucket", "identifier", "name")
+"""State attributes holding a resource's physical name (the mocks' invention when only a prefix is given)."""
+
+
+def kept_names(before: OfflineRun, after: OfflineRun) -> dict[str, str]:
+    """Physical names an offline run makes up anew although the resource keeps its old one: a resource
+    whose name inputs are ignored after creation (the bucket, the database) keeps the name AWS gave it,
+    so everything built from it (ARNs, endpoints) keeps it too. Maps the new name to the kept one."""
+    renames = {}
+    for resource in before.resources:
+        following = successor(after, before, resource)
+        if following is None or not set(PHYSICAL_NAME_INPUTS) & set(following.ignore_changes):
+            continue
+        for attribute in NAME_STATES:
+            old, new = resource.state.get(attribute), following.state.get(attribute)
+            if isinstance(old, str) and isinstance(new, str) and old != new:
+                renames[new] = old
+                break
+    return renames
 
 
 def render_value(value: Any) -> str:
@@ -117,9 +150,11 @@ def _guards(resource: DeclaredResource) -> dict[str, Any]:
     return {"(protect)": resource.protect, "(retainOnDelete)": resource.retain_on_delete}
 
 
-def _compare(before: DeclaredResource, after: DeclaredResource) -> tuple[list[str], list[tuple[str, str, str]]]:
+def _compare(
+    before: DeclaredResource, after: DeclaredResource, renames: Mapping[str, str]
+) -> tuple[list[str], list[tuple[str, str, str]]]:
     """The physical-name inputs that change (each replaces the resource), and every input that differs."""
-    old, new = visible_inputs(before), visible_inputs(after)
+    old, new = visible_inputs(before), visible_inputs(after, renames)
     renamed = [
         name for name in PHYSICAL_NAME_INPUTS if old.get(name) != new.get(name) and name not in after.ignore_changes
     ]
@@ -167,6 +202,7 @@ def diff_runs(before: OfflineRun, after: OfflineRun) -> list[Change]:
     changes: list[Change] = []
     matched: set[str] = set()
     moved = _moved_providers(before, after)
+    renames = kept_names(before, after)
     for resource in before.resources:
         if resource.is_component:
             continue
@@ -190,7 +226,7 @@ def diff_runs(before: OfflineRun, after: OfflineRun) -> list[Change]:
             changes.append(Change("removed", resource.type, resource.name, component, [], reason, data, spared))
             continue
         matched.add(following.urn)
-        renamed, properties = _compare(resource, following)
+        renamed, properties = _compare(resource, following, renames)
         if renamed:
             reason = f"{', '.join(renamed)} changes its physical name"
             if resource.protect:

@@ -227,3 +227,19 @@ def test_the_summary_is_what_make_up_shows_before_deploying() -> None:
     assert "warning: db:multiAz has no effect" in out
     assert out.splitlines()[-2].split() == ["total", "0.00"]
     assert "METAFLOW_" not in out and "aws:s3/bucket:Bucket" not in out
+
+
+def test_a_new_prefix_keeps_the_names_aws_gave_the_bucket_and_the_database() -> None:
+    """Their name inputs are ignored after creation, so what is built from their names does not change either,
+    though the offline run makes up new names from the new prefix."""
+    document = diff("metaflow:prefix=team-a")
+    assert not [c for c in document["changes"] if c["type"].startswith("aws:s3/")]
+    assert changed(document, "aws:rds/instance:Instance", "metaflow-db") == {
+        "finalSnapshotIdentifier": ("metaflow-db-final-c3cd3bd", "team-a-db-final-c3cd3bd")
+    }
+    [replaced] = [c for c in document["changes"] if c["change"] == "replaced"]
+    assert (replaced["type"], replaced["reason"]) == (
+        "aws:ecs/taskDefinition:TaskDefinition",
+        "family changes its physical name",
+    )
+    assert not document["dataAtRisk"]
