@@ -122,10 +122,14 @@ class Change:
         return bool(self.data) and self.kind in ("replaced", "removed") and not self.spared
 
     def as_output(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"change": self.kind, "type": self.type, "name": self.name}
-        document |= (
-            {"component": self.component, "reason": self.reason} if self.reason else {"component": self.component}
-        )
+        document: dict[str, Any] = {
+            "change": self.kind,
+            "type": self.type,
+            "name": self.name,
+            "component": self.component,
+        }
+        if self.reason:
+            document["reason"] = self.reason
         if self.properties:
             document["properties"] = [{"path": p, "before": b, "after": a} for p, b, a in self.properties]
         if self.data:
