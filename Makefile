@@ -50,15 +50,17 @@ pulumi-ready:
 	@pulumi whoami >/dev/null 2>&1 || { echo "make $(MAKECMDGOALS): the Pulumi CLI is not logged in. Run \`pulumi login\` (Pulumi Cloud) or \`pulumi login --local\` (state kept on this machine), then run make again" >&2; exit 2; }
 
 # A new stack needs PRESET: its file is written here (untracked), then the offline plan shows what it
-# costs while idle, and `pulumi up` previews the change and asks before deploying.
+# costs while idle (a config it refuses stops here), and `pulumi up` previews the change and asks
+# before deploying.
 up: pulumi-ready
+	@test "$(STACK)" != dev || { echo "make up: Pulumi.dev.yaml is the tracked example, and deploying it would write your settings into it. Deploy under a stack of your own: make up PRESET=dev (stack metaflow), or STACK=name" >&2; exit 2; }
 	@test -f Pulumi.$(STACK).yaml || test -n "$(PRESET)" || { echo "make up: stack $(STACK) does not exist yet; choose its preset: make up PRESET=minimal (S3 and spot Batch: nothing billed while idle), PRESET=dev (adds the shared metadata service and its database) or PRESET=production (highly available, private, protected). \`make compare\` shows what each costs idle; REGION=... picks the region (default us-east-1)" >&2; exit 2; }
 	@test -z "$(REGION)" || ! test -f Pulumi.$(STACK).yaml || grep -q "aws:region: $(REGION)$$" Pulumi.$(STACK).yaml || { echo "make up: REGION=$(REGION) names the region of a new stack, and stack $(STACK) exists in another: moving it replaces every resource (\`make diff SET=aws:region=$(REGION)\` shows it). Leave REGION out, or give a new STACK=name" >&2; exit 2; }
 	$(MAKE) --no-print-directory $(RUNTIME)
 	test -f Pulumi.$(STACK).yaml || printf 'config:\n  aws:region: %s\n  metaflow:preset: %s\n' "$(or $(REGION),us-east-1)" "$(PRESET)" > Pulumi.$(STACK).yaml
 	pulumi stack select --create $(STACK)
 	$(if $(PRESET),pulumi config set metaflow:preset $(PRESET) --stack $(STACK))
-	$(VENV)/bin/python -m metaflow_infra plan --summary --stack $(STACK) || echo "(the offline estimate could not read the stack's config; pulumi up checks it)"
+	if grep -q 'secure:' Pulumi.$(STACK).yaml; then echo "(no offline estimate: it cannot read the stack's encrypted values; pulumi up previews the change)"; else $(VENV)/bin/python -m metaflow_infra plan --summary --stack $(STACK); fi
 	pulumi up --stack $(STACK)
 
 plan: $(RUNTIME)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .offline import DeclaredResource, OfflineRun
@@ -46,13 +46,46 @@ def flatten(value: Any, path: str = "") -> dict[str, Any]:
     return {path: f"<{type(value).__name__}>"}  # assets (the authorizer's code) are not config
 
 
-def visible_inputs(resource: DeclaredResource) -> dict[str, Any]:
-    """Flattened inputs with every secret input masked."""
+def visible_inputs(resource: DeclaredResource, renames: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Flattened inputs with every secret input masked, and names the mocks made up anew replaced by the
+    ones the resource keeps (`renames`, see `kept_names`)."""
     flat = flatten(resource.inputs)
     return {
-        path: SECRET if any(path == s or path.startswith(f"{s}.") for s in resource.secret_inputs) else value
+        path: SECRET
+        if any(path == s or path.startswith(f"{s}.") for s in resource.secret_inputs)
+        else _renamed(value, renames or {})
         for path, value in flat.items()
     }
+
+
+def _renamed(value: Any, renames: Mapping[str, str]) -> Any:
+    if isinstance(value, list):
+        return [_renamed(item, renames) for item in value]
+    if isinstance(value, str):
+        for new, old in renames.items():
+            value = value.replace(new, old)
+    return value
+
+
+NAME_STATES = ("bucket", "identifier", "name")
+"""State attributes holding a resource's physical name (the mocks' invention when only a prefix is given)."""
+
+
+def kept_names(before: OfflineRun, after: OfflineRun) -> dict[str, str]:
+    """Physical names an offline run makes up anew although the resource keeps its old one: a resource
+    whose name inputs are ignored after creation (the bucket, the database) keeps the name AWS gave it,
+    so everything built from it (ARNs, endpoints) keeps it too. Maps the new name to the kept one."""
+    renames = {}
+    for resource in before.resources:
+        following = successor(after, before, resource)
+        if following is None or not set(PHYSICAL_NAME_INPUTS) & set(following.ignore_changes):
+            continue
+        for attribute in NAME_STATES:
+            old, new = resource.state.get(attribute), following.state.get(attribute)
+            if isinstance(old, str) and isinstance(new, str) and old != new:
+                renames[new] = old
+                break
+    return renames
 
 
 def render_value(value: Any) -> str:
@@ -89,10 +122,14 @@ class Change:
         return bool(self.data) and self.kind in ("replaced", "removed") and not self.spared
 
     def as_output(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"change": self.kind, "type": self.type, "name": self.name}
-        document |= (
-            {"component": self.component, "reason": self.reason} if self.reason else {"component": self.component}
-        )
+        document: dict[str, Any] = {
+            "change": self.kind,
+            "type": self.type,
+            "name": self.name,
+            "component": self.component,
+        }
+        if self.reason:
+            document["reason"] = self.reason
         if self.properties:
             document["properties"] = [{"path": p, "before": b, "after": a} for p, b, a in self.properties]
         if self.data:
@@ -117,9 +154,11 @@ def _guards(resource: DeclaredResource) -> dict[str, Any]:
     return {"(protect)": resource.protect, "(retainOnDelete)": resource.retain_on_delete}
 
 
-def _compare(before: DeclaredResource, after: DeclaredResource) -> tuple[list[str], list[tuple[str, str, str]]]:
+def _compare(
+    before: DeclaredResource, after: DeclaredResource, renames: Mapping[str, str]
+) -> tuple[list[str], list[tuple[str, str, str]]]:
     """The physical-name inputs that change (each replaces the resource), and every input that differs."""
-    old, new = visible_inputs(before), visible_inputs(after)
+    old, new = visible_inputs(before), visible_inputs(after, renames)
     renamed = [
         name for name in PHYSICAL_NAME_INPUTS if old.get(name) != new.get(name) and name not in after.ignore_changes
     ]
@@ -161,63 +200,19 @@ def _moved_providers(before: OfflineRun, after: OfflineRun) -> dict[str, str]:
     }
 
 
-def _translated(value: Any, kept: Mapping[str, str]) -> Any:
-    """`value` with every value AWS keeps (new -> old, see `_kept_values`) put back, inside strings too
-    (an ARN or a policy naming a kept bucket)."""
-    if isinstance(value, str):
-        for new in sorted(kept, key=len, reverse=True):
-            value = value.replace(new, kept[new])
-        return value
-    if isinstance(value, dict):
-        return {key: _translated(item, kept) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_translated(item, kept) for item in value]
-    return value
-
-
-def _kept_values(before: OfflineRun, after: OfflineRun, moved: Mapping[str, str]) -> dict[str, str]:
-    """Values the mock runtime re-invents for the new config but AWS keeps, new -> old: a resource that
-    is not replaced keeps its id, ARN and every name AWS chose or that the program told Pulumi to
-    ignore (the bucket named from a prefix keeps its name when the prefix changes). Resources wired to
-    it then see the old value, as they would in AWS. Repeated until nothing more is kept, because a
-    resource is kept only when its own inputs, so translated, do not rename it."""
-    kept: dict[str, str] = {}
-    while True:
-        grown = dict(kept)
-        for resource in before.resources:
-            following = successor(after, before, resource)
-            if resource.is_component or following is None or resource.provider.rpartition("::")[0] in moved:
-                continue
-            following = replace(following, inputs=_translated(following.inputs, grown))
-            if _compare(resource, following)[0]:
-                continue  # replaced: AWS hands out new values
-            for key, new in following.state.items():
-                old = resource.state.get(key)
-                # A prefix is only ever read by AWS: kept or not, nothing else carries it.
-                ignored = key in following.ignore_changes and not key.endswith("Prefix")
-                chosen_by_aws = key not in following.inputs or ignored
-                if chosen_by_aws and isinstance(new, str) and isinstance(old, str) and new != old:
-                    grown[new] = old
-        if grown == kept:
-            return kept
-        kept = grown
-
-
 def diff_runs(before: OfflineRun, after: OfflineRun) -> list[Change]:
     """Every resource added, removed, replaced or changed from `before` to `after` (components left
     out: they hold no AWS state)."""
     changes: list[Change] = []
     matched: set[str] = set()
     moved = _moved_providers(before, after)
-    kept = _kept_values(before, after, moved)
+    renames = kept_names(before, after)
     for resource in before.resources:
         if resource.is_component:
             continue
         data = DATA_RESOURCES.get(resource.type, "")
         component = component_label(before, resource)
         following = successor(after, before, resource)
-        if following is not None and kept:
-            following = replace(following, inputs=_translated(following.inputs, kept))
         provider_urn = resource.provider.rpartition("::")[0]
         if following is not None and provider_urn in moved:
             matched.add(following.urn)
@@ -235,7 +230,7 @@ def diff_runs(before: OfflineRun, after: OfflineRun) -> list[Change]:
             changes.append(Change("removed", resource.type, resource.name, component, [], reason, data, spared))
             continue
         matched.add(following.urn)
-        renamed, properties = _compare(resource, following)
+        renamed, properties = _compare(resource, following, renames)
         if renamed:
             reason = f"{', '.join(renamed)} changes its physical name"
             if resource.protect:

@@ -12,13 +12,11 @@ from typing import Any
 
 import yaml
 
-from .changes import component_label, diff_runs, key_properties
+from .changes import SECRET, component_label, diff_runs, key_properties
 from .costs import CostEstimate, estimate_monthly_cost, terraform_defaults_estimate
 from .offline import ACCOUNT_ID, OfflineRun, run_offline
 from .profile import SECRET_KEYS
 from .settings import ConfigError, available_presets, load_settings, presets
-
-MASK = "[secret]"
 
 
 def stack_config(stack: str, directory: Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -105,7 +103,7 @@ def _set_at_path(key: str, current: str | None, steps: list[str | int], value: s
 
 
 def masked_profile(profile: Mapping[str, str]) -> dict[str, str]:
-    return {key: MASK if key in SECRET_KEYS else value for key, value in profile.items()}
+    return {key: SECRET if key in SECRET_KEYS else value for key, value in profile.items()}
 
 
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {

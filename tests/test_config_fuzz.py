@@ -17,6 +17,7 @@ from metaflow_infra.settings import (
     ConfigError,
     EndpointService,
     Settings,
+    ignored_key_warnings,
     key_fields,
     load_settings,
     provider_settings,
@@ -78,6 +79,7 @@ def test_any_value_is_accepted_or_refused_by_name(key: str, value: Any) -> None:
         assert "should match pattern" not in str(err), f"a regex reached the user: {err}"
         return
     assert not aws_model_problems(loaded), (key, value)
+    assert all(warning.startswith(f"{key} has no effect") for warning in ignored_key_warnings(loaded, raw))
 
 
 @pytest.mark.parametrize(

@@ -129,3 +129,57 @@ def test_up_refuses_to_move_an_existing_stack_to_another_region(tmp_path: Path) 
         "make up: REGION=eu-west-1 names the region of a new stack, and stack mine exists in another" in result.stderr
     )
     assert "pip" not in result.stdout + result.stderr
+
+
+def test_up_leaves_the_tracked_example_stack_alone(tmp_path: Path) -> None:
+    result = make("up", "STACK=dev", "PRESET=minimal", path=fake_pulumi(tmp_path, whoami_status=0))
+    assert result.returncode != 0
+    assert "make up: Pulumi.dev.yaml is the tracked example" in result.stderr
+    assert "pip" not in result.stdout + result.stderr
+
+
+def logging_pulumi(directory: Path) -> tuple[str, Path]:
+    """A stand-in Pulumi CLI, logged in, that records each call."""
+    log = directory / "pulumi.log"
+    script = directory / "bin" / "pulumi"
+    script.parent.mkdir()
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 0\n')
+    script.chmod(0o755)
+    return f"{script.parent}:/usr/bin:/bin", log
+
+
+def make_in(directory: Path, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`make` with this Makefile in another directory, on the project's virtualenv as `make test` left it."""
+    venv = PROJECT / ".venv"
+    options = [f"VENV={venv}", f"RUNTIME={venv / '.installed'}"]
+    return subprocess.run(
+        ["make", "-C", str(directory), "-f", str(PROJECT / "Makefile"), "--no-print-directory", *options, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path, "PYTHONPATH": str(PROJECT)},
+    )
+
+
+def test_up_writes_the_new_stack_with_its_preset_shows_its_idle_cost_then_deploys(tmp_path: Path) -> None:
+    path, log = logging_pulumi(tmp_path)
+    result = make_in(tmp_path, path, "up", "STACK=new", "PRESET=minimal", "REGION=eu-west-1")
+    assert result.returncode == 0, result.stderr
+    config = (tmp_path / "Pulumi.new.yaml").read_text()
+    assert config == "config:\n  aws:region: eu-west-1\n  metaflow:preset: minimal\n"
+    assert "Stack new (minimal preset) in eu-west-1: `pulumi up` would create" in result.stdout
+    assert "Always-on monthly cost" in result.stdout
+    calls = log.read_text().splitlines()
+    assert calls[-3:] == [
+        "stack select --create new",
+        "config set metaflow:preset minimal --stack new",
+        "up --stack new",
+    ]
+
+
+def test_up_stops_before_deploying_a_config_the_program_refuses(tmp_path: Path) -> None:
+    path, log = logging_pulumi(tmp_path)
+    (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  aws:region: us-east-1\n  compute:maxVcpus: -1\n")
+    result = make_in(tmp_path, path, "up", "STACK=bad")
+    assert result.returncode != 0
+    assert "compute:maxVcpus = '-1'" in result.stderr
+    assert "up --stack bad" not in log.read_text()

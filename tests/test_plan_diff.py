@@ -11,13 +11,20 @@ from functools import cache
 from typing import Any
 
 import pytest
-from conftest import offline
 from test_docs import README
 
 from metaflow_infra.__main__ import main
 from metaflow_infra.changes import diff_runs
-from metaflow_infra.offline import ACCOUNT_ID
-from metaflow_infra.plan import comparison_document, render_comparison, stack_config
+from metaflow_infra.offline import ACCOUNT_ID, OfflineRun, run_offline
+from metaflow_infra.plan import (
+    comparison_document,
+    diff_document,
+    plan_document,
+    render_comparison,
+    render_diff,
+    render_plan,
+    stack_config,
+)
 
 PROJECT = README.parent
 
@@ -31,10 +38,20 @@ def cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@cache
+def run(*sets: str) -> OfflineRun:
+    """The project's dev stack with `--set` overrides, offline, once per distinct overrides (what `plan` runs)."""
+    return run_offline(stack_config("dev", PROJECT, sets), stack="dev")
+
+
 def diff(*sets: str) -> dict[str, Any]:
-    code, out, err = cli("--diff", "--json", *(arg for s in sets for arg in ("--set", s)))
-    assert code == 0, err
-    return json.loads(out)
+    """What `plan --diff --json --set ...` prints, the stack's own run shared between diffs."""
+    return json.loads(json.dumps(diff_document(run(), run(*sets), sets)))
+
+
+def plan(*sets: str) -> dict[str, Any]:
+    """What `plan --json --set ...` prints."""
+    return json.loads(json.dumps(plan_document(run(*sets))))
 
 
 def changed(document: dict[str, Any], type_: str, name: str) -> dict[str, tuple[str, str]]:
@@ -70,13 +87,10 @@ def test_a_tag_set_by_path_reaches_the_provider_and_the_instances() -> None:
 
 
 def test_moving_region_replaces_everything_and_says_so_loudly_for_the_data() -> None:
-    code, out, _ = cli("--diff", "--region", "eu-west-1")
-    assert code == 0
-    loud = [line for line in out.splitlines() if line.startswith("!!!")]
+    document = diff("aws:region=eu-west-1")
+    loud = [line for line in render_diff(document).splitlines() if line.startswith("!!!")]
     assert any("the database (metaflow-db) would be replaced" in line and "refused" in line for line in loud)
     assert any("the artifacts bucket" in line and "stays in AWS" in line for line in loud)
-    _, text, _ = cli("--diff", "--json", "--region", "eu-west-1")
-    document = json.loads(text)
     assert document["region"] == "eu-west-1" and document["summary"]["changed"] == 1
     assert changed(document, "pulumi:providers:aws", "metaflow-aws")["region"] == ("us-east-1", "eu-west-1")
     kinds = {c["change"] for c in document["changes"] if not c["type"].startswith(("pulumi:", "random:"))}
@@ -85,11 +99,17 @@ def test_moving_region_replaces_everything_and_says_so_loudly_for_the_data() -> 
 
 
 def test_deleting_an_unprotected_database_is_marked_as_data_loss() -> None:
-    before = offline("dev", {"db:deletionProtection": False})
-    after = offline("dev", {"db:deletionProtection": False, "metadata:enabled": False})
+    before = run("db:deletionProtection=false")
+    after = run("db:deletionProtection=false", "metadata:enabled=false")
     [database] = [c for c in diff_runs(before, after) if c.type == "aws:rds/instance:Instance"]
     assert database.kind == "removed" and database.loses_data
     assert database.reason == "deleted (RDS keeps a final snapshot)"
+    lines = render_diff(diff_document(before, after, ["metadata:enabled=false"])).splitlines()
+    loud = (
+        "!!! DATA LOSS: the database (aws:rds/instance:Instance metaflow-db): removed, deleted (RDS keeps a final "
+        "snapshot): its contents would be gone !!!"
+    )
+    assert lines.index(loud) < min(i for i, line in enumerate(lines) if line.startswith("  -  removed"))
 
 
 def test_the_diff_text_puts_data_loss_first_and_loud() -> None:
@@ -106,9 +126,8 @@ def test_no_change_is_said_to_be_none() -> None:
 
 
 def test_plan_shows_the_properties_that_matter() -> None:
-    code, out, _ = cli("--json", "--set", "compute:maxVcpus=128", "--set", "metaflow:tags.team=ds")
-    document = json.loads(out)
-    assert code == 0 and document["tags"] == {"metaflow:stack": "dev", "team": "ds"}
+    document = plan("compute:maxVcpus=128", "metaflow:tags.team=ds")
+    assert document["tags"] == {"metaflow:stack": "dev", "team": "ds"}
     compute = {item["name"]: item for item in document["resources"]["Compute"]}
     assert compute["metaflow-spot"]["properties"]["maxVcpus"] == "128"
     assert compute["metaflow-spot"]["properties"]["type"] == "SPOT"
@@ -124,7 +143,7 @@ def test_plan_shows_the_properties_that_matter() -> None:
 
 
 def test_plan_text_shows_tags_sizes_and_protection() -> None:
-    _, out, _ = cli("--set", "compute:maxVcpus=128", "--set", "metaflow:tags.team=ds")
+    out = render_plan(plan("compute:maxVcpus=128", "metaflow:tags.team=ds"))
     assert (
         "Tags on every resource that takes them (the AWS provider's default tags): metaflow:stack=dev, team=ds" in out
     )
@@ -134,28 +153,31 @@ def test_plan_text_shows_tags_sizes_and_protection() -> None:
 
 
 def test_placeholders_from_the_mock_runtime_are_labelled() -> None:
-    _, out, _ = cli("--json")
-    document = json.loads(out)
+    document = plan()
     labelled = set(document["placeholders"]["profileKeys"])
     profile = document["metaflowProfile"]
     assert {"METAFLOW_DATASTORE_SYSROOT_S3", "METAFLOW_BATCH_JOB_QUEUE", "METAFLOW_SERVICE_URL"} <= labelled
     assert all(key in labelled for key, value in profile.items() if ACCOUNT_ID in value)
     assert not labelled & {"METAFLOW_DEFAULT_DATASTORE", "METAFLOW_SERVICE_RETRY_COUNT", "METAFLOW_BATCH_DEFAULT_TAGS"}
-    _, text, _ = cli()
+    text = render_plan(document)
     assert f"METAFLOW_SERVICE_URL = {profile['METAFLOW_SERVICE_URL']}  (placeholder)" in text
     assert "METAFLOW_DEFAULT_DATASTORE = s3\n" in text
 
 
-def test_region_without_compare_plans_that_region() -> None:
-    code, out, _ = cli("--json", "--region", "eu-west-1")
+def test_region_without_compare_plans_that_region_with_a_named_stand_in_for_its_prices() -> None:
+    code, out, _ = cli("--json", "--region", "eu-central-1")
     document = json.loads(out)
-    assert code == 0 and document["region"] == "eu-west-1"
-    assert document["estimatedMonthlyCost"]["region"] == "eu-west-1"
-    assert {
-        item["properties"]["availabilityZone"][:-1]
-        for item in document["resources"]["Network"]
-        if "Subnet" in item["type"]
-    } == {"eu-west-1"}
+    assert code == 0 and document["region"] == "eu-central-1"
+    subnets = [item for item in document["resources"]["Network"] if item["type"] == "aws:ec2/subnet:Subnet"]
+    assert {item["properties"]["availabilityZone"][:-1] for item in subnets} == {"eu-central-1"}
+    cost = document["estimatedMonthlyCost"]
+    assert cost["region"] == "eu-central-1" and cost["pricedWith"] == "eu-west-1" and cost["totalUsd"] > 0
+    assert (
+        "ESTIMATE: the price table has no figures for eu-central-1 yet; every price in this estimate is eu-west-1's"
+        in render_plan(document)
+    )
+    comparison = render_comparison(comparison_document("sa-east-1"))
+    assert comparison.splitlines()[1].startswith("ESTIMATE: the price table has no figures for sa-east-1 yet")
 
 
 @pytest.mark.parametrize(
@@ -184,18 +206,8 @@ def test_compare_honours_region_and_reads_the_stack_region_otherwise() -> None:
 
 
 def test_the_path_form_is_the_json_form() -> None:
-    by_path = cli("--json", "--set", "metaflow:tags.team=ds")
-    whole = cli("--json", "--set", 'metaflow:tags={"team": "ds"}')
-    assert by_path[0] == 0 and by_path == whole
-
-
-def test_a_key_that_changes_nothing_is_warned_about() -> None:
-    code, out, _ = cli("--set", "metaflow:preset=minimal", "--set", "db:multiAz=true")
-    assert code == 0
-    assert (
-        "warning: db:multiAz has no effect while metadata:enabled is false (minimal preset): this stack has no "
-        "metadata service and no database" in out
-    )
+    by_path = stack_config("dev", PROJECT, ["metaflow:tags.team=ds"])
+    assert by_path == stack_config("dev", PROJECT, ['metaflow:tags={"team": "ds"}'])
 
 
 def test_a_path_reaches_into_lists_and_quoted_names_like_pulumi_config_set_path() -> None:
@@ -208,17 +220,6 @@ def test_a_path_reaches_into_lists_and_quoted_names_like_pulumi_config_set_path(
     assert json.loads(raw["metaflow:tags"]) == {"cost.center": "42"}  # stored as a string, as Pulumi does
 
 
-def test_a_region_without_prices_of_its_own_is_estimated_with_a_named_stand_in() -> None:
-    code, out, _ = cli("--region", "eu-central-1")
-    assert code == 0 and "cost estimate unavailable" not in out
-    assert (
-        "ESTIMATE: the price table has no figures for eu-central-1 yet; every price in this estimate is eu-west-1's"
-        in out
-    )
-    comparison = render_comparison(comparison_document("sa-east-1"))
-    assert comparison.splitlines()[1].startswith("ESTIMATE: the price table has no figures for sa-east-1 yet")
-
-
 def test_the_summary_is_what_make_up_shows_before_deploying() -> None:
     code, out, _ = cli("--summary", "--set", "metaflow:preset=minimal", "--set", "db:multiAz=true")
     assert code == 0
@@ -226,3 +227,19 @@ def test_the_summary_is_what_make_up_shows_before_deploying() -> None:
     assert "warning: db:multiAz has no effect" in out
     assert out.splitlines()[-2].split() == ["total", "0.00"]
     assert "METAFLOW_" not in out and "aws:s3/bucket:Bucket" not in out
+
+
+def test_a_new_prefix_keeps_the_names_aws_gave_the_bucket_and_the_database() -> None:
+    """Their name inputs are ignored after creation, so what is built from their names does not change either,
+    though the offline run makes up new names from the new prefix."""
+    document = diff("metaflow:prefix=team-a")
+    assert not [c for c in document["changes"] if c["type"].startswith("aws:s3/")]
+    assert changed(document, "aws:rds/instance:Instance", "metaflow-db") == {
+        "finalSnapshotIdentifier": ("metaflow-db-final-c3cd3bd", "team-a-db-final-c3cd3bd")
+    }
+    [replaced] = [c for c in document["changes"] if c["change"] == "replaced"]
+    assert (replaced["type"], replaced["reason"]) == (
+        "aws:ecs/taskDefinition:TaskDefinition",
+        "family changes its physical name",
+    )
+    assert not document["dataAtRisk"]

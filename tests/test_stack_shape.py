@@ -102,6 +102,22 @@ def test_the_pulumi_program_reads_stack_config_and_exports_every_output(monkeypa
     assert "metaflowProfile" in run.secret_outputs
 
 
+def test_the_pulumi_program_warns_about_each_key_that_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"aws:region": "us-east-1", "metaflow:preset": "minimal", "db:multiAz": "true"}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config))
+    monkeypatch.setattr(pulumi, "export", lambda name, value: None)
+
+    def run_program(_: Settings) -> dict[str, pulumi.Output[Any]]:
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / "__main__.py"))
+        return {}
+
+    run = run_offline(stack_config("minimal"), declare=run_program)
+    assert [w for w in run.warnings if "no effect" in w] == [
+        "db:multiAz has no effect while metadata:enabled is false (minimal preset): this stack has no metadata "
+        "service and no database"
+    ]
+
+
 def test_aws_stack_config_reaches_the_explicit_provider() -> None:
     run = offline(
         "minimal",
