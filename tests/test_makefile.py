@@ -69,7 +69,7 @@ def test_up_checks_pulumi_then_installs_only_the_runtime_then_shows_the_idle_cos
     steps = [
         "command -v pulumi",
         "pulumi whoami",
-        "pip install",
+        "make --no-print-directory .venv/.runtime",  # installs what is missing (below)
         f'metaflow:preset: %s\\n\' "eu-west-1" "minimal" > Pulumi.{NEW_STACK}.yaml',
         f"pulumi stack select --create {NEW_STACK}",
         f"metaflow_infra plan --summary --stack {NEW_STACK}",
@@ -78,6 +78,13 @@ def test_up_checks_pulumi_then_installs_only_the_runtime_then_shows_the_idle_cos
     positions = [index_of(lines, step) for step in steps]
     assert positions == sorted(positions), lines
     assert not any("requirements-dev.txt" in line for line in lines)
+
+
+def test_the_runtime_is_the_pinned_requirements_installed_by_a_pinned_uv() -> None:
+    lines = dry_run("-W", "requirements.txt", ".venv/.runtime")  # as if the requirements had changed
+    [install] = [line for line in lines if "pip install" in line]
+    assert "pip install --quiet --disable-pip-version-check uv==" in install
+    assert install.endswith("uv pip install --quiet --python .venv/bin/python -r requirements.txt")
 
 
 def test_destroy_checks_pulumi_and_installs_nothing() -> None:
