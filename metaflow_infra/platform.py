@@ -87,7 +87,11 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     watch: ServiceWatch | None = None
     groups = network.service_groups
     if groups is not None:
-        database = Database(prefix, DatabaseArgs(settings.db, network.subnet_ids, groups.database), opts=opts)
+        database = Database(
+            prefix,
+            DatabaseArgs(settings.db, network.subnet_ids, groups.database, serverless=settings.metadata.scale_to_zero),
+            opts=opts,
+        )
         service = MetadataService(
             prefix,
             MetadataServiceArgs(

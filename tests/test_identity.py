@@ -52,6 +52,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     "dev": ("dev", {}, {}),
+    "dev-scale-to-zero": ("dev", {"metadata:scaleToZero": True}, {}),
     "dev-fargate-compute": ("dev", {"compute:type": "fargate_spot"}, {}),
     "dev-existing-network": (
         "dev",
@@ -65,7 +66,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
     ),
 }
-PHYSICAL_NAME_INPUTS = ("name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix", "family")
+PHYSICAL_NAME_INPUTS = (
+    "name",
+    "namePrefix",
+    "bucket",
+    "bucketPrefix",
+    "identifier",
+    "identifierPrefix",
+    "clusterIdentifierPrefix",
+    "family",
+)
 """Inputs that set a physical name: changing one replaces the resource."""
 DATA_IDENTITIES = SNAPSHOTS / "data-identities.txt"
 """Every identity a bucket, database, service endpoint or datastore key of the stack has had, per variant: never

@@ -93,15 +93,19 @@ class World:
     def on_service(self) -> bool:
         return self.route_target == self.config.target(True)
 
-    def task_ready(self, arn: str = "task/1", registered: bool = True) -> None:
-        full = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/metaflow/{arn.split('/')[-1]}"
-        self.tasks.append(Task(full, "RUNNING", "HEALTHY", started_at=self.now))
-        if registered:
-            self.servicediscovery.register_instance(
-                ServiceId=self.config.discovery_service_id,
-                InstanceId=arn.split("/")[-1],
-                Attributes={"AWS_INSTANCE_IPV4": "10.0.0.5", "AWS_INSTANCE_PORT": "8080"},
-            )
+    def add_task(self, task_id: str, last_status: str = "RUNNING", health: str = "HEALTHY") -> Task:
+        """A task ECS started and registered in Cloud Map (under its id, as ECS does)."""
+        task = Task(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/metaflow/{task_id}", last_status, health, started_at=self.now)
+        self.tasks.append(task)
+        self.servicediscovery.register_instance(
+            ServiceId=self.config.discovery_service_id,
+            InstanceId=task_id,
+            Attributes={"AWS_INSTANCE_IPV4": "10.0.0.5", "AWS_INSTANCE_PORT": "8080"},
+        )
+        return task
+
+    def task_ready(self, task_id: str = "1") -> Task:
+        return self.add_task(task_id)
 
     def requests_at(self, minutes_ago: float, count: int = 1) -> None:
         self.cloudwatch.put_metric_data(
@@ -186,17 +190,13 @@ def world() -> Iterator[World]:
             )
             return {"StatusCode": 202}
 
-        def list_tasks(cluster: str, serviceName: str, desiredStatus: str) -> dict[str, Any]:
-            tasks = state["world"].tasks
-            return {"taskArns": [t.arn for t in tasks if t.desired_status == desiredStatus]}
-
         def describe_tasks(cluster: str, tasks: list[str]) -> dict[str, Any]:
-            known = {t.arn: t for t in state["world"].tasks}
+            known = {t.arn.rsplit("/", 1)[-1]: t for t in state["world"].tasks}
             described = []
-            for arn in tasks:
-                task = known[arn]
+            for task_id in tasks:
+                task = known[task_id]
                 entry: dict[str, Any] = {
-                    "taskArn": arn,
+                    "taskArn": task.arn,
                     "lastStatus": task.last_status,
                     "desiredStatus": task.desired_status,
                     "healthStatus": task.health,
@@ -207,7 +207,7 @@ def world() -> Iterator[World]:
             return {"tasks": described, "failures": []}
 
         aws = Clients(
-            ecs=ModelChecked("ecs", {"list_tasks": list_tasks, "describe_tasks": describe_tasks}, calls, ecs),
+            ecs=ModelChecked("ecs", {"describe_tasks": describe_tasks}, calls, ecs),
             apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": update_route}, calls),
             cloudwatch=ModelChecked("cloudwatch", {}, calls, cloudwatch),
             servicediscovery=ModelChecked("servicediscovery", {}, calls, discovery),
@@ -260,19 +260,14 @@ def test_a_misconfigured_waker_still_answers_503(monkeypatch: pytest.MonkeyPatch
         waker.handler({"action": "tick"}, context)
 
 
-def test_the_watcher_routes_to_the_task_only_once_it_is_healthy_and_registered(world: World) -> None:
+def test_the_watcher_routes_to_the_task_only_once_it_is_registered_and_healthy(world: World) -> None:
     world.run(HTTP_REQUEST)
-    world.tasks.append(Task(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/metaflow/0", "PENDING"))
     original_sleep = world.sleep
     steps = iter(
         [
-            lambda: setattr(world.tasks[0], "last_status", "RUNNING"),
-            lambda: setattr(world.tasks[0], "health", "HEALTHY"),  # healthy, but not in Cloud Map yet
-            lambda: world.servicediscovery.register_instance(
-                ServiceId=world.config.discovery_service_id,
-                InstanceId="0",
-                Attributes={"AWS_INSTANCE_IPV4": "10.0.0.5", "AWS_INSTANCE_PORT": "8080"},
-            ),
+            lambda: world.add_task("0", "PENDING", "UNKNOWN"),  # registered, still starting
+            lambda: setattr(world.tasks[0], "last_status", "RUNNING"),  # running, first health check pending
+            lambda: setattr(world.tasks[0], "health", "HEALTHY"),
         ]
     )
 
@@ -299,7 +294,7 @@ def test_the_watcher_gives_up_after_its_deadline_and_stops_if_the_service_is_sto
 def test_a_tick_while_asleep_reads_no_metrics_and_changes_nothing(world: World) -> None:
     assert world.run({"action": "tick"}) == "asleep"
     assert "get_metric_statistics" not in world.calls and "update_route" not in world.calls
-    assert world.calls == ["describe_services", "list_tasks", "get_route"]
+    assert world.calls == ["describe_services", "get_route"]
 
 
 def test_a_tick_keeps_a_service_that_had_a_request_within_the_idle_time(world: World) -> None:
@@ -357,7 +352,7 @@ def test_a_tick_routes_to_a_ready_task_a_lost_watcher_left_behind(world: World) 
 
 def test_a_wake_nobody_came_back_for_is_stopped_after_the_idle_time(world: World) -> None:
     world.run(HTTP_REQUEST)
-    world.tasks.append(Task(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/metaflow/stuck", "PENDING"))
+    world.add_task("stuck", "PENDING", "UNKNOWN").started_at = None
     assert world.run({"action": "tick"}) == "starting"
     world.now += datetime.timedelta(minutes=20)
     # The service's deployment changed at the wake (moto stamps real time): the fallback "up since".
@@ -388,9 +383,9 @@ def test_a_stopping_task_puts_the_waker_in_front_and_watches_its_replacement(wor
 
 def test_a_deploy_keeps_the_route_when_the_new_task_is_ready(world: World) -> None:
     world.run(HTTP_REQUEST)
-    world.task_ready("task/old")
+    world.task_ready("old")
     world.run({"action": "watch"})
-    world.task_ready("task/new")
+    world.task_ready("new")
     assert world.run(stopping(world.tasks[0].arn)) == "another task serves"
     assert world.on_service()
 

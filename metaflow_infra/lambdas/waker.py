@@ -90,21 +90,26 @@ class Clients:
 class ServiceState:
     desired: int
     ready_tasks: tuple[str, ...]
-    """Tasks RUNNING and HEALTHY (the task definition has a health check), not being stopped."""
+    """Tasks registered in Cloud Map (what the VPC link routes to), RUNNING, HEALTHY (the task definition has a
+    health check) and not being stopped."""
     up_since: datetime.datetime | None
     """When the longest-running of its tasks started; with none started, when the service last changed (a
     task that never starts must not keep the service asking for one forever)."""
-    registered: int
-    """Instances Cloud Map lists for the service: what API Gateway's VPC link routes to."""
 
     def ready(self, excluding: str | None = None) -> bool:
-        return self.registered > 0 and any(task != excluding for task in self.ready_tasks)
+        return any(task != excluding for task in self.ready_tasks)
+
+
+def desired_count(aws: Clients, config: Config) -> tuple[int, dict[str, Any]]:
+    [service] = aws.ecs.describe_services(cluster=config.cluster, services=[config.service])["services"]
+    return service["desiredCount"], service
 
 
 def service_state(aws: Clients, config: Config) -> ServiceState:
-    [service] = aws.ecs.describe_services(cluster=config.cluster, services=[config.service])["services"]
-    arns = aws.ecs.list_tasks(cluster=config.cluster, serviceName=config.service, desiredStatus="RUNNING")["taskArns"]
-    tasks = aws.ecs.describe_tasks(cluster=config.cluster, tasks=arns)["tasks"] if arns else []
+    desired, service = desired_count(aws, config)
+    # ECS registers each task of the service in Cloud Map under the task's id.
+    ids = [i["Id"] for i in aws.servicediscovery.list_instances(ServiceId=config.discovery_service_id)["Instances"]]
+    tasks = aws.ecs.describe_tasks(cluster=config.cluster, tasks=ids)["tasks"] if ids else []
     ready = tuple(
         task["taskArn"]
         for task in tasks
@@ -116,10 +121,7 @@ def service_state(aws: Clients, config: Config) -> ServiceState:
     starts = starts or [
         deployment["updatedAt"] for deployment in service.get("deployments", []) if "updatedAt" in deployment
     ]
-    registered = 0
-    if ready:  # Cloud Map matters only once a task is ready
-        registered = len(aws.servicediscovery.list_instances(ServiceId=config.discovery_service_id)["Instances"])
-    return ServiceState(service["desiredCount"], ready, min(starts) if starts else None, registered)
+    return ServiceState(desired, ready, min(starts) if starts else None)
 
 
 def route_on_service(aws: Clients, config: Config) -> bool:
@@ -182,12 +184,13 @@ def requests_since(aws: Clients, config: Config, start: datetime.datetime, end: 
 
 def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[float], None]) -> str:
     """Once a minute: stop an idle service (the route first), or repair a route nobody switched."""
-    state = service_state(aws, config)
+    desired, _ = desired_count(aws, config)
     on_service = route_on_service(aws, config)
-    if state.desired == 0:
+    if desired == 0:  # the idle path: two free calls, no metrics
         if on_service:  # stopped from outside: put the waker back in front
             switch_route(aws, config, to_service=False)
         return "asleep"
+    state = service_state(aws, config)
     window = datetime.timedelta(minutes=config.idle_minutes)
     up_long_enough = state.up_since is not None and now - state.up_since >= window
     idle = up_long_enough and requests_since(aws, config, now - window, now) == 0
