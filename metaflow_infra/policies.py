@@ -330,6 +330,18 @@ def waker_policy(
     )
 
 
+def wake_statements(function_arn: str) -> list[Statement]:
+    """For people opening the private UI of a scale-to-zero stack: wake the metadata service first."""
+    return [
+        {
+            "Sid": "WakeTheMetadataService",
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": [function_arn],
+        }
+    ]
+
+
 def invoke_function_policy(function_arn: str) -> Policy:
     """For EventBridge Scheduler's role: run one function."""
     return document(

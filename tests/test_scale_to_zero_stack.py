@@ -210,3 +210,22 @@ def test_idle_cost_is_within_two_dollars_in_us_east_1(run: OfflineRun) -> None:
         "Secrets Manager",
         "Cloud Map private DNS namespace",
     }
+
+
+def test_the_private_ui_wakes_the_service_through_the_waker_and_people_may_call_it() -> None:
+    run = offline("dev", {**ON, "ui:enabled": True})
+    assert run.outputs["ui"]["wakeFunction"] == "metaflow-dev-waker"
+    statements = {s["Sid"]: s for s in policy_of(run.one("aws:iam/policy:Policy").inputs)["Statement"]}
+    assert statements["WakeTheMetadataService"] == {
+        "Sid": "WakeTheMetadataService",
+        "Effect": "Allow",
+        "Action": ["lambda:InvokeFunction"],
+        "Resource": ["arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"],
+    }
+
+
+def test_without_scale_to_zero_people_get_no_waker_to_call() -> None:
+    run = offline("dev", {"ui:enabled": True})
+    assert "wakeFunction" not in run.outputs["ui"]
+    sids = {s["Sid"] for s in policy_of(run.one("aws:iam/policy:Policy").inputs)["Statement"]}
+    assert "WakeTheMetadataService" not in sids
