@@ -16,9 +16,22 @@ from typing import Any
 
 from .offline import DeclaredResource, OfflineRun
 
-PHYSICAL_NAME_INPUTS = ("name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix", "family")
+PHYSICAL_NAME_INPUTS = (
+    "name",
+    "namePrefix",
+    "bucket",
+    "bucketPrefix",
+    "identifier",
+    "identifierPrefix",
+    "clusterIdentifierPrefix",
+    "family",
+)
 """Inputs that set a physical name: changing one replaces the resource."""
-DATA_RESOURCES = {"aws:s3/bucket:Bucket": "the artifacts bucket", "aws:rds/instance:Instance": "the database"}
+DATA_RESOURCES = {
+    "aws:s3/bucket:Bucket": "the artifacts bucket",
+    "aws:rds/instance:Instance": "the database",
+    "aws:rds/cluster:Cluster": "the database",
+}
 """Resources holding the user's data: their replacement or deletion is what a diff must shout about."""
 SECRET = "[secret]"
 
@@ -67,7 +80,7 @@ def _renamed(value: Any, renames: Mapping[str, str]) -> Any:
     return value
 
 
-NAME_STATES = ("bucket", "identifier", "name")
+NAME_STATES = ("bucket", "identifier", "clusterIdentifier", "name")
 """State attributes holding a resource's physical name (the mocks' invention when only a prefix is given)."""
 
 

@@ -48,6 +48,7 @@ BILLED_WHILE_IDLE = frozenset(
         "aws:route53/zone:Zone",
         "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
         "aws:cloudwatch/metricAlarm:MetricAlarm",
+        "aws:scheduler/schedule:Schedule",  # the scale-to-zero waker's check, every minute
     }
 )
 """Resource types that bill by the hour or month whether or not a job runs."""
@@ -56,6 +57,16 @@ SECRETS_WITH_METADATA_SERVICE = 2
 EXTENDED_SUPPORT_YEAR_3_AFTER_DAYS = 2 * 365
 UI_LOAD_BALANCER_AZS = 2
 """The UI's load balancer spans two AZs (ui.LOAD_BALANCER_SUBNETS): one public address each."""
+AURORA_STORED_GB = 1
+"""What a scale-to-zero database holds, for the estimate: a small team's run history is megabytes."""
+AURORA_AWAKE_ACU = 0.5
+"""Aurora Serverless v2's least capacity while not paused."""
+AURORA_PAUSE_MINUTES = 5
+"""database.AURORA_PAUSE_SECONDS: Aurora pauses this long after the service's connections close."""
+WAKER_RUN_SECONDS = 0.2
+"""An idle check: two AWS API calls from a warm 128 MB function (an estimate: Lambda bills by the ms)."""
+WAKER_MEMORY_GB = 128 / 1024
+TICKS_PER_HOUR = 60
 
 USAGE_NOT_INCLUDED = (
     "S3 storage, requests and data transfer",
@@ -332,9 +343,21 @@ def estimate_monthly_cost(
         )
 
     if settings.metadata.enabled:
-        _database_lines(lines, settings, today)
         public_ip = public_subnets and not settings.network.private_subnets
-        _metadata_service_lines(lines, settings, public_ip=public_ip)
+        if settings.metadata.scale_to_zero:
+            _asleep_lines(lines)
+        else:
+            _database_lines(lines, settings, today)
+            _fargate_task_lines(
+                lines,
+                "Metadata service",
+                settings.metadata.cpu,
+                settings.metadata.memory,
+                settings.metadata.spot,
+                public_ip,
+                tasks=settings.metadata.tasks,
+            )
+        _metadata_service_lines(lines)
         if settings.ui.enabled:
             _ui_lines(lines, settings, public_ip=public_ip)
         if settings.alerts.enabled:  # the failed-jobs rule and the topic bill nothing while idle
@@ -364,6 +387,11 @@ def _usage_of(settings: Settings) -> tuple[str, ...]:
         usage.append("interface VPC endpoint data processing (about $0.01/GB)")
     if settings.datastore.kms_key is not None:
         usage.append("KMS requests of the datastore key (few: the S3 bucket key absorbs most)")
+    if settings.metadata.enabled and settings.metadata.scale_to_zero:
+        usage.append(
+            "scale to zero while awake: Aurora from 0.5 ACU, the on-demand service task and its address (about $0.08 "
+            "an hour in us-east-1; `plan --compare`), Aurora I/O requests, and the waker's runs during a wake"
+        )
     return tuple(usage)
 
 
@@ -463,11 +491,129 @@ def _ui_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
     )
 
 
-def _metadata_service_lines(lines: _Lines, settings: Settings, public_ip: bool) -> None:
-    service, table, region = settings.metadata, lines.table, lines.region
-    _fargate_task_lines(
-        lines, "Metadata service", service.cpu, service.memory, service.spot, public_ip, tasks=service.tasks
+def _asleep_lines(lines: _Lines) -> None:
+    """Scale to zero at rest: Aurora paused at 0 ACU (its storage bills), no task, the waker's check a minute."""
+    table, region = lines.table, lines.region
+    lines.add(
+        "Aurora Serverless v2 compute: 0 ACU while paused",
+        "aws:rds/cluster:Cluster",
+        0,
+        0,
+        "ACU-hour",
+        table.price(region, "aurora_serverless_v2_acu_hour"),
     )
+    lines.add(
+        f"Aurora storage ({AURORA_STORED_GB} GB assumed: billed on what the database holds)",
+        "aws:rds/cluster:Cluster",
+        1,
+        AURORA_STORED_GB,
+        "GB-month",
+        table.price(region, "aurora_storage_gb_month"),
+    )
+    request = table.price(region, "lambda_arm_request")
+    compute = table.price(region, "lambda_arm_gb_second")
+    schedule = table.price(region, "scheduler_invocation")
+    runs = Price(  # per thousand: one run's price is below the table's 6-decimal precision
+        1000 * (request.usd + compute.usd * WAKER_RUN_SECONDS * WAKER_MEMORY_GB + schedule.usd),
+        f"{request.source}; {schedule.source}",
+        request.estimated_from or compute.estimated_from or schedule.estimated_from,
+    )
+    lines.add(
+        f"Waker's idle check every minute (Lambda, ~{WAKER_RUN_SECONDS:g} s at 128 MB arm64; EventBridge Scheduler "
+        "free under 14 million runs)",
+        "aws:scheduler/schedule:Schedule",
+        1,
+        TICKS_PER_HOUR * HOURS_PER_MONTH / 1000,
+        "1,000 runs",
+        runs,
+    )
+
+
+@dataclass(frozen=True)
+class HourLine:
+    item: str
+    usd: float
+    """Per awake hour, unrounded."""
+    source: str
+
+
+def awake_hour(settings: Settings, public_subnets: bool = True, table: PriceTable | None = None) -> list[HourLine]:
+    """What one hour with the scale-to-zero service awake adds to its idle cost: Aurora at its least capacity,
+    the on-demand task (and its address in public subnets), the waker's request counting."""
+    table, region, service = table or price_table(), settings.region, settings.metadata
+    acu = table.price(region, "aurora_serverless_v2_acu_hour")
+    vcpu, memory = table.price(region, "fargate", "x86_vcpu_hour"), table.price(region, "fargate", "x86_gb_hour")
+    counting = table.price(region, "cloudwatch_api_request")
+    hour = [
+        HourLine(f"Aurora Serverless v2 at {AURORA_AWAKE_ACU:g} ACU", AURORA_AWAKE_ACU * acu.usd, acu.source),
+        HourLine(f"Metadata service: Fargate, {service.cpu / 1024:g} vCPU", service.cpu / 1024 * vcpu.usd, vcpu.source),
+        HourLine(
+            f"Metadata service: Fargate, {service.memory / 1024:g} GB",
+            service.memory / 1024 * memory.usd,
+            memory.source,
+        ),
+    ]
+    if public_subnets and not settings.network.private_subnets:
+        address = table.price(region, "public_ipv4_hour")
+        hour.append(HourLine("Metadata service task's public IPv4 address", address.usd, address.source))
+    hour.append(
+        HourLine(
+            "Waker's request count (CloudWatch GetMetricStatistics once a minute)",
+            TICKS_PER_HOUR * counting.usd,
+            counting.source,
+        )
+    )
+    return hour
+
+
+@dataclass(frozen=True)
+class ScaleToZeroComparison:
+    """Scale to zero next to the same settings without it, in one region."""
+
+    idle: CostEstimate
+    always_on: CostEstimate
+    awake_hour: list[HourLine]
+    idle_minutes: int
+
+    @property
+    def awake_hour_usd(self) -> float:
+        return sum(line.usd for line in self.awake_hour)
+
+    @property
+    def always_on_hour_usd(self) -> float:
+        """The always-on stack bills the same every hour, used or not."""
+        return self.always_on.total_usd / HOURS_PER_MONTH
+
+    @property
+    def wake_tail_usd(self) -> float:
+        """After the last request the service stays up idle_minutes, Aurora AURORA_PAUSE_MINUTES more."""
+        aurora = next(line.usd for line in self.awake_hour if line.item.startswith("Aurora"))
+        return (self.awake_hour_usd - aurora) * self.idle_minutes / 60 + aurora * (
+            self.idle_minutes + AURORA_PAUSE_MINUTES
+        ) / 60
+
+    @property
+    def break_even_awake_hours(self) -> float:
+        """Awake hours a month (count each wake's idle tail as awake time) at which scale to zero costs as much as
+        always on."""
+        return (self.always_on.total_usd - self.idle.total_usd) / self.awake_hour_usd
+
+
+def scale_to_zero_comparison(settings: Settings, table: PriceTable | None = None) -> ScaleToZeroComparison:
+    """`settings` with metadata:scaleToZero, against the same stack always on (the preset's own service)."""
+    always_on = settings.model_copy(
+        update={"metadata": settings.metadata.model_copy(update={"scale_to_zero": False, "spot": True})}
+    )
+    return ScaleToZeroComparison(
+        idle=estimate_monthly_cost(settings, table=table),
+        always_on=estimate_monthly_cost(always_on, table=table),
+        awake_hour=awake_hour(settings, table=table),
+        idle_minutes=settings.metadata.idle_minutes,
+    )
+
+
+def _metadata_service_lines(lines: _Lines) -> None:
+    table, region = lines.table, lines.region
     lines.add(
         "Secrets Manager: database password and API key",
         "aws:secretsmanager/secret:Secret",

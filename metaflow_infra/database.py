@@ -1,5 +1,6 @@
-"""Database: the RDS PostgreSQL instance behind the metadata service (and the UI backend), its
-subnet and TLS parameter groups, and its generated password in Secrets Manager."""
+"""Database: the RDS PostgreSQL instance behind the metadata service (and the UI backend) — or, with
+`metadata:scaleToZero`, an Aurora Serverless v2 cluster that pauses at 0 ACU — its subnet and TLS
+parameter groups, and its generated password in Secrets Manager."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ import pulumi_random as random
 
 from .base import Component
 from .secrets import stored_secret
-from .settings import DbSettings
+from .settings import DbSettings, aurora_pause_versions
 
 DATABASE_NAME = "metaflow"
 DATABASE_USER = "metaflow"
 PERFORMANCE_INSIGHTS_FREE_DAYS = 7
+AURORA_ENGINE = aws.rds.EngineType.AURORA_POSTGRESQL
+AURORA_MAX_ACU = 2
+"""A metadata service's queries are small; 2 ACUs (about 4 GiB) bound what a busy hour can cost."""
+AURORA_PAUSE_SECONDS = 300
+"""Pause 5 minutes after the last connection closes (Aurora's minimum and default)."""
 FORMER_PARENT_TYPE = "metaflow:infra:Datastore"
 """Until 2026-12 these resources were children of the Datastore component; aliases keep them."""
 
@@ -26,6 +32,8 @@ class DatabaseArgs:
     settings: DbSettings
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
+    serverless: bool = False
+    """Aurora Serverless v2 at 0 ACU with auto-pause (metadata:scaleToZero) instead of an RDS instance."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,31 @@ class Database(Component):
             description="Metaflow metadata database",
             opts=self._moved("db"),
         )
+        final_snapshot: pulumi.Output[str] | None = None
+        if not settings.skip_final_snapshot:  # a unique, stable name for the snapshot taken on deletion
+            suffix = random.RandomId(
+                self.named("db-final-snapshot"), byte_length=4, opts=self._moved("db-final-snapshot")
+            )
+            final_snapshot = suffix.hex.apply(lambda hex_suffix: self.labelled(f"db-final-{hex_suffix}"))
+        if args.serverless:
+            cluster = self._aurora(args, password.result, subnets.name, final_snapshot)
+            address, port, self.instance_id = cluster.endpoint, cluster.port, cluster.cluster_identifier
+        else:
+            instance = self._instance(args, password.result, subnets.name, final_snapshot)
+            address, port, self.instance_id = instance.address, instance.port, instance.identifier
+        self.endpoint = DatabaseEndpoint(
+            address=address, port=port, name=DATABASE_NAME, user=DATABASE_USER, password_secret_arn=secret.arn
+        )
+        self.register_outputs({"address": address})
+
+    def _instance(
+        self,
+        args: DatabaseArgs,
+        password: pulumi.Output[str],
+        subnet_group: pulumi.Output[str],
+        final_snapshot: pulumi.Output[str] | None,
+    ) -> aws.rds.Instance:
+        settings = args.settings
         parameters = aws.rds.ParameterGroup(
             self.named("db"),
             family=f"postgres{settings.engine_version}",
@@ -91,13 +124,7 @@ class Database(Component):
             parameters=[aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1", apply_method="immediate")],
             opts=self._moved("db"),
         )
-        final_snapshot: pulumi.Output[str] | None = None
-        if not settings.skip_final_snapshot:  # a unique, stable name for the snapshot taken on deletion
-            suffix = random.RandomId(
-                self.named("db-final-snapshot"), byte_length=4, opts=self._moved("db-final-snapshot")
-            )
-            final_snapshot = suffix.hex.apply(lambda hex_suffix: self.labelled(f"db-final-{hex_suffix}"))
-        instance = aws.rds.Instance(
+        return aws.rds.Instance(
             self.named("db"),
             identifier_prefix=self.labelled("db-"),
             engine="postgres",
@@ -116,8 +143,8 @@ class Database(Component):
             publicly_accessible=False,
             db_name=DATABASE_NAME,
             username=DATABASE_USER,
-            password=password.result,
-            db_subnet_group_name=subnets.name,
+            password=password,
+            db_subnet_group_name=subnet_group,
             vpc_security_group_ids=[args.security_group_id],
             parameter_group_name=parameters.name,
             backup_retention_period=settings.backup_retention_days,
@@ -139,15 +166,72 @@ class Database(Component):
                 "db", protect=settings.deletion_protection, ignore_changes=["identifier", "identifierPrefix"]
             ),
         )
-        self.endpoint = DatabaseEndpoint(
-            address=instance.address,
-            port=instance.port,
-            name=DATABASE_NAME,
-            user=DATABASE_USER,
-            password_secret_arn=secret.arn,
+
+    def _aurora(
+        self,
+        args: DatabaseArgs,
+        password: pulumi.Output[str],
+        subnet_group: pulumi.Output[str],
+        final_snapshot: pulumi.Output[str] | None,
+    ) -> aws.rds.Cluster:
+        """Aurora PostgreSQL Serverless v2: 0 ACU and paused while nothing is connected, resumed by the next
+        connection (the metadata service's migrator, when the waker starts its task)."""
+        settings = args.settings
+        version = aurora_pause_versions()[settings.engine_version]
+        parameters = aws.rds.ClusterParameterGroup(
+            self.named("db-cluster"),
+            family=f"aurora-postgresql{settings.engine_version}",
+            description="Metaflow metadata database (Aurora): TLS required",
+            parameters=[
+                aws.rds.ClusterParameterGroupParameterArgs(name="rds.force_ssl", value="1", apply_method="immediate")
+            ],
+            opts=self.child(),
         )
-        self.instance_id = instance.identifier
-        self.register_outputs({"address": instance.address})
+        cluster = aws.rds.Cluster(
+            self.named("db-cluster"),
+            cluster_identifier_prefix=self.labelled("db-"),
+            engine=AURORA_ENGINE,
+            engine_mode="provisioned",
+            engine_version=version,
+            serverlessv2_scaling_configuration=aws.rds.ClusterServerlessv2ScalingConfigurationArgs(
+                min_capacity=0, max_capacity=AURORA_MAX_ACU, seconds_until_auto_pause=AURORA_PAUSE_SECONDS
+            ),
+            database_name=DATABASE_NAME,
+            master_username=DATABASE_USER,
+            master_password=password,
+            db_subnet_group_name=subnet_group,
+            vpc_security_group_ids=[args.security_group_id],
+            db_cluster_parameter_group_name=parameters.name,
+            storage_encrypted=True,
+            backup_retention_period=settings.backup_retention_days,
+            preferred_backup_window=settings.backup_window,
+            preferred_maintenance_window=settings.maintenance_window,
+            deletion_protection=settings.deletion_protection,
+            copy_tags_to_snapshot=True,
+            skip_final_snapshot=settings.skip_final_snapshot,
+            final_snapshot_identifier=final_snapshot,
+            apply_immediately=True,
+            # Protected like the RDS instance. Aurora applies minor versions itself: without the ignore, the next
+            # `pulumi up` would try to move back to the version it was created with.
+            opts=self.child(
+                protect=settings.deletion_protection,
+                ignore_changes=["clusterIdentifier", "clusterIdentifierPrefix", "engineVersion"],
+            ),
+        )
+        aws.rds.ClusterInstance(
+            self.named("db-writer"),
+            identifier_prefix=self.labelled("db-writer-"),
+            cluster_identifier=cluster.id,
+            instance_class="db.serverless",
+            engine=AURORA_ENGINE,
+            engine_version=cluster.engine_version,
+            publicly_accessible=False,
+            db_subnet_group_name=subnet_group,
+            auto_minor_version_upgrade=True,
+            apply_immediately=True,
+            opts=self.child(ignore_changes=["identifier", "identifierPrefix", "engineVersion"]),
+        )
+        return cluster
 
     def _moved(self, purpose: str, **options: Any) -> pulumi.ResourceOptions:
         """Options for the child `purpose` that also match the state it had under the Datastore

@@ -33,6 +33,17 @@ class EndpointArgs:
     api_key_secret: aws.secretsmanager.Secret
     authorizer_concurrency: int
     """Reserved (and most) concurrent authorizer runs; 0: no reservation."""
+    waker_function_arn: str | None = None
+    """With scale to zero: the waker, which the route targets until a task is ready (then the waker moves it)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: pulumi.Output[str]
+    api: aws.apigatewayv2.Api
+    route: aws.apigatewayv2.Route
+    service_integration: aws.apigatewayv2.Integration
+    waker_integration: aws.apigatewayv2.Integration | None
 
 
 def log_group(owner: Component, purpose: str) -> aws.cloudwatch.LogGroup:
@@ -77,8 +88,8 @@ def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Fu
     )
 
 
-def declare_endpoint(owner: Component, args: EndpointArgs) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-    """Declare the endpoint's resources as children of `owner`; return its HTTPS URL and the API's id."""
+def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
+    """Declare the endpoint's resources as children of `owner`."""
     name = owner.named("metadata")
     api = aws.apigatewayv2.Api(name, protocol_type="HTTP", description="Metaflow metadata service", opts=owner.child())
     link = aws.apigatewayv2.VpcLink(
@@ -115,17 +126,31 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> tuple[pulumi.Outpu
         source_arn=pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id),
         opts=owner.child(),
     )
-    # `$default` catches every path, `/` included, and forwards it unchanged.
-    aws.apigatewayv2.Route(
+    waker_integration = None
+    if args.waker_function_arn is not None:
+        # Named by ARN, not by the function resource: the function's settings name the route, which needs this.
+        waker_integration = aws.apigatewayv2.Integration(
+            owner.named("waker"),
+            api_id=api.id,
+            integration_type="AWS_PROXY",
+            integration_method="POST",
+            integration_uri=args.waker_function_arn,
+            payload_format_version="2.0",
+            opts=owner.child(),
+        )
+    # `$default` catches every path, `/` included, and forwards it unchanged. With scale to zero it starts at
+    # the waker (no task yet) and the waker moves it from then on: Pulumi leaves the target alone.
+    route = aws.apigatewayv2.Route(
         name,
         api_id=api.id,
         route_key="$default",
-        target=pulumi.Output.concat("integrations/", integration.id),
+        target=pulumi.Output.concat("integrations/", (waker_integration or integration).id),
         authorization_type="CUSTOM",
         authorizer_id=authorizer.id,
-        opts=owner.child(),
+        opts=owner.child(ignore_changes=["target"] if waker_integration else None),
     )
     # No stage throttling: Metaflow does not retry a 429, so a wide foreach would fail; the
     # account's API Gateway limits still apply, and requests without the key never pass.
     stage = aws.apigatewayv2.Stage(name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child())
-    return pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0]), api.id
+    url = pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0])
+    return Endpoint(url, api, route, integration, waker_integration)

@@ -30,6 +30,7 @@ from .base import Component
 from .database import DatabaseEndpoint, connection_environment
 from .endpoint import EndpointArgs, declare_endpoint, log_group, secret_reading_role
 from .network import METADATA_PORT
+from .scale_to_zero import WakerArgs, declare_waker, waker_function_arn, waker_function_name
 from .secrets import stored_secret
 from .settings import MetadataSettings
 
@@ -38,6 +39,9 @@ MIGRATION_CONTAINER = "migrate"
 PYTHON = "/opt/latest/bin/python3"
 """The image's virtualenv that holds the service package (the system python does not)."""
 DB_WAIT_SECONDS = 120
+HEALTH_CHECK_SECONDS = 30
+WAKING_HEALTH_CHECK_SECONDS = 10
+"""With scale to zero every wake waits for the first passing check: check more often."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ def container_definitions(
     db_name: str,
     db_user: str,
     db_password_secret_arn: str,
+    health_check_seconds: int = HEALTH_CHECK_SECONDS,
 ) -> list[dict[str, Any]]:
     """The migration init container and the API container; the password only as an ECS secret."""
     environment, secrets = connection_environment(db_host, db_port, db_name, db_user, db_password_secret_arn)
@@ -124,7 +129,7 @@ def container_definitions(
             "dependsOn": [{"containerName": MIGRATION_CONTAINER, "condition": "SUCCESS"}],
             "healthCheck": {
                 "command": ["CMD-SHELL", f"curl -fsS http://localhost:{METADATA_PORT}/ping || exit 1"],
-                "interval": 30,
+                "interval": health_check_seconds,
                 "timeout": 5,
                 "retries": 3,
                 "startPeriod": 30,
@@ -150,8 +155,9 @@ class MetadataService(Component):
 
     def __init__(self, name: str, args: MetadataServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("MetadataService", name, opts)
+        settings = args.settings
         discovery = self._run_service(args)
-        current, previous = self._api_keys(args.settings.api_key_rotation)
+        current, previous = self._api_keys(settings.api_key_rotation)
         self.api_key = pulumi.Output.secret(current)
         # What the authorizer admits: the current key, and the previous one for a grace period.
         admitted = pulumi.Output.all(current, previous).apply(
@@ -160,16 +166,38 @@ class MetadataService(Component):
         key_secret = stored_secret(
             self.named("api-key"), "Metaflow metadata service API key (x-api-key)", admitted, self.child()
         )
-        self.url, self.api_id = declare_endpoint(
+        waker = (
+            WakerArgs(
+                function_name=waker_function_name(stack_scoped_name(self.prefix, args.stack)),
+                region=args.region,
+                cluster_name=self.cluster.name,
+                cluster_arn=self.cluster.arn,
+                service_name=self.service.name,
+                discovery_service_id=discovery.id,
+                discovery_service_arn=discovery.arn,
+                idle_minutes=settings.idle_minutes,
+            )
+            if settings.scale_to_zero
+            else None
+        )
+        endpoint = declare_endpoint(
             self,
             EndpointArgs(
                 subnet_ids=args.placement.subnet_ids,
                 security_group_id=args.placement.endpoint_security_group_id,
                 discovery_service_arn=discovery.arn,
                 api_key_secret=key_secret,
-                authorizer_concurrency=args.settings.authorizer_concurrency,
+                authorizer_concurrency=settings.authorizer_concurrency,
+                waker_function_arn=waker_function_arn(self, waker) if waker else None,
             ),
         )
+        self.url, self.api_id = endpoint.url, endpoint.api.id
+        self.waker: WakerArgs | None = waker
+        """With scale to zero: the waker (the private UI's command calls it too)."""
+        if waker is not None and endpoint.waker_integration is not None:
+            declare_waker(
+                self, waker, endpoint.api, endpoint.route, endpoint.waker_integration, endpoint.service_integration
+            )
         self.register_outputs({"url": self.url})
 
     def _api_keys(self, rotation: int) -> tuple[pulumi.Output[str], pulumi.Input[str | None]]:
@@ -227,6 +255,9 @@ class MetadataService(Component):
                         db_name=database.name,
                         db_user=database.user,
                         db_password_secret_arn=values[3],
+                        health_check_seconds=WAKING_HEALTH_CHECK_SECONDS
+                        if settings.scale_to_zero
+                        else HEALTH_CHECK_SECONDS,
                     )
                 )
             ),
@@ -258,8 +289,9 @@ class MetadataService(Component):
             cluster=cluster.arn,
             task_definition=task.arn,
             # ECS spreads a service's Fargate tasks over the AZs of its subnets: with two or more, an AZ
-            # outage or a task replacement leaves one answering.
-            desired_count=settings.tasks,
+            # outage or a task replacement leaves one answering. With scale to zero it starts at none and the
+            # waker sets the count from then on.
+            desired_count=0 if settings.scale_to_zero else settings.tasks,
             capacity_provider_strategies=[
                 aws.ecs.ServiceCapacityProviderStrategyArgs(
                     capacity_provider="FARGATE_SPOT" if settings.spot else "FARGATE", weight=1
@@ -283,6 +315,6 @@ class MetadataService(Component):
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
             # The capacity provider must be attached to the cluster before the service asks for it.
-            opts=self.child(capacity),
+            opts=self.child(capacity, ignore_changes=["desiredCount"] if settings.scale_to_zero else None),
         )
         return discovery

@@ -46,6 +46,9 @@ ARN_SHAPES: dict[str, tuple[str, str]] = {
     "aws:cloudwatch/logGroup:LogGroup": ("logs", "log-group:{name}"),
     "aws:servicediscovery/service:Service": ("servicediscovery", "service/srv-{name}"),
     "aws:rds/instance:Instance": ("rds", "db:{name}"),
+    "aws:rds/cluster:Cluster": ("rds", "cluster:{name}"),
+    "aws:cloudwatch/eventRule:EventRule": ("events", "rule/{name}"),
+    "aws:scheduler/schedule:Schedule": ("scheduler", "schedule/default/{name}"),
     "aws:ecr/repository:Repository": ("ecr", "repository/{name}"),
     "aws:kms/key:Key": ("kms", "key/{name}"),
 }
@@ -173,7 +176,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         auto_name = f"{args.name}-{_suffix(args.name)}"
         state.setdefault("name", auto_name)
-        for name_input, prefix_input in (("bucket", "bucketPrefix"), ("identifier", "identifierPrefix")):
+        for name_input, prefix_input in (
+            ("bucket", "bucketPrefix"),
+            ("identifier", "identifierPrefix"),
+            ("clusterIdentifier", "clusterIdentifierPrefix"),
+        ):
             if prefix_input in state:  # AWS-side unique suffix after the given prefix
                 state.setdefault(name_input, f"{state[prefix_input]}{_suffix(args.name)}")
         if args.typ == "aws:s3/bucket:Bucket":
@@ -199,6 +206,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"latestVersion": 1}
         if type_ == "aws:rds/instance:Instance":
             return {"address": f"{resource_id}.abcdefghij.{self.region}.rds.amazonaws.com", "port": 5432}
+        if type_ == "aws:rds/cluster:Cluster":
+            return {"endpoint": f"{resource_id}.cluster-abcdefghij.{self.region}.rds.amazonaws.com", "port": 5432}
         if type_ == "aws:apigatewayv2/api:Api":
             return {
                 "apiEndpoint": f"https://{resource_id}.execute-api.{self.region}.amazonaws.com",

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .changes import SECRET, component_label, diff_runs, key_properties
-from .costs import CostEstimate, estimate_monthly_cost, terraform_defaults_estimate
+from .costs import CostEstimate, estimate_monthly_cost, scale_to_zero_comparison, terraform_defaults_estimate
 from .offline import ACCOUNT_ID, OfflineRun, run_offline
 from .profile import SECRET_KEYS
 from .settings import ConfigError, available_presets, load_settings, presets
@@ -375,13 +375,48 @@ UI_VARIANTS = {
 """The UI's modes, priced on the dev preset (public prices like allowList: the sign-in bills per user)."""
 
 
+SCALE_TO_ZERO = "`dev` + scale to zero"
+
+
+def scale_to_zero_document(region: str) -> dict[str, Any]:
+    """The dev preset with metadata:scaleToZero: idle, itemized, plus what being awake costs next to dev."""
+    comparison = scale_to_zero_comparison(
+        load_settings({"aws:region": region, "metadata:scaleToZero": "true"}, stack="compare")
+    )
+    return {
+        **comparison.idle.as_output(),
+        "awakeHour": [{"item": line.item, "usd": line.usd, "source": line.source} for line in comparison.awake_hour],
+        "awakeHourUsd": comparison.awake_hour_usd,
+        "devHourUsd": comparison.always_on_hour_usd,
+        "devMonthlyUsd": comparison.always_on.total_usd,
+        "wakeTailUsd": comparison.wake_tail_usd,
+        "idleMinutes": comparison.idle_minutes,
+        "breakEvenAwakeHours": comparison.break_even_awake_hours,
+    }
+
+
 def comparison_document(region: str) -> dict[str, Any]:
     columns = {**preset_estimates(region), "terraform-aws-metaflow defaults": terraform_defaults_estimate(region)}
     for name, overrides in UI_VARIANTS.items():
         settings = load_settings({"aws:region": region, **overrides}, stack="compare")
         columns[name] = estimate_monthly_cost(settings)
     columns["terraform-aws-metaflow UI alone"] = terraform_defaults_estimate(region, section="ui_items")
-    return {name: estimate.as_output() for name, estimate in columns.items()}
+    return {
+        **{name: estimate.as_output() for name, estimate in columns.items()},
+        SCALE_TO_ZERO: scale_to_zero_document(region),
+    }
+
+
+def render_scale_to_zero(estimate: Mapping[str, Any]) -> list[str]:
+    awake = "; ".join(f"{line['item']} ${line['usd']:.4f}" for line in estimate["awakeHour"])
+    return [
+        "",
+        f"{SCALE_TO_ZERO} (`metadata:scaleToZero true`): ${estimate['totalUsd']:.2f} a month while idle. Each hour "
+        f"awake adds ${estimate['awakeHourUsd']:.4f} ({awake}); `dev` bills ${estimate['devHourUsd']:.4f} every hour "
+        f"(${estimate['devMonthlyUsd']:.2f} a month). After the last request the service stays up "
+        f"{estimate['idleMinutes']} minutes and the database 5 more: ${estimate['wakeTailUsd']:.4f} a wake. It costs "
+        f"as much as `dev` at {estimate['breakEvenAwakeHours']:.0f} awake hours a month.",
+    ]
 
 
 def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
@@ -400,6 +435,8 @@ def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:
         if name in presets() and name not in available_presets():
             label += " (preview: not deployable yet)"
         out.append(f"| {label} | {estimate['totalUsd']:.2f} | {items} |")
+    if SCALE_TO_ZERO in document:
+        out += render_scale_to_zero(document[SCALE_TO_ZERO])
     return "\n".join(out)
 
 

@@ -16,8 +16,10 @@ from .database import Database, DatabaseArgs
 from .datastore import Datastore
 from .metadata import MetadataService, MetadataServiceArgs, ServicePlacement
 from .network import Network, UiIngress
+from .policies import Statement, wake_statements
 from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
 from .registry import Registry
+from .scale_to_zero import waker_function_arn
 from .settings import SECRET_PROVIDER_SETTINGS, AwsSettings, Settings, provider_settings
 from .step_functions import StepFunctions, StepFunctionsArgs
 from .step_secrets import StepSecrets
@@ -87,7 +89,11 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     watch: ServiceWatch | None = None
     groups = network.service_groups
     if groups is not None:
-        database = Database(prefix, DatabaseArgs(settings.db, network.subnet_ids, groups.database), opts=opts)
+        database = Database(
+            prefix,
+            DatabaseArgs(settings.db, network.subnet_ids, groups.database, serverless=settings.metadata.scale_to_zero),
+            opts=opts,
+        )
         service = MetadataService(
             prefix,
             MetadataServiceArgs(
@@ -131,6 +137,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
                     groups=groups.ui,
                     load_balancer_subnet_ids=network.public_subnet_ids,
                     datastore_key_arn=datastore.key_arn,
+                    wake_function=service.waker.function_name if service.waker else None,
                 ),
                 opts=opts,
             )
@@ -149,7 +156,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
             passable_role_arns=passable_roles,
             ui_service=ui.tunnel_target if ui is not None and ui.tunnel_target is not None else None,
             secrets_name_prefix=step_secrets.name_prefix if step_secrets is not None else None,
-            extra_statements=step_functions.user_statements if step_functions is not None else None,
+            extra_statements=_people_statements(step_functions, service, ui),
             datastore_key_arn=datastore.key_arn,
         ),
         opts=opts,
@@ -189,6 +196,22 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     # With the API key inside, the whole profile is a secret.
     outputs["metaflowProfile"] = pulumi.Output.secret(profile) if service else profile
     return outputs
+
+
+def _people_statements(
+    step_functions: StepFunctions | None, service: MetadataService | None, ui: UI | None
+) -> pulumi.Output[list[Statement]] | None:
+    """What features grant the people who use the stack beyond running flows: Step Functions' deploys, and
+    waking a scale-to-zero metadata service before the private UI opens."""
+    wake = (
+        wake_statements(waker_function_arn(service, service.waker))
+        if service is not None and service.waker is not None and ui is not None and ui.tunnel_target is not None
+        else []
+    )
+    if step_functions is None and not wake:
+        return None
+    sfn = step_functions.user_statements if step_functions is not None else pulumi.Output.from_input([])
+    return sfn.apply(lambda statements: [*statements, *wake])
 
 
 def aws_provider(prefix: str, settings: Settings) -> aws.Provider:

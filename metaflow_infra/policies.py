@@ -275,6 +275,80 @@ def ui_tunnel_statements(*, partition: str, region: str, account: str, cluster: 
     ]
 
 
+def waker_policy(
+    *,
+    partition: str,
+    region: str,
+    account: str,
+    cluster: str,
+    service: str,
+    api_id: str,
+    route_id: str,
+    discovery_service_arn: str,
+    function_arn: str,
+    log_group_arn: str,
+) -> Policy:
+    """The scale-to-zero waker: start, watch and stop one ECS service, switch one route, read the API's request
+    count, start its own watcher, write its logs."""
+    ecs = f"arn:{partition}:ecs:{region}:{account}"
+    return document(
+        {
+            "Sid": "StartAndStopTheService",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeServices", "ecs:UpdateService"],
+            "Resource": [f"{ecs}:service/{cluster}/{service}"],
+        },
+        {
+            # ListInstances takes no resource: the service's ARN as a condition is its only scope.
+            "Sid": "FindRegisteredTasks",
+            "Effect": "Allow",
+            "Action": ["servicediscovery:ListInstances"],
+            "Resource": "*",
+            "Condition": {"ArnEquals": {"servicediscovery:ServiceArn": discovery_service_arn}},
+        },
+        {
+            "Sid": "SeeTheirHealth",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeTasks"],
+            "Resource": [f"{ecs}:task/{cluster}/*"],
+        },
+        {
+            "Sid": "SwitchTheRoute",
+            "Effect": "Allow",
+            "Action": ["apigateway:GET", "apigateway:PATCH"],
+            "Resource": [f"arn:{partition}:apigateway:{region}::/apis/{api_id}/routes/{route_id}"],
+        },
+        # GetMetricStatistics accepts no resource-level permissions: "*" is all AWS allows.
+        {"Sid": "CountRequests", "Effect": "Allow", "Action": ["cloudwatch:GetMetricStatistics"], "Resource": "*"},
+        {"Sid": "StartItsWatcher", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]},
+        {
+            "Sid": "WriteOneLogGroup",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"{log_group_arn}:log-stream:*"],
+        },
+    )
+
+
+def wake_statements(function_arn: str) -> list[Statement]:
+    """For people opening the private UI of a scale-to-zero stack: wake the metadata service first."""
+    return [
+        {
+            "Sid": "WakeTheMetadataService",
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": [function_arn],
+        }
+    ]
+
+
+def invoke_function_policy(function_arn: str) -> Policy:
+    """For EventBridge Scheduler's role: run one function."""
+    return document(
+        {"Sid": "RunOneFunction", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]}
+    )
+
+
 def tls_only_bucket_policy(bucket_arn: str) -> Policy:
     """Refuse every request to the bucket that does not use TLS."""
     return document(

@@ -91,6 +91,8 @@ class UiArgs:
     """Public subnets for the load balancer when the task runs in private ones."""
     datastore_key_arn: pulumi.Input[str] | None = None
     """The datastore's SSE-KMS key: the backend decrypts what it reads."""
+    wake_function: str | None = None
+    """With metadata:scaleToZero: the metadata service's waker, which the `ui` command calls first."""
 
 
 class UI(Component):
@@ -119,6 +121,7 @@ class UI(Component):
                 "container": CONTAINER,
                 "port": UI_PORT,
                 "region": args.region,
+                **({"wakeFunction": args.wake_function} if args.wake_function else {}),
             }
         )
         if private:

@@ -6,7 +6,8 @@ ingress and, at rest, no task (desired count 0), so the command, with your usual
 
 1. checks that the Session Manager plugin is installed and that credentials exist (before any AWS call
    that could start something);
-2. sets the service's desired count to 1 if it is 0, and waits (at most 5 min) for a task whose `ui`
+2. with metadata:scaleToZero, starts the metadata service through its waker (as a request would); sets the
+   UI service's desired count to 1 if it is 0, and waits (at most 5 min) for a task whose `ui`
    container is RUNNING and HEALTHY and whose ECS Exec agent is RUNNING;
 3. forwards the container's port to localhost through Session Manager — `ssm.start_session` with the
    `AWS-StartPortForwardingSession` document, then `session-manager-plugin` run the way the AWS CLI runs
@@ -23,10 +24,11 @@ otherwise); until then the other ways out see it and leave the task running (`--
 Known limit: a colleague whose `ui` is still waiting for the task (step 2) has no session yet; if the
 last session closes at that moment the task is stopped under them, and their command fails: rerun it.
 
-The caller needs, besides reading the Pulumi state: `ecs:DescribeServices` and `ecs:UpdateService` on the
-UI service, `ecs:ListTasks` (condition `ecs:cluster`), `ecs:DescribeTasks` on the cluster's tasks,
-`ssm:StartSession` on those tasks and on the `AWS-StartPortForwardingSession` document,
-`ssm:TerminateSession` on their own sessions and `ssm:DescribeSessions`.
+The caller needs, besides reading the Pulumi state: `lambda:InvokeFunction` on the waker (scale to zero only),
+`ecs:DescribeServices` and `ecs:UpdateService` on the UI service, `ecs:ListTasks` (condition `ecs:cluster`),
+`ecs:DescribeTasks` on the cluster's tasks, `ssm:StartSession` on those tasks and on the
+`AWS-StartPortForwardingSession` document, `ssm:TerminateSession` on their own sessions and
+`ssm:DescribeSessions`.
 
 Every AWS call takes its client as a parameter, and the process, browser and clock calls come in a
 `Tools`, so tests run on stubbed boto3 clients with no network.
@@ -96,6 +98,9 @@ class UiOutput:
     container: str
     port: int
     region: str
+    wake_function: str | None = None
+    """With metadata:scaleToZero: the waker, which starts the metadata service (its migrator keeps the schema
+    current for the UI, and its connection resumes the paused database)."""
 
     @property
     def private(self) -> bool:
@@ -120,6 +125,7 @@ class Aws:
     ecs: Client
     ssm: Client
     region: str
+    lambda_: Client = None
 
 
 # --- the stack output -------------------------------------------------------------------------------------
@@ -151,6 +157,7 @@ def parse_output(text: str) -> UiOutput:
         container=str(value.get("container", "ui")),
         port=port,
         region=str(value["region"]),
+        wake_function=str(value["wakeFunction"]) if value.get("wakeFunction") else None,
     )
 
 
@@ -273,6 +280,18 @@ def scale_up_if_idle(ecs: Client, ui: UiOutput, say: Callable[[str], None]) -> b
     return True
 
 
+def wake_metadata_service(lambda_client: Client, function: str, say: Callable[[str], None]) -> None:
+    """Start the scale-to-zero metadata service the way a request would (its waker; idempotent). The UI's own
+    task starts meanwhile; a failure here is reported and the UI opened anyway."""
+    try:
+        answer = lambda_client.invoke(FunctionName=function, Payload=json.dumps({"action": "wake"}))
+        state = json.loads(answer["Payload"].read())
+    except (ClientError, BotoCoreError, ValueError) as err:
+        say(f"warning: could not wake the metadata service ({_one_line(err)}); the UI may find its database asleep")
+        return
+    say("metadata service: already running" if state == "ready" else "metadata service: starting (scale to zero)")
+
+
 def task_states(ecs: Client, ui: UiOutput) -> list[TaskState]:
     arns = ecs.list_tasks(cluster=ui.cluster, serviceName=ui.service, desiredStatus="RUNNING")["taskArns"]
     if not arns:
@@ -358,7 +377,7 @@ def connect_aws(region: str, profile: str | None) -> Aws:
         raise UiError(str(err)) from None
     if session.get_credentials() is None:
         raise UiError(NO_CREDENTIALS)
-    return Aws(ecs=session.client("ecs"), ssm=session.client("ssm"), region=region)
+    return Aws(ecs=session.client("ecs"), ssm=session.client("ssm"), region=region, lambda_=session.client("lambda"))
 
 
 def port_is_free(port: int) -> bool:
@@ -491,6 +510,8 @@ def open_private(ui: UiOutput, local_port: int, profile: str | None, open_browse
     started = tools.clock()
     scaled_up = False
     session_id: str | None = None
+    if ui.wake_function is not None and aws.lambda_ is not None:
+        wake_metadata_service(aws.lambda_, ui.wake_function, tools.say)
     try:
         scaled_up = scale_up_if_idle(ecs, ui, tools.say)
         state = wait_until_ready(

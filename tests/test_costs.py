@@ -79,6 +79,7 @@ def billed_counts(run: OfflineRun) -> Counter[str]:
         ("minimal", {"compute:minVcpus": 4, "compute:onDemandFallback": True}),
         ("dev", {}),
         ("dev", {"db:multiAz": True, "metadata:spot": False, "compute:minVcpus": 2}),
+        ("dev", {"metadata:scaleToZero": True, "ui:enabled": True}),
         ("production", {}),
         (
             "production",

@@ -27,6 +27,7 @@ CHANGES: dict[str, tuple[str, dict[str, Any]]] = {
     "private subnets": ("dev", {"network:privateSubnets": True, "network:natGateways": 1}),
     "a KMS key of the stack": ("dev", {"datastore:kmsKey": "create"}),
     "two service tasks and alarms": ("dev", {"metadata:tasks": 2, "alerts:enabled": True}),
+    "scale to zero": ("dev", {"metadata:scaleToZero": True}),
 }
 
 
@@ -91,3 +92,14 @@ def test_the_judge_sees_a_renamed_bucket() -> None:
     )
     before.resources[before.resources.index(bucket)] = renamed
     assert fate(before, after, BUCKET) == "deleted"
+
+
+def test_switching_a_running_dev_stack_to_scale_to_zero_is_refused_not_a_silent_new_database(dev: OfflineRun) -> None:
+    """An RDS instance cannot become an Aurora cluster: the program would delete it and create an empty
+    cluster. Pulumi's protect refuses the deletion (in the preview, before anything changes) and RDS
+    deletion protection refuses it again."""
+    after = offline("dev", {"metadata:scaleToZero": True})
+    assert fate(dev, after, DATABASE) == "refused"
+    assert dev.one(DATABASE).inputs["deletionProtection"] is True
+    cluster = after.one("aws:rds/cluster:Cluster")
+    assert cluster.protect and cluster.inputs["deletionProtection"] is True

@@ -53,6 +53,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     "dev": ("dev", {}, {}),
+    "dev-scale-to-zero": ("dev", {"metadata:scaleToZero": True}, {}),
     "dev-fargate-compute": ("dev", {"compute:type": "fargate_spot"}, {}),
     "dev-existing-network": (
         "dev",

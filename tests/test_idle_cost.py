@@ -40,3 +40,22 @@ def test_dev_always_on_resources_are_exactly_the_database_the_service_and_their_
 def test_dev_keeps_no_vcpus_running_either() -> None:
     for environment in offline("dev").of_type("aws:batch/computeEnvironment:ComputeEnvironment"):
         assert environment.inputs["computeResources"]["minVcpus"] == 0
+
+
+def test_dev_with_scale_to_zero_keeps_only_storage_secrets_the_namespace_and_a_schedule() -> None:
+    run = offline("dev", {"metadata:scaleToZero": True})
+    always_on = Counter(
+        r.type
+        for r in run.resources
+        if r.type in BILLED_WHILE_IDLE
+        and r.type != "aws:batch/computeEnvironment:ComputeEnvironment"
+        and not (r.type == "aws:ecs/service:Service" and r.inputs["desiredCount"] == 0)
+    )
+    assert always_on == Counter(
+        {
+            "aws:rds/cluster:Cluster": 1,  # paused at 0 ACU: its storage bills
+            "aws:scheduler/schedule:Schedule": 1,  # the waker's check every minute
+            "aws:secretsmanager/secret:Secret": 2,  # DB password, API key
+            "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": 1,  # one Route 53 zone
+        }
+    )

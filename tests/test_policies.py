@@ -41,6 +41,7 @@ VARIANTS = {
     "minimal-versioned": ("minimal", {"datastore:versioning": True}),
     "dev": ("dev", {}),
     "dev-existing-settings": ("dev", {"metadata:spot": False, "db:multiAz": True, "compute:type": "ec2"}),
+    "dev-scale-to-zero": ("dev", {"metadata:scaleToZero": True}),
     "production": ("production", {}),
     "production-kms-ui": (
         "production",

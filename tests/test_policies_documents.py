@@ -13,6 +13,7 @@ from metaflow_infra.policies import (
     aws_managed_policy_arn,
     datastore_statements,
     foreach_table_task_policy,
+    invoke_function_policy,
     read_secret_and_write_logs,
     scheduler_role_policy,
     step_functions_role_policy,
@@ -24,6 +25,7 @@ from metaflow_infra.policies import (
     ui_task_policy,
     ui_tunnel_statements,
     user_policy,
+    waker_policy,
 )
 
 BUCKET = "arn:aws:s3:::bkt"
@@ -280,3 +282,64 @@ def test_people_deploy_run_schedule_and_stop_only_this_stacks_state_machines() -
             [f"arn:aws-cn:events:cn-north-1:{ACCOUNT}:rule/mf_*"],
         ),
     ]
+
+
+def test_the_waker_may_start_stop_and_route_one_service_only() -> None:
+    document = waker_policy(
+        partition="aws-cn",
+        region="cn-north-1",
+        account=ACCOUNT,
+        cluster="c",
+        service="s",
+        api_id="api1",
+        route_id="rt1",
+        discovery_service_arn=f"arn:aws-cn:servicediscovery:cn-north-1:{ACCOUNT}:service/srv-1",
+        function_arn=f"arn:aws-cn:lambda:cn-north-1:{ACCOUNT}:function:f",
+        log_group_arn=f"arn:aws-cn:logs:cn-north-1:{ACCOUNT}:log-group:g",
+    )
+    assert without_sids(document["Statement"]) == [
+        {
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeServices", "ecs:UpdateService"],
+            "Resource": [f"arn:aws-cn:ecs:cn-north-1:{ACCOUNT}:service/c/s"],
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["servicediscovery:ListInstances"],
+            "Resource": "*",
+            "Condition": {
+                "ArnEquals": {
+                    "servicediscovery:ServiceArn": f"arn:aws-cn:servicediscovery:cn-north-1:{ACCOUNT}:service/srv-1"
+                }
+            },
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeTasks"],
+            "Resource": [f"arn:aws-cn:ecs:cn-north-1:{ACCOUNT}:task/c/*"],
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["apigateway:GET", "apigateway:PATCH"],
+            "Resource": ["arn:aws-cn:apigateway:cn-north-1::/apis/api1/routes/rt1"],
+        },
+        {"Effect": "Allow", "Action": ["cloudwatch:GetMetricStatistics"], "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": [f"arn:aws-cn:lambda:cn-north-1:{ACCOUNT}:function:f"],
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"arn:aws-cn:logs:cn-north-1:{ACCOUNT}:log-group:g:log-stream:*"],
+        },
+    ]
+
+
+def test_the_scheduler_may_run_one_function() -> None:
+    function = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:f"
+    assert evaluated(invoke_function_policy(function)) == {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function]}],
+    }

@@ -64,6 +64,8 @@ DEFAULTS = {
         "spot": False,
         "apiKeyRotation": 1,
         "authorizerConcurrency": 5,
+        "scaleToZero": False,
+        "idleMinutes": 15,
     },
     "compute": {
         "type": "spot",

@@ -14,6 +14,7 @@ typed result and never read `pulumi.Config` themselves.
 from .catalog import (
     FARGATE_MEMORY_BY_CPU,
     MINIMUM_SERVICE_VERSION,
+    aurora_pause_versions,
     available_presets,
     default_preset,
     instance_families,
@@ -86,6 +87,7 @@ __all__ = [
     "UiAccess",
     "UiAuth",
     "UiSettings",
+    "aurora_pause_versions",
     "available_presets",
     "config_error",
     "default_preset",

@@ -92,6 +92,12 @@ def postgres_end_of_standard_support() -> dict[int, datetime.date]:
     return {int(k): v for k, v in data_file("postgres.toml")["end_of_standard_support"].items()}
 
 
+@cache
+def aurora_pause_versions() -> dict[int, str]:
+    """Aurora PostgreSQL major -> the version the stack creates, the first that pauses at 0 ACU."""
+    return {int(k): str(v) for k, v in data_file("postgres.toml")["aurora_pause_versions"].items()}
+
+
 FARGATE_MEMORY_BY_CPU: dict[int, range] = {
     256: range(512, 2048 + 1, 512),
     512: range(1024, 4096 + 1, 1024),

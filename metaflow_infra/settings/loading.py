@@ -26,6 +26,7 @@ from .aws_rules import (
 )
 from .catalog import (
     MINIMUM_SERVICE_VERSION,
+    aurora_pause_versions,
     available_presets,
     default_preset,
     instance_families,
@@ -430,6 +431,66 @@ def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+SCALE_TO_ZERO_FIXED = {
+    "db:instanceClass": "Aurora Serverless v2 sizes itself (0 to 2 ACUs), there is no instance class",
+    "db:allocatedStorageGb": "Aurora storage grows by itself and bills what it holds",
+    "db:multiAz": "a standby would never pause",
+    "db:performanceInsights": "it is not set up for the Aurora database of this mode",
+    "db:allowExtendedSupport": "Extended Support is not priced for Aurora here; choose a version in standard support",
+    "metadata:tasks": "the waker starts exactly one task",
+    "alerts:enabled": "the no-service-task alarm would fire whenever the service sleeps",
+}
+"""Keys that must keep their default with metadata:scaleToZero, and why."""
+
+
+def _scale_to_zero_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    """Scale to zero means one pausable Aurora database and one task that only runs when asked for: refuse
+    every setting that would keep something running, or that would be ignored."""
+    metadata = settings.metadata
+    if not metadata.scale_to_zero:
+        return [
+            "metadata:idleMinutes has no effect while metadata:scaleToZero is false; set metadata:scaleToZero true "
+            "or unset it"
+        ] * ("metadata:idleMinutes" in raw)
+    if not metadata.enabled:
+        return ["metadata:scaleToZero needs the metadata service: set metadata:enabled true (the dev preset has it)"]
+    preset = settings.metaflow.preset
+    problems = [
+        f"{key} = {settings.value(key)!r} does not apply with metadata:scaleToZero: {why}; "
+        + ("unset it" if key in raw else f"the {preset} preset sets it: set it to {key_fields()[key].default!r}")
+        for key, why in SCALE_TO_ZERO_FIXED.items()
+        if key in raw or settings.value(key) != key_fields()[key].default
+    ]
+    if settings.db.backup_retention_days < 1:
+        problems.append(
+            "db:backupRetentionDays = 0 does not apply with metadata:scaleToZero: Aurora keeps automated backups "
+            "for at least 1 day (1-35)"
+        )
+    if "metadata:spot" in raw and metadata.spot:
+        problems.append(
+            "metadata:spot = true does not apply with metadata:scaleToZero: the service runs only while used, so "
+            "Spot would save about a cent an hour and interrupt exactly the people using it; unset it"
+        )
+    if settings.db.engine_version not in aurora_pause_versions():
+        problems.append(
+            f"db:engineVersion = {settings.db.engine_version}: no Aurora PostgreSQL {settings.db.engine_version} "
+            f"pauses at 0 ACU; accepted with metadata:scaleToZero: {', '.join(map(str, aurora_pause_versions()))}"
+        )
+    if settings.ui.enabled and settings.ui.access is not UiAccess.PRIVATE:
+        problems.append(
+            f"ui:access {settings.ui.access.value} keeps a UI task connected to the database, which then never "
+            "pauses: use ui:access private with metadata:scaleToZero (the UI runs only while someone has it open)"
+        )
+    return problems
+
+
+def _without_spot_for_scale_to_zero(settings: Settings) -> Settings:
+    """A preset's metadata:spot gives way to on-demand in scale-to-zero mode (set by hand, it is refused)."""
+    if not settings.metadata.scale_to_zero or not settings.metadata.spot:
+        return settings
+    return settings.model_copy(update={"metadata": settings.metadata.model_copy(update={"spot": False})})
+
+
 SWITCHED_NAMESPACES = ("ecr", "stepFunctions", "alerts")
 """Namespaces whose other keys mean nothing while their `enabled` switch is off."""
 
@@ -500,7 +561,7 @@ def _aws_value_problems(settings: Settings) -> list[str]:
     problems += account_id_problems(settings.aws.allowed_account_ids, settings.aws.forbidden_account_ids)
     if settings.network.vpc_id is None:
         problems += vpc_cidr_problems("network:vpcCidr", settings.network.vpc_cidr)
-    if settings.metadata.enabled:
+    if settings.metadata.enabled and not settings.metadata.scale_to_zero:
         problems += db_instance_class_problems(
             "db:instanceClass", settings.db.instance_class, settings.db.engine_version, settings.region
         )
@@ -587,10 +648,10 @@ def load_settings(
     problems += _accelerator_problems(settings, raw)
     problems += _conflicting_keys(settings, raw) + _ui_problems(settings, raw) + _switched_off_keys(settings, raw)
     problems += _network_problems(settings, raw) + _datastore_and_alert_problems(settings)
-    problems += _aws_value_problems(settings)
+    problems += _aws_value_problems(settings) + _scale_to_zero_problems(settings, raw)
     if problems:
         raise config_error(problems)
-    return settings
+    return _without_spot_for_scale_to_zero(settings)
 
 
 def raw_config_from_pulumi() -> dict[str, Any]:

@@ -315,6 +315,16 @@ class MetadataSettings(Namespace):
         "concurrent runs reserved for (and capping) the API-key authorizer, bounding the cost of a flood "
         "of wrong keys; 0: no reservation",
     )
+    scale_to_zero: Bool = setting(
+        False,
+        "Aurora Serverless v2 at 0 ACU and the service at 0 tasks while idle (~$1.42/month in us-east-1); the first "
+        "request starts both (1-3 minutes, answered 503 meanwhile, which Metaflow retries); a new stack only: an "
+        "existing database is not converted",
+    )
+    idle_minutes: Annotated[int, BeforeValidator(parse_int), Field(ge=5, le=1440)] = setting(
+        15,
+        "minutes without a request before a scale-to-zero service stops (5-1440; metadata:scaleToZero)",
+    )
 
     @model_validator(mode="after")
     def _fargate_size(self) -> MetadataSettings:

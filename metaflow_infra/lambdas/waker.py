@@ -1,0 +1,291 @@
+"""The scale-to-zero waker (`metadata:scaleToZero`): starts the metadata service on demand, moves the API's
+`$default` route between itself and the service, and stops the service when nobody uses it. Runs on AWS
+Lambda's Python runtime (boto3 included). docs/scale-to-zero.md explains the design (path D).
+
+The route is the switch. While it targets this function, every authorized request lands here and gets a
+503 — the one answer Metaflow's client always retries — and starts the service. It targets the service's
+VPC-link integration only while a task is RUNNING, HEALTHY and registered in Cloud Map, so no request ever
+meets an empty Cloud Map service (whose answer AWS does not document). One function, five events:
+
+- an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503;
+- `{"action": "watch"}` (started by a wake, asynchronously): poll until a task is ready, then switch the
+  route to the service;
+- `{"action": "tick"}` (EventBridge Scheduler, every minute): while the service serves, stop it after
+  IDLE_MINUTES without a request — route to this function first, drain, then desired count 0; also repair
+  a route a lost watcher never switched;
+- an ECS task state change whose desired status is STOPPED (Spot, crash, deploy, the idle stop): unless
+  another task is ready, route to this function before Cloud Map loses the instance;
+- `{"action": "wake"}` (the `ui` command, before it opens the UI): wake, answer the service's state.
+
+Every step is idempotent and derived from what AWS reports, so concurrent wakes and repeated events are
+harmless: setting a desired count of 1 twice starts one task, switching a route twice is one switch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_log = logging.getLogger(__name__)
+_log.setLevel(logging.INFO)
+
+RETRY_AFTER_SECONDS = 5
+WAKING_BODY = json.dumps(
+    {"message": "The Metaflow metadata service is starting (scale to zero); retry in a few seconds."}
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster: str
+    service: str
+    api_id: str
+    route_id: str
+    waker_integration_id: str
+    service_integration_id: str
+    discovery_service_id: str
+    idle_minutes: float
+    drain_seconds: float = 45.0
+    """Longer than API Gateway's 30 s integration timeout: every request already on its way to the task ends."""
+    watch_seconds: float = 600.0
+    poll_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Config:
+        return cls(
+            cluster=env["CLUSTER"],
+            service=env["SERVICE"],
+            api_id=env["API_ID"],
+            route_id=env["ROUTE_ID"],
+            waker_integration_id=env["WAKER_INTEGRATION_ID"],
+            service_integration_id=env["SERVICE_INTEGRATION_ID"],
+            discovery_service_id=env["DISCOVERY_SERVICE_ID"],
+            idle_minutes=float(env["IDLE_MINUTES"]),
+            drain_seconds=float(env.get("DRAIN_SECONDS", "45")),
+            watch_seconds=float(env.get("WATCH_SECONDS", "600")),
+        )
+
+    def target(self, to_service: bool) -> str:
+        return f"integrations/{self.service_integration_id if to_service else self.waker_integration_id}"
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The boto3 clients the waker calls (botocore builds their methods at run time: no static types)."""
+
+    ecs: Any
+    apigatewayv2: Any
+    cloudwatch: Any
+    servicediscovery: Any
+    lambda_: Any
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    desired: int
+    ready_tasks: tuple[str, ...]
+    """Tasks registered in Cloud Map (what the VPC link routes to), RUNNING, HEALTHY (the task definition has a
+    health check) and not being stopped."""
+    up_since: datetime.datetime | None
+    """When the longest-running of its tasks started; with none started, when the service last changed (a
+    task that never starts must not keep the service asking for one forever)."""
+
+    def ready(self, excluding: str | None = None) -> bool:
+        return any(task != excluding for task in self.ready_tasks)
+
+
+def desired_count(aws: Clients, config: Config) -> tuple[int, dict[str, Any]]:
+    [service] = aws.ecs.describe_services(cluster=config.cluster, services=[config.service])["services"]
+    return service["desiredCount"], service
+
+
+def service_state(aws: Clients, config: Config) -> ServiceState:
+    desired, service = desired_count(aws, config)
+    # ECS registers each task of the service in Cloud Map under the task's id.
+    ids = [i["Id"] for i in aws.servicediscovery.list_instances(ServiceId=config.discovery_service_id)["Instances"]]
+    tasks = aws.ecs.describe_tasks(cluster=config.cluster, tasks=ids)["tasks"] if ids else []
+    ready = tuple(
+        task["taskArn"]
+        for task in tasks
+        if task.get("lastStatus") == "RUNNING"
+        and task.get("healthStatus") == "HEALTHY"
+        and task.get("desiredStatus") == "RUNNING"
+    )
+    starts = [task["startedAt"] for task in tasks if task.get("startedAt")]
+    starts = starts or [
+        deployment["updatedAt"] for deployment in service.get("deployments", []) if "updatedAt" in deployment
+    ]
+    return ServiceState(desired, ready, min(starts) if starts else None)
+
+
+def route_on_service(aws: Clients, config: Config) -> bool:
+    target = aws.apigatewayv2.get_route(ApiId=config.api_id, RouteId=config.route_id).get("Target")
+    return target == config.target(True)
+
+
+def switch_route(aws: Clients, config: Config, to_service: bool) -> None:
+    aws.apigatewayv2.update_route(ApiId=config.api_id, RouteId=config.route_id, Target=config.target(to_service))
+    _log.info("route switched to the %s", "service" if to_service else "waker")
+
+
+def start_watcher(aws: Clients, function_arn: str) -> None:
+    aws.lambda_.invoke(FunctionName=function_arn, InvocationType="Event", Payload=json.dumps({"action": "watch"}))
+
+
+def wake(aws: Clients, config: Config, function_arn: str) -> str:
+    """Ask for one task (idempotent) and watch it start; if one is ready already, route to it."""
+    state = service_state(aws, config)
+    if state.desired == 0:
+        aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=1)
+        start_watcher(aws, function_arn)
+        _log.info("service started")
+        return "starting"
+    if state.ready():  # a watcher was lost, or the route was switched away from a serving task
+        switch_route(aws, config, to_service=True)
+        return "ready"
+    return "starting"
+
+
+def watch(aws: Clients, config: Config, clock: Callable[[], float], sleep: Callable[[float], None]) -> str:
+    """Wait for a ready task, then route to it; stop waiting if the service is stopped meanwhile."""
+    deadline = clock() + config.watch_seconds
+    while True:
+        state = service_state(aws, config)
+        if state.desired == 0:
+            return "stopped"
+        if state.ready():
+            switch_route(aws, config, to_service=True)
+            return "switched"
+        if clock() >= deadline:
+            _log.warning("no ready task after %.0f s; the next request or tick looks again", config.watch_seconds)
+            return "gave up"
+        sleep(config.poll_seconds)
+
+
+def requests_since(aws: Clients, config: Config, start: datetime.datetime, end: datetime.datetime) -> float:
+    """Requests the API received (to either target) in [start, end], from its free basic metrics."""
+    answer = aws.cloudwatch.get_metric_statistics(
+        Namespace="AWS/ApiGateway",
+        MetricName="Count",
+        Dimensions=[{"Name": "ApiId", "Value": config.api_id}],
+        StartTime=start,
+        EndTime=end,
+        Period=60,
+        Statistics=["Sum"],
+    )
+    return sum(point["Sum"] for point in answer["Datapoints"])
+
+
+def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[float], None]) -> str:
+    """Once a minute: stop an idle service (the route first), or repair a route nobody switched."""
+    desired, _ = desired_count(aws, config)
+    on_service = route_on_service(aws, config)
+    if desired == 0:  # the idle path: two free calls, no metrics
+        if on_service:  # stopped from outside: put the waker back in front
+            switch_route(aws, config, to_service=False)
+        return "asleep"
+    state = service_state(aws, config)
+    window = datetime.timedelta(minutes=config.idle_minutes)
+    up_long_enough = state.up_since is not None and now - state.up_since >= window
+    idle = up_long_enough and requests_since(aws, config, now - window, now) == 0
+    if not on_service:
+        if state.ready():
+            switch_route(aws, config, to_service=True)
+            return "switched"
+        if not idle:
+            return "starting"
+        # A wake nobody came back for (its task never became ready, or its client gave up): stop it.
+    else:
+        if not idle:
+            return "serving"
+        switch_route(aws, config, to_service=False)
+        sleep(config.drain_seconds)
+        if route_on_service(aws, config):  # a request came during the drain and the waker routed it back
+            return "stop abandoned"
+    aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=0)
+    _log.info("service stopped after %.0f idle minutes", config.idle_minutes)
+    return "stopped"
+
+
+def task_stopping(aws: Clients, config: Config, event: dict[str, Any], function_arn: str) -> str:
+    """A task of the service is being stopped: keep the route only if another task is ready."""
+    state = service_state(aws, config)
+    if state.ready(excluding=event["detail"]["taskArn"]):
+        return "another task serves"
+    if route_on_service(aws, config):
+        switch_route(aws, config, to_service=False)
+    if state.desired > 0:  # ECS replaces it (crash, Spot, deploy): route back once the new one is ready
+        start_watcher(aws, function_arn)
+        return "replacing"
+    return "waker in front"
+
+
+def waking_response() -> dict[str, Any]:
+    return {
+        "statusCode": 503,
+        "headers": {"Content-Type": "application/json", "Retry-After": str(RETRY_AFTER_SECONDS)},
+        "body": WAKING_BODY,
+    }
+
+
+def dispatch(
+    event: dict[str, Any],
+    function_arn: str,
+    aws: Clients,
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    if "requestContext" in event:  # an API request reached the waker: the service is not routed to
+        try:
+            wake(aws, config, function_arn)
+        except Exception:  # the client retries a 503, never a 500: answer it whatever went wrong
+            _log.exception("wake failed; answering 503 anyway")
+        return waking_response()
+    if event.get("source") == "aws.ecs":
+        return task_stopping(aws, config, event, function_arn)
+    action = event.get("action")
+    if action == "watch":
+        return watch(aws, config, clock, sleep)
+    if action == "tick":
+        return tick(aws, config, datetime.datetime.fromtimestamp(clock(), datetime.UTC), sleep)
+    if action == "wake":
+        return wake(aws, config, function_arn)
+    raise ValueError(f"unknown event: {sorted(event)}")
+
+
+_clients: Clients | None = None
+
+
+def _aws() -> Clients:
+    """Clients with short timeouts: a request must be answered well within API Gateway's 30 s."""
+    global _clients
+    if _clients is None:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        quick = BotoConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+        _clients = Clients(
+            *(
+                boto3.client(name, config=quick)
+                for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda")
+            )
+        )
+    return _clients
+
+
+def handler(event: dict[str, Any], context: Any) -> Any:
+    try:
+        aws, config = _aws(), Config.from_env(dict(os.environ))
+    except Exception:
+        if "requestContext" not in event:
+            raise
+        _log.exception("waker misconfigured; answering 503 anyway")
+        return waking_response()
+    return dispatch(event, context.invoked_function_arn, aws, config)

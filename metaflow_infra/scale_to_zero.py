@@ -1,0 +1,167 @@
+"""The waker's resources (`metadata:scaleToZero`; docs/scale-to-zero.md, path D), declared as children of
+the MetadataService: the waker Lambda (`lambdas/waker.py`) and its role, the API integration that answers
+through it while the service sleeps, the once-a-minute schedule that stops an idle service, and the
+EventBridge rule that puts the waker in front of a task being stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import pulumi
+import pulumi_aws as aws
+
+from .base import Component
+from .endpoint import log_group
+from .policies import invoke_function_policy, waker_policy
+
+TICK_SCHEDULE = "rate(1 minute)"
+WATCH_SECONDS = 600
+"""How long a watcher waits for a ready task: well past the documented worst-case wake."""
+WAKER_TIMEOUT_SECONDS = WATCH_SECONDS + 60
+
+
+@dataclass(frozen=True)
+class WakerArgs:
+    function_name: str
+    """Fixed, so the API integration can name the function before it exists (the function's settings name the
+    route, which needs the integration)."""
+    region: str
+    cluster_name: pulumi.Input[str]
+    cluster_arn: pulumi.Input[str]
+    service_name: pulumi.Input[str]
+    discovery_service_id: pulumi.Input[str]
+    discovery_service_arn: pulumi.Input[str]
+    idle_minutes: int
+
+
+def waker_function_name(scoped_name: str) -> str:
+    """`<prefix>-<stack>-waker`, within Lambda's 64 characters."""
+    return re.sub(r"-+$", "", scoped_name[: 64 - len("-waker")]) + "-waker"
+
+
+def waker_function_arn(owner: Component, args: WakerArgs) -> str:
+    return f"arn:{owner.partition}:lambda:{args.region}:{owner.account}:function:{args.function_name}"
+
+
+def declare_waker(
+    owner: Component,
+    args: WakerArgs,
+    api: aws.apigatewayv2.Api,
+    route: aws.apigatewayv2.Route,
+    waker_integration: aws.apigatewayv2.Integration,
+    service_integration: aws.apigatewayv2.Integration,
+) -> aws.lambda_.Function:
+    """The waker function, allowed to be run by the API (on its route), the schedule and the ECS rule."""
+    logs = log_group(owner, "waker")
+    function_arn = waker_function_arn(owner, args)
+    policy = pulumi.Output.all(
+        args.cluster_name, args.service_name, api.id, route.id, args.discovery_service_arn, logs.arn
+    ).apply(
+        lambda values: waker_policy(
+            partition=owner.partition,
+            region=args.region,
+            account=owner.account,
+            cluster=values[0],
+            service=values[1],
+            api_id=values[2],
+            route_id=values[3],
+            discovery_service_arn=values[4],
+            function_arn=function_arn,
+            log_group_arn=values[5],
+        )
+    )
+    role = owner.service_role("waker", "lambda.amazonaws.com", inline=policy)
+    source = resources.files("metaflow_infra").joinpath("lambdas", "waker.py").read_text()
+    function = aws.lambda_.Function(
+        owner.named("waker"),
+        name=args.function_name,
+        runtime=aws.lambda_.Runtime.PYTHON3D13,
+        architectures=["arm64"],
+        handler="waker.handler",
+        code=pulumi.AssetArchive({"waker.py": pulumi.StringAsset(source)}),
+        role=role.arn,
+        memory_size=128,
+        timeout=WAKER_TIMEOUT_SECONDS,
+        environment=aws.lambda_.FunctionEnvironmentArgs(
+            variables={
+                "CLUSTER": args.cluster_name,
+                "SERVICE": args.service_name,
+                "API_ID": api.id,
+                "ROUTE_ID": route.id,
+                "WAKER_INTEGRATION_ID": waker_integration.id,
+                "SERVICE_INTEGRATION_ID": service_integration.id,
+                "DISCOVERY_SERVICE_ID": args.discovery_service_id,
+                "IDLE_MINUTES": str(args.idle_minutes),
+                "WATCH_SECONDS": str(WATCH_SECONDS),
+            }
+        ),
+        logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
+        opts=owner.child(),
+    )
+    aws.lambda_.Permission(
+        owner.named("waker-api"),
+        action="lambda:InvokeFunction",
+        function=function.name,
+        principal="apigateway.amazonaws.com",
+        source_arn=pulumi.Output.concat(api.execution_arn, "/*/$default"),
+        opts=owner.child(),
+    )
+    _schedule_ticks(owner, function)
+    _watch_stopping_tasks(owner, args, function)
+    return function
+
+
+def _schedule_ticks(owner: Component, function: aws.lambda_.Function) -> None:
+    """Every minute: stop the service once idle. EventBridge Scheduler's first 14 million runs a month cost nothing."""
+    role = owner.service_role(
+        "waker-scheduler", "scheduler.amazonaws.com", inline=function.arn.apply(invoke_function_policy)
+    )
+    aws.scheduler.Schedule(
+        owner.named("waker-tick"),
+        schedule_expression=TICK_SCHEDULE,
+        flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+        target=aws.scheduler.ScheduleTargetArgs(
+            arn=function.arn,
+            role_arn=role.arn,
+            input=json.dumps({"action": "tick"}),
+            # A missed tick is repeated a minute later anyway.
+            retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(maximum_retry_attempts=0),
+        ),
+        opts=owner.child(),
+    )
+
+
+def _watch_stopping_tasks(owner: Component, args: WakerArgs, function: aws.lambda_.Function) -> None:
+    """ECS reports a task being stopped (Spot, a crash, a deploy, the idle stop) before it leaves Cloud Map."""
+    pattern = pulumi.Output.all(args.cluster_arn, args.service_name).apply(
+        lambda values: json.dumps(
+            {
+                "source": ["aws.ecs"],
+                "detail-type": ["ECS Task State Change"],
+                "detail": {
+                    "clusterArn": [values[0]],
+                    "group": [f"service:{values[1]}"],
+                    "desiredStatus": ["STOPPED"],
+                },
+            }
+        )
+    )
+    rule = aws.cloudwatch.EventRule(
+        owner.named("task-stopping"),
+        description="Metaflow metadata service: a task is being stopped; the waker decides where requests go",
+        event_pattern=pattern,
+        opts=owner.child(),
+    )
+    aws.cloudwatch.EventTarget(owner.named("task-stopping"), rule=rule.name, arn=function.arn, opts=owner.child())
+    aws.lambda_.Permission(
+        owner.named("waker-events"),
+        action="lambda:InvokeFunction",
+        function=function.name,
+        principal="events.amazonaws.com",
+        source_arn=rule.arn,
+        opts=owner.child(),
+    )

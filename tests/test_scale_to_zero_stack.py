@@ -1,0 +1,231 @@
+"""`metadata:scaleToZero` on the dev preset, by value: an Aurora Serverless v2 cluster that pauses at 0 ACU,
+a service at 0 tasks that Pulumi never scales, a route that starts at the waker and that Pulumi never moves,
+and the waker wired to exactly this stack's API, service and events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import offline, policy_of
+
+from metaflow_infra.metadata import WAKING_HEALTH_CHECK_SECONDS
+from metaflow_infra.offline import OfflineRun
+from metaflow_infra.scale_to_zero import TICK_SCHEDULE, WAKER_TIMEOUT_SECONDS, WATCH_SECONDS, waker_function_name
+
+ON = {"metadata:scaleToZero": True}
+
+
+@pytest.fixture(scope="module")
+def run() -> OfflineRun:
+    return offline("dev", ON)
+
+
+def test_the_database_is_aurora_serverless_v2_that_pauses_at_zero(run: OfflineRun) -> None:
+    assert run.of_type("aws:rds/instance:Instance") == []
+    cluster = run.one("aws:rds/cluster:Cluster").inputs
+    assert cluster["engine"] == "aurora-postgresql" and cluster["engineMode"] == "provisioned"
+    assert cluster["engineVersion"] == "17.4"
+    assert cluster["serverlessv2ScalingConfiguration"] == {
+        "minCapacity": 0,
+        "maxCapacity": 2,
+        "secondsUntilAutoPause": 300,
+    }
+    writer = run.one("aws:rds/clusterInstance:ClusterInstance").inputs
+    assert writer["instanceClass"] == "db.serverless" and writer["publiclyAccessible"] is False
+
+
+def test_the_database_forces_tls_and_keeps_its_data(run: OfflineRun) -> None:
+    group = run.one("aws:rds/clusterParameterGroup:ClusterParameterGroup")
+    assert group.inputs["family"] == "aurora-postgresql17"
+    assert {"name": "rds.force_ssl", "value": "1", "applyMethod": "immediate"} in group.inputs["parameters"]
+    cluster = run.one("aws:rds/cluster:Cluster")
+    assert cluster.inputs["dbClusterParameterGroupName"] == group.state["name"]
+    assert cluster.inputs["storageEncrypted"] is True
+    assert cluster.inputs["deletionProtection"] is True and cluster.protect
+    assert cluster.inputs["skipFinalSnapshot"] is False
+    assert cluster.inputs["finalSnapshotIdentifier"].startswith("metaflow-db-final-")
+    assert cluster.inputs["backupRetentionPeriod"] == 1
+    assert "engineVersion" in cluster.ignore_changes, "Aurora's own minor upgrades must not be undone"
+
+
+def test_the_password_is_generated_kept_in_secrets_manager_and_never_in_the_task_environment(run: OfflineRun) -> None:
+    cluster = run.one("aws:rds/cluster:Cluster")
+    [password] = [
+        p for p in run.of_type("random:index/randomPassword:RandomPassword") if p.name == "metaflow-db-password"
+    ]
+    assert cluster.inputs["masterPassword"] == password.state["result"]
+    assert "masterPassword" in cluster.secret_inputs
+    [task] = run.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    assert password.state["result"] not in task.inputs["containerDefinitions"]
+    containers = json.loads(task.inputs["containerDefinitions"])
+    for container in containers:
+        [secret] = container["secrets"]
+        assert secret["name"] == "MF_METADATA_DB_PSWD" and ":secret:metaflow-db-password" in secret["valueFrom"]
+
+
+def test_the_service_starts_at_no_task_on_demand_and_pulumi_leaves_its_count_to_the_waker(run: OfflineRun) -> None:
+    service = run.one("aws:ecs/service:Service")
+    assert service.inputs["desiredCount"] == 0
+    assert service.ignore_changes == ["desiredCount"]
+    assert service.inputs["capacityProviderStrategies"] == [{"capacityProvider": "FARGATE", "weight": 1}]
+
+
+def test_the_task_connects_to_the_aurora_endpoint_and_checks_its_health_often(run: OfflineRun) -> None:
+    cluster = run.one("aws:rds/cluster:Cluster")
+    [task] = run.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    containers = {c["name"]: c for c in json.loads(task.inputs["containerDefinitions"])}
+    environment = {e["name"]: e["value"] for e in containers["metadata"]["environment"]}
+    # The mocks name the cluster's endpoint after the resource: the writer's endpoint, not an instance's.
+    assert (
+        environment["MF_METADATA_DB_HOST"]
+        == f"{cluster.state['name']}-id.cluster-abcdefghij.us-east-1.rds.amazonaws.com"
+    )
+    assert environment["MF_METADATA_DB_SSL_MODE"] == "require"
+    assert containers["metadata"]["healthCheck"]["interval"] == WAKING_HEALTH_CHECK_SECONDS == 10
+
+
+def test_without_scale_to_zero_the_health_check_is_unchanged() -> None:
+    [task] = offline("dev").of_type("aws:ecs/taskDefinition:TaskDefinition")
+    containers = {c["name"]: c for c in json.loads(task.inputs["containerDefinitions"])}
+    assert containers["metadata"]["healthCheck"]["interval"] == 30
+
+
+def integrations(run: OfflineRun) -> dict[str, Any]:
+    return {i.name: i for i in run.of_type("aws:apigatewayv2/integration:Integration")}
+
+
+def test_the_route_starts_at_the_waker_and_pulumi_never_moves_it(run: OfflineRun) -> None:
+    route = run.one("aws:apigatewayv2/route:Route")
+    waker = integrations(run)["metaflow-waker"]
+    assert route.inputs["routeKey"] == "$default"
+    assert route.inputs["target"].startswith("integrations/metaflow-waker-")
+    assert route.ignore_changes == ["target"]
+    assert route.inputs["authorizationType"] == "CUSTOM", "unauthenticated requests never reach the waker"
+    assert waker.inputs["integrationType"] == "AWS_PROXY" and waker.inputs["payloadFormatVersion"] == "2.0"
+
+
+def test_without_scale_to_zero_the_route_goes_to_the_service_and_pulumi_owns_it() -> None:
+    dev = offline("dev")
+    route = dev.one("aws:apigatewayv2/route:Route")
+    assert route.ignore_changes == []
+    assert list(integrations(dev)) == ["metaflow-metadata"]
+    assert dev.of_type("aws:scheduler/schedule:Schedule") == []
+
+
+def test_the_waker_is_wired_to_this_stacks_api_route_service_and_cloud_map(run: OfflineRun) -> None:
+    [waker] = [f.inputs for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
+    variables = waker["environment"]["variables"]
+    route = run.one("aws:apigatewayv2/route:Route")
+    service = run.one("aws:ecs/service:Service")
+    waker_integration = integrations(run)["metaflow-waker"]
+    assert waker["name"] == waker_function_name("metaflow-dev") == "metaflow-dev-waker"
+    assert (
+        waker_integration.inputs["integrationUri"]
+        == "arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"
+    )
+    assert route.inputs["target"] == f"integrations/{variables['WAKER_INTEGRATION_ID']}"
+    assert variables["API_ID"] == route.inputs["apiId"] == waker_integration.inputs["apiId"]
+    assert variables["SERVICE"] == service.state["name"]
+    assert variables["CLUSTER"] == service.inputs["cluster"].rsplit("/", 1)[-1]
+    assert variables["DISCOVERY_SERVICE_ID"] == "metadata-id"  # the Cloud Map service's id in the mocks
+    assert variables["SERVICE_INTEGRATION_ID"] != variables["WAKER_INTEGRATION_ID"]
+    assert variables["IDLE_MINUTES"] == "15" and variables["WATCH_SECONDS"] == str(WATCH_SECONDS)
+    assert waker["timeout"] == WAKER_TIMEOUT_SECONDS > WATCH_SECONDS
+
+
+def test_idle_minutes_reach_the_waker() -> None:
+    run = offline("dev", {**ON, "metadata:idleMinutes": 45})
+    [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
+    assert waker.inputs["environment"]["variables"]["IDLE_MINUTES"] == "45"
+
+
+def test_a_schedule_checks_every_minute_and_an_ecs_rule_reports_stopping_tasks(run: OfflineRun) -> None:
+    schedule = run.one("aws:scheduler/schedule:Schedule").inputs
+    assert schedule["scheduleExpression"] == TICK_SCHEDULE == "rate(1 minute)"
+    assert schedule["target"]["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"
+    assert json.loads(schedule["target"]["input"]) == {"action": "tick"}
+    pattern = json.loads(run.one("aws:cloudwatch/eventRule:EventRule").inputs["eventPattern"])
+    service = run.one("aws:ecs/service:Service")
+    assert pattern == {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Task State Change"],
+        "detail": {
+            "clusterArn": [service.inputs["cluster"]],
+            "group": [f"service:{service.state['name']}"],
+            "desiredStatus": ["STOPPED"],
+        },
+    }
+    target = run.one("aws:cloudwatch/eventTarget:EventTarget")
+    assert target.inputs["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"
+
+
+def test_only_this_api_this_rule_and_the_scheduler_role_may_run_the_waker(run: OfflineRun) -> None:
+    permissions = {p.name: p.inputs for p in run.of_type("aws:lambda/permission:Permission")}
+    assert permissions["metaflow-waker-api"]["principal"] == "apigateway.amazonaws.com"
+    assert permissions["metaflow-waker-api"]["sourceArn"].endswith("/*/$default")
+    assert permissions["metaflow-waker-events"]["principal"] == "events.amazonaws.com"
+    assert permissions["metaflow-waker-events"]["sourceArn"].startswith("arn:aws:events:us-east-1:")
+    policies = {p.name: policy_of(p.inputs) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    [statement] = policies["metaflow-waker-scheduler"]["Statement"]
+    assert statement["Action"] == ["lambda:InvokeFunction"]
+    assert statement["Resource"] == ["arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"]
+
+
+def test_the_waker_may_touch_only_this_service_and_this_route(run: OfflineRun) -> None:
+    policies = {p.name: policy_of(p.inputs) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    statements = {s["Sid"]: s for s in policies["metaflow-waker"]["Statement"]}
+    service = run.one("aws:ecs/service:Service")
+    cluster = service.inputs["cluster"].rsplit("/", 1)[-1]
+    route = run.one("aws:apigatewayv2/route:Route")
+    assert statements["StartAndStopTheService"]["Resource"] == [
+        f"arn:aws:ecs:us-east-1:123456789012:service/{cluster}/{service.state['name']}"
+    ]
+    assert statements["SeeTheirHealth"]["Resource"] == [f"arn:aws:ecs:us-east-1:123456789012:task/{cluster}/*"]
+    assert statements["SwitchTheRoute"]["Action"] == ["apigateway:GET", "apigateway:PATCH"]
+    assert statements["SwitchTheRoute"]["Resource"] == [
+        f"arn:aws:apigateway:us-east-1::/apis/{route.inputs['apiId']}/routes/{route.inputs['apiId']}"
+    ]  # the mocks give the API and its route the same id
+    assert statements["StartItsWatcher"]["Resource"] == [
+        "arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"
+    ]
+    discovery = run.one("aws:servicediscovery/service:Service")
+    assert statements["FindRegisteredTasks"]["Condition"] == {
+        "ArnEquals": {"servicediscovery:ServiceArn": discovery.state["arn"]}
+    }
+
+
+def test_the_profile_keeps_the_retry_count_that_outlasts_a_wake(run: OfflineRun) -> None:
+    assert run.outputs["metaflowProfile"]["METAFLOW_SERVICE_RETRY_COUNT"] == "9"
+
+
+def test_idle_cost_is_within_two_dollars_in_us_east_1(run: OfflineRun) -> None:
+    estimate = run.outputs["estimatedMonthlyCost"]
+    assert estimate["totalUsd"] == 1.42
+    assert {line["item"].split(" (")[0].split(":")[0] for line in estimate["lines"]} == {
+        "Aurora Serverless v2 compute",
+        "Aurora storage",
+        "Waker's idle check every minute",
+        "Secrets Manager",
+        "Cloud Map private DNS namespace",
+    }
+
+
+def test_the_private_ui_wakes_the_service_through_the_waker_and_people_may_call_it() -> None:
+    run = offline("dev", {**ON, "ui:enabled": True})
+    assert run.outputs["ui"]["wakeFunction"] == "metaflow-dev-waker"
+    statements = {s["Sid"]: s for s in policy_of(run.one("aws:iam/policy:Policy").inputs)["Statement"]}
+    assert statements["WakeTheMetadataService"] == {
+        "Sid": "WakeTheMetadataService",
+        "Effect": "Allow",
+        "Action": ["lambda:InvokeFunction"],
+        "Resource": ["arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"],
+    }
+
+
+def test_without_scale_to_zero_people_get_no_waker_to_call() -> None:
+    run = offline("dev", {"ui:enabled": True})
+    assert "wakeFunction" not in run.outputs["ui"]
+    sids = {s["Sid"] for s in policy_of(run.one("aws:iam/policy:Policy").inputs)["Statement"]}
+    assert "WakeTheMetadataService" not in sids

@@ -1,0 +1,431 @@
+"""The scale-to-zero waker against fake AWS APIs: ECS services, CloudWatch metrics and Cloud Map from moto;
+the HTTP API's route, Lambda's async invoke and ECS's task listing from fakes whose every request and
+answer is checked against botocore's model of the service. A fake clock; no network."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.validate import ParamValidator, validate_parameters
+from moto import mock_aws
+
+from metaflow_infra.lambdas import waker
+from metaflow_infra.lambdas.waker import Clients, Config
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:metaflow-waker"
+START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.UTC)
+
+
+class ModelChecked:
+    """Answers some operations of a boto3 client from `answers` (python name -> function of the request),
+    after checking the request, and then the answer, against botocore's model of the operation; other
+    operations go to `delegate` (a moto client) or fail. Records every call in order."""
+
+    def __init__(
+        self, service: str, answers: dict[str, Callable[..., dict[str, Any]]], calls: list[str], delegate: Any = None
+    ):
+        self._model_client = boto3.client(service, region_name=REGION)
+        self._answers, self._calls, self._delegate = answers, calls, delegate
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._answers:
+            if self._delegate is None:
+                raise AssertionError(f"unexpected call {name}")
+
+            def delegated(**request: Any) -> Any:
+                self._calls.append(name)
+                return getattr(self._delegate, name)(**request)
+
+            return delegated
+        operation = self._model_client.meta.service_model.operation_model(
+            self._model_client.meta.method_to_api_mapping[name]
+        )
+
+        def answer(**request: Any) -> dict[str, Any]:
+            validate_parameters(request, operation.input_shape)  # raises on a request AWS would refuse
+            self._calls.append(name)
+            response = self._answers[name](**request)
+            report = ParamValidator().validate(response, operation.output_shape)
+            assert not report.has_errors(), report.generate_report()
+            return response
+
+        return answer
+
+
+@dataclass
+class Task:
+    arn: str
+    last_status: str = "PROVISIONING"
+    health: str = "UNKNOWN"
+    desired_status: str = "RUNNING"
+    started_at: datetime.datetime | None = None
+
+
+@dataclass
+class World:
+    """The fake account: moto services plus the route, the tasks and the async invocations."""
+
+    config: Config
+    aws: Clients
+    ecs: Any
+    cloudwatch: Any
+    servicediscovery: Any
+    route_target: str
+    calls: list[str] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+    now: datetime.datetime = START
+    slept: list[float] = field(default_factory=list)
+
+    def desired(self) -> int:
+        return self.ecs.describe_services(cluster="metaflow", services=["metaflow-metadata"])["services"][0][
+            "desiredCount"
+        ]
+
+    def on_service(self) -> bool:
+        return self.route_target == self.config.target(True)
+
+    def add_task(self, task_id: str, last_status: str = "RUNNING", health: str = "HEALTHY") -> Task:
+        """A task ECS started and registered in Cloud Map (under its id, as ECS does)."""
+        task = Task(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/metaflow/{task_id}", last_status, health, started_at=self.now)
+        self.tasks.append(task)
+        self.servicediscovery.register_instance(
+            ServiceId=self.config.discovery_service_id,
+            InstanceId=task_id,
+            Attributes={"AWS_INSTANCE_IPV4": "10.0.0.5", "AWS_INSTANCE_PORT": "8080"},
+        )
+        return task
+
+    def task_ready(self, task_id: str = "1") -> Task:
+        return self.add_task(task_id)
+
+    def requests_at(self, minutes_ago: float, count: int = 1) -> None:
+        self.cloudwatch.put_metric_data(
+            Namespace="AWS/ApiGateway",
+            MetricData=[
+                {
+                    "MetricName": "Count",
+                    "Dimensions": [{"Name": "ApiId", "Value": self.config.api_id}],
+                    "Value": count,
+                    "Timestamp": self.now - datetime.timedelta(minutes=minutes_ago),
+                }
+            ],
+        )
+
+    def clock(self) -> float:
+        return self.now.timestamp()
+
+    def sleep(self, seconds: float) -> None:
+        self.calls.append(f"sleep {seconds:g}")
+        self.slept.append(seconds)
+        self.now += datetime.timedelta(seconds=seconds)
+
+    def run(self, event: dict[str, Any]) -> Any:
+        return waker.dispatch(event, FUNCTION_ARN, self.aws, self.config, self.clock, self.sleep)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName="service", Description="service", VpcId=vpc)["GroupId"]
+        ecs = boto3.client("ecs", region_name=REGION)
+        ecs.create_cluster(clusterName="metaflow")
+        definition = ecs.register_task_definition(
+            family="metaflow-dev-metadata",
+            containerDefinitions=[{"name": "metadata", "image": "netflixoss/metaflow_metadata_service:v2.5.1"}],
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu="256",
+            memory="1024",
+        )["taskDefinition"]["taskDefinitionArn"]
+        ecs.create_service(
+            cluster="metaflow",
+            serviceName="metaflow-metadata",
+            taskDefinition=definition,
+            desiredCount=0,
+            launchType="FARGATE",
+            networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}},
+        )
+        discovery = boto3.client("servicediscovery", region_name=REGION)
+        discovery.create_private_dns_namespace(Name="metaflow-dev.metaflow.internal", Vpc=vpc)
+        namespace = discovery.list_namespaces()["Namespaces"][0]["Id"]
+        discovery_id = discovery.create_service(
+            Name="metadata", NamespaceId=namespace, DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 10}]}
+        )["Service"]["Id"]
+        cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+        config = Config(
+            cluster="metaflow",
+            service="metaflow-metadata",
+            api_id="a1b2c3d4e5",
+            route_id="r0ute1d",
+            waker_integration_id="wakerint",
+            service_integration_id="vpclink1",
+            discovery_service_id=discovery_id,
+            idle_minutes=15,
+        )
+        calls: list[str] = []
+        state: dict[str, World] = {}
+
+        def get_route(ApiId: str, RouteId: str) -> dict[str, Any]:
+            return {"RouteId": RouteId, "RouteKey": "$default", "Target": state["world"].route_target}
+
+        def update_route(ApiId: str, RouteId: str, Target: str) -> dict[str, Any]:
+            state["world"].route_target = Target
+            return {"RouteId": RouteId, "RouteKey": "$default", "Target": Target}
+
+        def invoke(FunctionName: str, InvocationType: str, Payload: str) -> dict[str, Any]:
+            state["world"].invocations.append(
+                {"function": FunctionName, "type": InvocationType, "payload": json.loads(Payload)}
+            )
+            return {"StatusCode": 202}
+
+        def describe_tasks(cluster: str, tasks: list[str]) -> dict[str, Any]:
+            known = {t.arn.rsplit("/", 1)[-1]: t for t in state["world"].tasks}
+            described = []
+            for task_id in tasks:
+                task = known[task_id]
+                entry: dict[str, Any] = {
+                    "taskArn": task.arn,
+                    "lastStatus": task.last_status,
+                    "desiredStatus": task.desired_status,
+                    "healthStatus": task.health,
+                }
+                if task.started_at:
+                    entry["startedAt"] = task.started_at
+                described.append(entry)
+            return {"tasks": described, "failures": []}
+
+        aws = Clients(
+            ecs=ModelChecked("ecs", {"describe_tasks": describe_tasks}, calls, ecs),
+            apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": update_route}, calls),
+            cloudwatch=ModelChecked("cloudwatch", {}, calls, cloudwatch),
+            servicediscovery=ModelChecked("servicediscovery", {}, calls, discovery),
+            lambda_=ModelChecked("lambda", {"invoke": invoke}, calls),
+        )
+        world = World(config, aws, ecs, cloudwatch, discovery, config.target(False), calls)
+        state["world"] = world
+        yield world
+
+
+HTTP_REQUEST = {
+    "version": "2.0",
+    "routeKey": "$default",
+    "rawPath": "/flows/HelloFlow",
+    "requestContext": {"http": {"method": "GET", "path": "/flows/HelloFlow"}},
+}
+
+
+def test_a_request_while_asleep_starts_one_task_and_gets_a_503_to_retry(world: World) -> None:
+    response = world.run(HTTP_REQUEST)
+    assert response["statusCode"] == 503
+    assert response["headers"]["Retry-After"] == "5"
+    assert "starting" in json.loads(response["body"])["message"]
+    assert world.desired() == 1
+    assert world.invocations == [{"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch"}}]
+    assert not world.on_service()
+
+
+def test_concurrent_wakes_ask_for_one_task_and_start_one_watcher(world: World) -> None:
+    for _ in range(5):
+        assert world.run(HTTP_REQUEST)["statusCode"] == 503
+    assert world.desired() == 1
+    assert len(world.invocations) == 1
+    assert world.calls.count("update_service") == 1
+
+
+def test_a_failing_wake_still_answers_503(world: World) -> None:
+    broken = Clients(**{**world.aws.__dict__, "ecs": None})  # every ECS call raises
+    response = waker.dispatch(HTTP_REQUEST, FUNCTION_ARN, broken, world.config)
+    assert response == waker.waking_response()
+
+
+def test_a_misconfigured_waker_still_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waker, "_aws", lambda: None)
+    for name in ("CLUSTER", "SERVICE", "API_ID"):
+        monkeypatch.delenv(name, raising=False)
+    context = type("Context", (), {"invoked_function_arn": FUNCTION_ARN})()
+    assert waker.handler(HTTP_REQUEST, context)["statusCode"] == 503
+    with pytest.raises(KeyError):
+        waker.handler({"action": "tick"}, context)
+
+
+def test_the_watcher_routes_to_the_task_only_once_it_is_registered_and_healthy(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    original_sleep = world.sleep
+    steps = iter(
+        [
+            lambda: world.add_task("0", "PENDING", "UNKNOWN"),  # registered, still starting
+            lambda: setattr(world.tasks[0], "last_status", "RUNNING"),  # running, first health check pending
+            lambda: setattr(world.tasks[0], "health", "HEALTHY"),
+        ]
+    )
+
+    def sleep_and_progress(seconds: float) -> None:
+        assert not world.on_service(), "routed to a task that was not ready"
+        original_sleep(seconds)
+        next(steps)()
+
+    world.sleep = sleep_and_progress  # type: ignore[method-assign]
+    assert world.run({"action": "watch"}) == "switched"
+    assert world.on_service()
+    assert world.slept == [5.0, 5.0, 5.0]
+
+
+def test_the_watcher_gives_up_after_its_deadline_and_stops_if_the_service_is_stopped(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    assert world.run({"action": "watch"}) == "gave up"
+    assert sum(world.slept) == world.config.watch_seconds
+    world.ecs.update_service(cluster="metaflow", service="metaflow-metadata", desiredCount=0)
+    assert world.run({"action": "watch"}) == "stopped"
+    assert not world.on_service()
+
+
+def test_a_tick_while_asleep_reads_no_metrics_and_changes_nothing(world: World) -> None:
+    assert world.run({"action": "tick"}) == "asleep"
+    assert "get_metric_statistics" not in world.calls and "update_route" not in world.calls
+    assert world.calls == ["describe_services", "get_route"]
+
+
+def test_a_tick_keeps_a_service_that_had_a_request_within_the_idle_time(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.now += datetime.timedelta(minutes=30)
+    world.requests_at(minutes_ago=14)
+    assert world.run({"action": "tick"}) == "serving"
+    assert world.desired() == 1 and world.on_service()
+
+
+def test_a_tick_never_stops_a_task_younger_than_the_idle_time(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.now += datetime.timedelta(minutes=14)
+    assert world.run({"action": "tick"}) == "serving"
+
+
+def test_an_idle_service_is_stopped_after_the_route_leaves_it_and_requests_drain(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.requests_at(minutes_ago=0)
+    world.now += datetime.timedelta(minutes=16)
+    world.calls.clear()
+    assert world.run({"action": "tick"}) == "stopped"
+    order = [call for call in world.calls if call in ("update_route", "sleep 45", "update_service")]
+    assert order == ["update_route", "sleep 45", "update_service"]
+    assert world.desired() == 0 and not world.on_service()
+
+
+def test_a_request_during_the_drain_keeps_the_service(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.now += datetime.timedelta(minutes=16)
+
+    def a_request_arrives(seconds: float) -> None:
+        world.now += datetime.timedelta(seconds=seconds)
+        assert world.run(HTTP_REQUEST)["statusCode"] == 503  # the waker sees the task ready: routes back
+
+    world.sleep = a_request_arrives  # type: ignore[method-assign]
+    assert world.run({"action": "tick"}) == "stop abandoned"
+    assert world.desired() == 1 and world.on_service()
+
+
+def test_a_tick_routes_to_a_ready_task_a_lost_watcher_left_behind(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    assert world.run({"action": "tick"}) == "switched"
+    assert world.on_service()
+
+
+def test_a_wake_nobody_came_back_for_is_stopped_after_the_idle_time(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.add_task("stuck", "PENDING", "UNKNOWN").started_at = None
+    assert world.run({"action": "tick"}) == "starting"
+    world.now += datetime.timedelta(minutes=20)
+    # The service's deployment changed at the wake (moto stamps real time): the fallback "up since".
+    world.now = max(world.now, datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=16))
+    assert world.run({"action": "tick"}) == "stopped"
+    assert world.desired() == 0
+
+
+def stopping(task_arn: str) -> dict[str, Any]:
+    return {
+        "source": "aws.ecs",
+        "detail-type": "ECS Task State Change",
+        "detail": {"taskArn": task_arn, "desiredStatus": "STOPPED", "lastStatus": "RUNNING"},
+    }
+
+
+def test_a_stopping_task_puts_the_waker_in_front_and_watches_its_replacement(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.invocations.clear()
+    interrupted = world.tasks[0]
+    interrupted.desired_status = "STOPPED"  # Spot or a crash: the service still wants one task
+    assert world.run(stopping(interrupted.arn)) == "replacing"
+    assert not world.on_service()
+    assert world.invocations == [{"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch"}}]
+
+
+def test_a_deploy_keeps_the_route_when_the_new_task_is_ready(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready("old")
+    world.run({"action": "watch"})
+    world.task_ready("new")
+    assert world.run(stopping(world.tasks[0].arn)) == "another task serves"
+    assert world.on_service()
+
+
+def test_the_idle_stop_event_leaves_the_waker_in_front_without_a_watcher(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.invocations.clear()
+    world.ecs.update_service(cluster="metaflow", service="metaflow-metadata", desiredCount=0)
+    world.tasks[0].desired_status = "STOPPED"
+    assert world.run(stopping(world.tasks[0].arn)) == "waker in front"
+    assert not world.on_service() and world.invocations == []
+
+
+def test_the_ui_command_wakes_the_service_the_same_way(world: World) -> None:
+    assert world.run({"action": "wake"}) == "starting"
+    assert world.desired() == 1
+    world.task_ready()
+    assert world.run({"action": "wake"}) == "ready"
+    assert world.on_service()
+
+
+def test_an_unknown_event_is_an_error_not_a_silent_success(world: World) -> None:
+    with pytest.raises(ValueError, match="unknown event"):
+        world.run({"something": "else"})
+
+
+def test_config_comes_from_the_functions_environment() -> None:
+    env = {
+        "CLUSTER": "c",
+        "SERVICE": "s",
+        "API_ID": "a",
+        "ROUTE_ID": "r",
+        "WAKER_INTEGRATION_ID": "w",
+        "SERVICE_INTEGRATION_ID": "v",
+        "DISCOVERY_SERVICE_ID": "srv-1",
+        "IDLE_MINUTES": "30",
+    }
+    config = Config.from_env(env)
+    assert config.idle_minutes == 30 and config.drain_seconds == 45 and config.watch_seconds == 600
+    assert config.target(True) == "integrations/v" and config.target(False) == "integrations/w"
+    assert config.drain_seconds > 30, "longer than API Gateway's integration timeout"
