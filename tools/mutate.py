@@ -199,6 +199,8 @@ class MutantFinder:
                 self.quiet.add(id(node.value))  # docstrings, attribute docstrings: no-op statements
             elif isinstance(node, ast.JoinedStr):
                 self._quiet_subtree(node)  # f-string fragments (and 3.11's unreliable inner positions)
+            elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                self._quiet_subtree(node.value)  # only star-imports read __all__: no behaviour to change
             elif isinstance(node, ast.Raise):
                 self._quiet_subtree(node.exc)
                 self._quiet_subtree(node.cause)
