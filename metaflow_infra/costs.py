@@ -600,7 +600,7 @@ class ScaleToZeroComparison:
 
 
 def scale_to_zero_comparison(settings: Settings, table: PriceTable | None = None) -> ScaleToZeroComparison:
-    """`settings` with metadata:scaleToZero, against the same stack always on (the preset's own service)."""
+    """`settings` with metadata:scaleToZero, against the same stack always on with dev's Fargate Spot service."""
     always_on = settings.model_copy(
         update={"metadata": settings.metadata.model_copy(update={"scale_to_zero": False, "spot": True})}
     )
@@ -650,6 +650,13 @@ def terraform_defaults_estimate(region: str, table: PriceTable | None = None, se
 def estimate_output(settings: Settings, public_subnets: bool) -> dict[str, Any]:
     """The `estimatedMonthlyCost` stack output; an explicit error instead of a guess when data is missing."""
     try:
-        return estimate_monthly_cost(settings, public_subnets).as_output()
+        output = estimate_monthly_cost(settings, public_subnets).as_output()
+        if settings.metadata.enabled and settings.metadata.scale_to_zero:
+            hour = awake_hour(settings, public_subnets)
+            output["awakeHourUsd"] = round(sum(line.usd for line in hour), 4)
+            output["awakeHour"] = [
+                {"item": line.item, "usd": round(line.usd, 6), "source": line.source} for line in hour
+            ]
+        return output
     except PriceDataError as err:
         return {"region": settings.region, "error": str(err), "totalUsd": None}

@@ -225,6 +225,9 @@ def _cost_rows(estimate: Mapping[str, Any]) -> list[str]:
             f"{line['unitUsd']:>9.4f} {line['monthlyUsd']:>9.2f}"
         )
     rows.append(f"  {'total':<74} {'':>9} {'':<14} {'':>9} {estimate['totalUsd']:>9.2f}")
+    if "awakeHourUsd" in estimate:  # scale to zero: what each hour the service is awake adds
+        awake = "; ".join(f"{line['item']} ${line['usd']:.4f}" for line in estimate["awakeHour"])
+        rows.append(f"  each hour awake (scale to zero) adds ${estimate['awakeHourUsd']:.4f}: {awake}")
     if estimate.get("pricedWith"):
         rows.append("  " + priced_with_note(estimate["region"], estimate["pricedWith"]))
     elif estimate["estimatedItems"]:

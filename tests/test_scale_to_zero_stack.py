@@ -229,3 +229,10 @@ def test_without_scale_to_zero_people_get_no_waker_to_call() -> None:
     assert "wakeFunction" not in run.outputs["ui"]
     sids = {s["Sid"] for s in policy_of(run.one("aws:iam/policy:Policy").inputs)["Statement"]}
     assert "WakeTheMetadataService" not in sids
+
+
+def test_the_estimate_output_adds_what_an_awake_hour_costs(run: OfflineRun) -> None:
+    estimate = run.outputs["estimatedMonthlyCost"]
+    assert estimate["awakeHourUsd"] == 0.0802
+    assert estimate["awakeHour"][0]["item"] == "Aurora Serverless v2 at 0.5 ACU"
+    assert "awakeHourUsd" not in offline("dev").outputs["estimatedMonthlyCost"]

@@ -429,3 +429,21 @@ def test_config_comes_from_the_functions_environment() -> None:
     assert config.idle_minutes == 30 and config.drain_seconds == 45 and config.watch_seconds == 600
     assert config.target(True) == "integrations/v" and config.target(False) == "integrations/w"
     assert config.drain_seconds > 30, "longer than API Gateway's integration timeout"
+
+
+def test_the_waker_ships_as_one_file_needing_only_what_the_lambda_runtime_has() -> None:
+    """It is deployed alone (scale_to_zero.py zips this one file): nothing from this package, only the standard
+    library and the boto3 the Python runtime includes."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    tree = ast.parse(Path(waker.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported - sys.stdlib_module_names == {"boto3", "botocore"}
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree)), "no relative imports"
