@@ -134,7 +134,8 @@ class World:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    with mock_aws():
+    # One boto3 session for every test: a new one per test reloads botocore's service models (most of the time).
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         ec2 = boto3.client("ec2", region_name=REGION)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
