@@ -16,6 +16,7 @@ from metaflow_infra.costs import estimate_monthly_cost
 from metaflow_infra.metadata import one_extra_task_percent
 from metaflow_infra.network import nat_for_zone, subnet_cidrs
 from metaflow_infra.offline import DeclaredResource, OfflineRun, SubnetFixture
+from metaflow_infra.settings.models import EndpointService
 
 SUBNET = "aws:ec2/subnet:Subnet"
 ROUTE = "aws:ec2/route:Route"
@@ -170,6 +171,18 @@ def test_s3_goes_through_a_free_gateway_endpoint_on_the_private_routes(productio
     # Compared as sets: the mocks register the tables in whatever order their inputs resolve.
     assert len(endpoint["routeTableIds"]) == len(private_tables) == 3
     assert set(endpoint["routeTableIds"]) == private_tables
+
+
+def test_each_interface_endpoint_choice_takes_every_vpc_endpoint_service_its_callers_need() -> None:
+    # AWS's PrivateLink guides: pulling an image calls ecr.api and ecr.dkr; the ECS agent calls ecs,
+    # ecs-agent and ecs-telemetry.
+    assert {choice.value: choice.aws_services for choice in EndpointService} == {
+        "ecr": ("ecr.api", "ecr.dkr"),
+        "logs": ("logs",),
+        "secretsmanager": ("secretsmanager",),
+        "sts": ("sts",),
+        "ecs": ("ecs", "ecs-agent", "ecs-telemetry"),
+    }
 
 
 def test_interface_endpoints_on_request_in_every_private_subnet_open_to_the_vpc_on_https_only() -> None:
