@@ -118,13 +118,8 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
         authorizer_result_ttl_in_seconds=AUTHORIZER_CACHE_SECONDS,
         opts=owner.child(),
     )
-    aws.lambda_.Permission(
-        owner.named("authorizer"),
-        action="lambda:InvokeFunction",
-        function=function.name,
-        principal="apigateway.amazonaws.com",
-        source_arn=pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id),
-        opts=owner.child(),
+    allow_api_to_invoke(
+        owner, "authorizer", function, pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id)
     )
     waker_integration = None
     if args.waker_function_arn is not None:
@@ -154,3 +149,17 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
     stage = aws.apigatewayv2.Stage(name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child())
     url = pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0])
     return Endpoint(url, api, route, integration, waker_integration)
+
+
+def allow_api_to_invoke(
+    owner: Component, purpose: str, function: aws.lambda_.Function, source_arn: pulumi.Input[str]
+) -> None:
+    """Let API Gateway run `function`, from `source_arn` (one authorizer or one route) only."""
+    aws.lambda_.Permission(
+        owner.named(purpose),
+        action="lambda:InvokeFunction",
+        function=function.name,
+        principal="apigateway.amazonaws.com",
+        source_arn=source_arn,
+        opts=owner.child(),
+    )

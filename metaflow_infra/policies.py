@@ -320,7 +320,7 @@ def waker_policy(
         },
         # GetMetricStatistics accepts no resource-level permissions: "*" is all AWS allows.
         {"Sid": "CountRequests", "Effect": "Allow", "Action": ["cloudwatch:GetMetricStatistics"], "Resource": "*"},
-        {"Sid": "StartItsWatcher", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]},
+        invoke_statement("StartItsWatcher", function_arn),
         {
             "Sid": "WriteOneLogGroup",
             "Effect": "Allow",
@@ -330,23 +330,19 @@ def waker_policy(
     )
 
 
+def invoke_statement(sid: str, function_arn: str) -> Statement:
+    """Run one Lambda function."""
+    return {"Sid": sid, "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]}
+
+
 def wake_statements(function_arn: str) -> list[Statement]:
     """For people opening the private UI of a scale-to-zero stack: wake the metadata service first."""
-    return [
-        {
-            "Sid": "WakeTheMetadataService",
-            "Effect": "Allow",
-            "Action": ["lambda:InvokeFunction"],
-            "Resource": [function_arn],
-        }
-    ]
+    return [invoke_statement("WakeTheMetadataService", function_arn)]
 
 
 def invoke_function_policy(function_arn: str) -> Policy:
     """For EventBridge Scheduler's role: run one function."""
-    return document(
-        {"Sid": "RunOneFunction", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]}
-    )
+    return document(invoke_statement("RunOneFunction", function_arn))
 
 
 def tls_only_bucket_policy(bucket_arn: str) -> Policy:

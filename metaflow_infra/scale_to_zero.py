@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .endpoint import log_group
+from .endpoint import allow_api_to_invoke, log_group
 from .policies import invoke_function_policy, waker_policy
 
 TICK_SCHEDULE = "rate(1 minute)"
@@ -102,14 +102,7 @@ def declare_waker(
         logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
         opts=owner.child(),
     )
-    aws.lambda_.Permission(
-        owner.named("waker-api"),
-        action="lambda:InvokeFunction",
-        function=function.name,
-        principal="apigateway.amazonaws.com",
-        source_arn=pulumi.Output.concat(api.execution_arn, "/*/$default"),
-        opts=owner.child(),
-    )
+    allow_api_to_invoke(owner, "waker-api", function, pulumi.Output.concat(api.execution_arn, "/*/$default"))
     _schedule_ticks(owner, function)
     _watch_stopping_tasks(owner, args, function)
     return function
