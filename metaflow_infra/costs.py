@@ -371,11 +371,11 @@ def estimate_monthly_cost(
                 table.price(region, "cloudwatch_alarm_month"),
             )
 
-    usage = USAGE_NOT_INCLUDED + _usage_of(settings)
+    usage = USAGE_NOT_INCLUDED + _usage_of(settings, public_subnets, table)
     return CostEstimate(region, lines.lines, table.read_on, lines.estimated, usage, table.priced_with(region))
 
 
-def _usage_of(settings: Settings) -> tuple[str, ...]:
+def _usage_of(settings: Settings, public_subnets: bool, table: PriceTable) -> tuple[str, ...]:
     """Usage charges only some stacks have: what NAT, interface endpoints and SSE-KMS bill per GB or request."""
     usage = []
     if settings.network.vpc_id is None and settings.network.nat_gateways > 0:
@@ -388,9 +388,11 @@ def _usage_of(settings: Settings) -> tuple[str, ...]:
     if settings.datastore.kms_key is not None:
         usage.append("KMS requests of the datastore key (few: the S3 bucket key absorbs most)")
     if settings.metadata.enabled and settings.metadata.scale_to_zero:
+        awake = sum(line.usd for line in awake_hour(settings, public_subnets, table))
         usage.append(
-            "scale to zero while awake: Aurora from 0.5 ACU, the on-demand service task and its address (about $0.08 "
-            "an hour in us-east-1; `plan --compare`), Aurora I/O requests, and the waker's runs during a wake"
+            f"scale to zero while awake: Aurora from {AURORA_AWAKE_ACU:g} ACU, the on-demand service task and its "
+            f"address (about ${awake:.2f} an hour in {settings.region}; `plan --compare`), Aurora I/O requests, and "
+            "the waker's runs during a wake"
         )
     return tuple(usage)
 
