@@ -4,6 +4,7 @@ parameter groups, and its generated password in Secrets Manager."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,9 @@ class DatabaseArgs:
     security_group_id: pulumi.Input[str]
     serverless: bool = False
     """Aurora Serverless v2 at 0 ACU with auto-pause (metadata:scaleToZero) instead of an RDS instance."""
+    data_api: bool = False
+    """With `serverless`: turn on the cluster's RDS Data API, so the waker can resume it without a connection of
+    its own (the waker runs outside the VPC) while the service's task starts."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,26 @@ class DatabaseEndpoint:
     name: str
     user: str
     password_secret_arn: pulumi.Output[str]
+    password_key: str | None = None
+    """The JSON key of the password in the secret, or None when the secret is the password itself."""
+    data_api_cluster_arn: pulumi.Output[str] | None = None
+    """The cluster whose RDS Data API is on (DatabaseArgs.data_api); the secret then holds `username` too."""
+
+
+DATA_API_PASSWORD_KEY = "password"
+"""The RDS Data API reads a cluster's credentials from a secret holding JSON with `username` and `password`."""
+
+
+def data_api_credentials(user: str, password: str) -> str:
+    return json.dumps({"username": user, "password": password})
 
 
 def connection_environment(
-    host: str, port: int, name: str, user: str, password_secret_arn: str
+    host: str, port: int, name: str, user: str, password_secret_arn: str, password_key: str | None = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The metadata-service image's database settings, as ECS container `environment` and `secrets`:
-    the password only as an ECS secret. Shared by every container that runs that image."""
+    the password only as an ECS secret (one JSON key of it with `password_key`). Shared by every container that
+    runs that image."""
     environment = [
         {"name": "MF_METADATA_DB_HOST", "value": host},
         {"name": "MF_METADATA_DB_PORT", "value": str(port)},
@@ -60,7 +77,9 @@ def connection_environment(
         # PostgreSQL 15+ on RDS forces TLS (rds.force_ssl=1); images from v2.4.6 honour this.
         {"name": "MF_METADATA_DB_SSL_MODE", "value": "require"},
     ]
-    return environment, [{"name": "MF_METADATA_DB_PSWD", "valueFrom": password_secret_arn}]
+    # ECS takes one key of a JSON secret as `<arn>:<key>::` (the last two fields: version stage and id).
+    value_from = f"{password_secret_arn}:{password_key}::" if password_key else password_secret_arn
+    return environment, [{"name": "MF_METADATA_DB_PSWD", "valueFrom": value_from}]
 
 
 def extended_support_choice(settings: DbSettings) -> str:
@@ -80,10 +99,13 @@ class Database(Component):
         password = random.RandomPassword(
             self.named("db-password"), length=40, special=False, opts=self._moved("db-password")
         )
+        data_api = args.serverless and args.data_api
         secret = stored_secret(
             self.named("db-password"),
             "Metaflow metadata database: master password",
-            password.result,
+            password.result.apply(lambda value: data_api_credentials(DATABASE_USER, value))
+            if data_api
+            else password.result,
             self._moved("db-password"),
         )
         subnets = aws.rds.SubnetGroup(
@@ -98,14 +120,22 @@ class Database(Component):
                 self.named("db-final-snapshot"), byte_length=4, opts=self._moved("db-final-snapshot")
             )
             final_snapshot = suffix.hex.apply(lambda hex_suffix: self.labelled(f"db-final-{hex_suffix}"))
+        cluster_arn: pulumi.Output[str] | None = None
         if args.serverless:
             cluster = self._aurora(args, password.result, subnets.name, final_snapshot)
             address, port, self.instance_id = cluster.endpoint, cluster.port, cluster.cluster_identifier
+            cluster_arn = cluster.arn if data_api else None
         else:
             instance = self._instance(args, password.result, subnets.name, final_snapshot)
             address, port, self.instance_id = instance.address, instance.port, instance.identifier
         self.endpoint = DatabaseEndpoint(
-            address=address, port=port, name=DATABASE_NAME, user=DATABASE_USER, password_secret_arn=secret.arn
+            address=address,
+            port=port,
+            name=DATABASE_NAME,
+            user=DATABASE_USER,
+            password_secret_arn=secret.arn,
+            password_key=DATA_API_PASSWORD_KEY if data_api else None,
+            data_api_cluster_arn=cluster_arn,
         )
         self.register_outputs({"address": address})
 
@@ -202,6 +232,8 @@ class Database(Component):
             db_subnet_group_name=subnet_group,
             vpc_security_group_ids=[args.security_group_id],
             db_cluster_parameter_group_name=parameters.name,
+            # The RDS Data API: an HTTPS call from the waker resumes the paused database (no charge while unused).
+            enable_http_endpoint=args.data_api or None,
             storage_encrypted=True,
             backup_retention_period=settings.backup_retention_days,
             preferred_backup_window=settings.backup_window,

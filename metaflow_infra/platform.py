@@ -20,7 +20,7 @@ from .policies import Statement, wake_statements
 from .profile import MetadataEndpoint, ProfileInputs, metaflow_profile
 from .registry import Registry
 from .scale_to_zero import waker_function_arn
-from .settings import SECRET_PROVIDER_SETTINGS, AwsSettings, Settings, provider_settings
+from .settings import SECRET_PROVIDER_SETTINGS, AwsSettings, Settings, data_api_regions, provider_settings
 from .step_functions import StepFunctions, StepFunctionsArgs
 from .step_secrets import StepSecrets
 from .ui import UI, UiArgs, ingress_cidrs, listener_ports
@@ -91,7 +91,13 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
     if groups is not None:
         database = Database(
             prefix,
-            DatabaseArgs(settings.db, network.subnet_ids, groups.database, serverless=settings.metadata.scale_to_zero),
+            DatabaseArgs(
+                settings.db,
+                network.subnet_ids,
+                groups.database,
+                serverless=settings.metadata.scale_to_zero,
+                data_api=settings.metadata.scale_to_zero and settings.region in data_api_regions(),
+            ),
             opts=opts,
         )
         service = MetadataService(

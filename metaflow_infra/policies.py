@@ -287,10 +287,30 @@ def waker_policy(
     discovery_service_arn: str,
     function_arn: str,
     log_group_arn: str,
+    database_cluster_arn: str | None = None,
+    database_secret_arn: str | None = None,
 ) -> Policy:
     """The scale-to-zero waker: start, watch and stop one ECS service, switch one route, read the API's request
-    count, start its own watcher, write its logs."""
+    count, start its own watcher, write its logs; with the database's Data API on, resume that one database
+    (the Data API reads the credentials' secret with the caller's own permission: RDS Data API guide,
+    "Authorizing access to the Amazon RDS Data API")."""
     ecs = f"arn:{partition}:ecs:{region}:{account}"
+    database: list[Statement] = []
+    if database_cluster_arn is not None and database_secret_arn is not None:
+        database = [
+            {
+                "Sid": "ResumeTheDatabase",
+                "Effect": "Allow",
+                "Action": ["rds-data:ExecuteStatement"],
+                "Resource": [database_cluster_arn],
+            },
+            {
+                "Sid": "ReadItsCredentials",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": [database_secret_arn],
+            },
+        ]
     return document(
         {
             "Sid": "StartAndStopTheService",
@@ -327,6 +347,7 @@ def waker_policy(
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             "Resource": [f"{log_group_arn}:log-stream:*"],
         },
+        *database,
     )
 
 

@@ -36,6 +36,16 @@ class WakerArgs:
     discovery_service_id: pulumi.Input[str]
     discovery_service_arn: pulumi.Input[str]
     idle_minutes: int
+    database: WakerDatabase | None = None
+    """The database the watcher resumes through the RDS Data API; None where the Data API is off."""
+
+
+@dataclass(frozen=True)
+class WakerDatabase:
+    cluster_arn: pulumi.Input[str]
+    secret_arn: pulumi.Input[str]
+    """Holds `username` and `password` as JSON, as the Data API requires."""
+    name: str
 
 
 def waker_function_name(scoped_name: str) -> str:
@@ -58,8 +68,16 @@ def declare_waker(
     """The waker function, allowed to be run by the API (on its route), the schedule and the ECS rule."""
     logs = log_group(owner, "waker")
     function_arn = waker_function_arn(owner, args)
+    database = args.database
     policy = pulumi.Output.all(
-        args.cluster_name, args.service_name, api.id, route.id, args.discovery_service_arn, logs.arn
+        args.cluster_name,
+        args.service_name,
+        api.id,
+        route.id,
+        args.discovery_service_arn,
+        logs.arn,
+        database.cluster_arn if database else None,
+        database.secret_arn if database else None,
     ).apply(
         lambda values: waker_policy(
             partition=owner.partition,
@@ -72,6 +90,8 @@ def declare_waker(
             discovery_service_arn=values[4],
             function_arn=function_arn,
             log_group_arn=values[5],
+            database_cluster_arn=values[6],
+            database_secret_arn=values[7],
         )
     )
     role = owner.service_role("waker", "lambda.amazonaws.com", inline=policy)
@@ -97,6 +117,16 @@ def declare_waker(
                 "DISCOVERY_SERVICE_ID": args.discovery_service_id,
                 "IDLE_MINUTES": str(args.idle_minutes),
                 "WATCH_SECONDS": str(WATCH_SECONDS),
+                # ARNs only: the Data API reads the credentials from the secret itself.
+                **(
+                    {
+                        "DB_CLUSTER_ARN": database.cluster_arn,
+                        "DB_SECRET_ARN": database.secret_arn,
+                        "DB_NAME": database.name,
+                    }
+                    if database
+                    else {}
+                ),
             }
         ),
         logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),

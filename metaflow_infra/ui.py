@@ -196,7 +196,9 @@ class UI(Component):
     def _container(
         args: UiArgs, log_group_name: str, host: str, port: int, secret_arn: str, bucket_name: str
     ) -> dict[str, Any]:
-        environment, secrets = connection_environment(host, port, args.database.name, args.database.user, secret_arn)
+        environment, secrets = connection_environment(
+            host, port, args.database.name, args.database.user, secret_arn, args.database.password_key
+        )
         return {
             "name": CONTAINER,
             "image": args.image,

@@ -343,3 +343,29 @@ def test_the_scheduler_may_run_one_function() -> None:
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function]}],
     }
+
+
+def test_the_waker_may_resume_one_database_and_read_its_credentials_only() -> None:
+    """With the Data API on: ExecuteStatement on the cluster, GetSecretValue on its one secret (the Data API
+    reads it with the caller's permission), appended to the same statements."""
+    arguments: dict[str, Any] = {
+        "partition": "aws",
+        "region": "us-east-1",
+        "account": ACCOUNT,
+        "cluster": "c",
+        "service": "s",
+        "api_id": "api1",
+        "route_id": "rt1",
+        "discovery_service_arn": f"arn:aws:servicediscovery:us-east-1:{ACCOUNT}:service/srv-1",
+        "function_arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:f",
+        "log_group_arn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:g",
+    }
+    cluster = f"arn:aws:rds:us-east-1:{ACCOUNT}:cluster:db-1"
+    secret = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:db-password-AbCdEf"
+    without = waker_policy(**arguments)["Statement"]
+    with_data_api = waker_policy(**arguments, database_cluster_arn=cluster, database_secret_arn=secret)["Statement"]
+    assert with_data_api[: len(without)] == without
+    assert without_sids(with_data_api[len(without) :]) == [
+        allow(["rds-data:ExecuteStatement"], [cluster]),
+        allow(["secretsmanager:GetSecretValue"], [secret]),
+    ]

@@ -65,6 +65,52 @@ def test_the_password_is_generated_kept_in_secrets_manager_and_never_in_the_task
         assert secret["name"] == "MF_METADATA_DB_PSWD" and ":secret:metaflow-db-password" in secret["valueFrom"]
 
 
+def test_the_waker_resumes_the_database_through_the_data_api_knowing_only_arns(run: OfflineRun) -> None:
+    """The Data API reads `username` and `password` from the secret with the waker's own permission; the
+    password is never in the waker's settings, and the task takes only the secret's `password` key."""
+    cluster = run.one("aws:rds/cluster:Cluster")
+    assert cluster.inputs["enableHttpEndpoint"] is True
+    [password] = [
+        p for p in run.of_type("random:index/randomPassword:RandomPassword") if p.name == "metaflow-db-password"
+    ]
+    [secret] = [s for s in run.of_type("aws:secretsmanager/secret:Secret") if s.name == "metaflow-db-password"]
+    [version] = [
+        v for v in run.of_type("aws:secretsmanager/secretVersion:SecretVersion") if v.name == "metaflow-db-password"
+    ]
+    assert json.loads(version.inputs["secretString"]) == {"username": "metaflow", "password": password.state["result"]}
+    assert "secretString" in version.secret_inputs
+    [task] = run.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    for container in json.loads(task.inputs["containerDefinitions"]):
+        assert [s["valueFrom"] for s in container["secrets"]] == [f"{secret.state['arn']}:password::"]
+    [waker] = [f.inputs for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
+    variables = waker["environment"]["variables"]
+    assert (variables["DB_CLUSTER_ARN"], variables["DB_SECRET_ARN"]) == (cluster.state["arn"], secret.state["arn"])
+    assert variables["DB_NAME"] == "metaflow"
+    assert password.state["result"] not in json.dumps(variables)
+    policies = {p.name: policy_of(p.inputs) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    statements = {s["Sid"]: s for s in policies["metaflow-waker"]["Statement"]}
+    assert statements["ResumeTheDatabase"]["Action"] == ["rds-data:ExecuteStatement"]
+    assert statements["ResumeTheDatabase"]["Resource"] == [cluster.state["arn"]]
+    assert statements["ReadItsCredentials"]["Resource"] == [secret.state["arn"]]
+
+
+def test_where_the_data_api_is_not_documented_the_migrator_resumes_the_database_as_before() -> None:
+    """eu-west-1's row of AWS's Data API table is not among those read (postgres.toml [data_api])."""
+    run = offline("dev", ON, region="eu-west-1")
+    assert run.one("aws:rds/cluster:Cluster").inputs.get("enableHttpEndpoint") is None
+    [version] = [
+        v for v in run.of_type("aws:secretsmanager/secretVersion:SecretVersion") if v.name == "metaflow-db-password"
+    ]
+    assert not version.inputs["secretString"].startswith("{")
+    [task] = run.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    for container in json.loads(task.inputs["containerDefinitions"]):
+        assert not container["secrets"][0]["valueFrom"].endswith("::")
+    [waker] = [f.inputs for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
+    assert "DB_CLUSTER_ARN" not in waker["environment"]["variables"]
+    policies = {p.name: policy_of(p.inputs) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    assert "ResumeTheDatabase" not in {s["Sid"] for s in policies["metaflow-waker"]["Statement"]}
+
+
 def test_the_service_starts_at_no_task_on_demand_and_pulumi_leaves_its_count_to_the_waker(run: OfflineRun) -> None:
     service = run.one("aws:ecs/service:Service")
     assert service.inputs["desiredCount"] == 0
@@ -83,7 +129,7 @@ def test_the_task_connects_to_the_aurora_endpoint_and_checks_its_health_often(ru
         == f"{cluster.state['name']}-id.cluster-abcdefghij.us-east-1.rds.amazonaws.com"
     )
     assert environment["MF_METADATA_DB_SSL_MODE"] == "require"
-    assert containers["metadata"]["healthCheck"]["interval"] == WAKING_HEALTH_CHECK_SECONDS == 10
+    assert containers["metadata"]["healthCheck"]["interval"] == WAKING_HEALTH_CHECK_SECONDS == 5  # ECS's least
 
 
 def test_without_scale_to_zero_the_health_check_is_unchanged() -> None:
@@ -222,6 +268,10 @@ def test_the_private_ui_wakes_the_service_through_the_waker_and_people_may_call_
         "Action": ["lambda:InvokeFunction"],
         "Resource": ["arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"],
     }
+    # The UI backend reads the same database secret, now JSON: it takes the `password` key too.
+    for task in run.of_type("aws:ecs/taskDefinition:TaskDefinition"):
+        for container in json.loads(task.inputs["containerDefinitions"]):
+            assert container["secrets"][0]["valueFrom"].endswith(":password::")
 
 
 def test_without_scale_to_zero_people_get_no_waker_to_call() -> None:

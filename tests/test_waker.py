@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator, validate_parameters
 from moto import mock_aws
 
@@ -21,6 +22,8 @@ from metaflow_infra.lambdas.waker import Clients, Config
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:metaflow-waker"
+CLUSTER_ARN = f"arn:aws:rds:{REGION}:{ACCOUNT}:cluster:metaflow-db-1"
+SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:metaflow-db-password-AbCdEf"
 START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.UTC)
 
 
@@ -84,6 +87,8 @@ class World:
     invocations: list[dict[str, Any]] = field(default_factory=list)
     now: datetime.datetime = START
     slept: list[float] = field(default_factory=list)
+    database: str = "paused"
+    """The Aurora database as the Data API finds it: paused, resuming, available, or an error code it answers."""
 
     def desired(self) -> int:
         return self.ecs.describe_services(cluster="metaflow", services=["metaflow-metadata"])["services"][0][
@@ -174,6 +179,9 @@ def world() -> Iterator[World]:
             service_integration_id="vpclink1",
             discovery_service_id=discovery_id,
             idle_minutes=15,
+            database_cluster_arn=CLUSTER_ARN,
+            database_secret_arn=SECRET_ARN,
+            database_name="metaflow",
         )
         calls: list[str] = []
         state: dict[str, World] = {}
@@ -207,12 +215,23 @@ def world() -> Iterator[World]:
                 described.append(entry)
             return {"tasks": described, "failures": []}
 
+        def execute_statement(resourceArn: str, secretArn: str, database: str, sql: str) -> dict[str, Any]:
+            world = state["world"]
+            assert (resourceArn, secretArn, database, sql) == (CLUSTER_ARN, SECRET_ARN, "metaflow", "SELECT 1")
+            if world.database == "available":
+                return {"records": [[{"longValue": 1}]], "numberOfRecordsUpdated": 0}
+            code = "DatabaseResumingException" if world.database in ("paused", "resuming") else world.database
+            if world.database == "paused":
+                world.database = "resuming"  # the request itself resumes it
+            raise ClientError({"Error": {"Code": code, "Message": code}}, "ExecuteStatement")
+
         aws = Clients(
             ecs=ModelChecked("ecs", {"describe_tasks": describe_tasks}, calls, ecs),
             apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": update_route}, calls),
             cloudwatch=ModelChecked("cloudwatch", {}, calls, cloudwatch),
             servicediscovery=ModelChecked("servicediscovery", {}, calls, discovery),
             lambda_=ModelChecked("lambda", {"invoke": invoke}, calls),
+            rds_data=ModelChecked("rds-data", {"execute_statement": execute_statement}, calls),
         )
         world = World(config, aws, ecs, cloudwatch, discovery, config.target(False), calls)
         state["world"] = world
@@ -280,7 +299,36 @@ def test_the_watcher_routes_to_the_task_only_once_it_is_registered_and_healthy(w
     world.sleep = sleep_and_progress  # type: ignore[method-assign]
     assert world.run({"action": "watch"}) == "switched"
     assert world.on_service()
-    assert world.slept == [5.0, 5.0, 5.0]
+    assert world.slept == [2.0, 2.0, 2.0]
+
+
+def test_the_watcher_resumes_the_paused_database_before_the_task_is_up(world: World) -> None:
+    """The Data API call answers at once (DatabaseResumingException) and the database resumes while Fargate
+    places the task and pulls its image: the migrator later finds it available."""
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    assert world.run({"action": "watch"}) == "switched"
+    assert world.database == "resuming"
+    assert world.calls.index("execute_statement") < world.calls.index("update_route")
+    assert world.calls.count("execute_statement") == 1
+
+
+@pytest.mark.parametrize("answer", ["available", "AccessDeniedException", "HttpEndpointNotEnabledException"])
+def test_the_watcher_routes_whatever_the_data_api_answers(world: World, answer: str) -> None:
+    """An awake database, a missing permission or a Data API turned off only lose the early resume."""
+    world.database = answer
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    assert world.run({"action": "watch"}) == "switched"
+    assert waker.resume_database(world.aws, world.config) == ("awake" if answer == "available" else "not resumed")
+
+
+def test_without_the_data_api_the_watcher_leaves_the_database_to_the_migrator(world: World) -> None:
+    config = Config(**{**world.config.__dict__, "database_cluster_arn": None, "database_secret_arn": None})
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    assert waker.dispatch({"action": "watch"}, FUNCTION_ARN, world.aws, config, world.clock, world.sleep) == "switched"
+    assert "execute_statement" not in world.calls and world.database == "paused"
 
 
 def test_the_watcher_gives_up_after_its_deadline_and_stops_if_the_service_is_stopped(world: World) -> None:
@@ -428,6 +476,9 @@ def test_config_comes_from_the_functions_environment() -> None:
     }
     config = Config.from_env(env)
     assert config.idle_minutes == 30 and config.drain_seconds == 45 and config.watch_seconds == 600
+    assert config.database_cluster_arn is None, "no Data API unless the stack turned it on"
+    with_data_api = Config.from_env({**env, "DB_CLUSTER_ARN": CLUSTER_ARN, "DB_SECRET_ARN": SECRET_ARN, "DB_NAME": "m"})
+    assert (with_data_api.database_cluster_arn, with_data_api.database_secret_arn) == (CLUSTER_ARN, SECRET_ARN)
     assert config.target(True) == "integrations/v" and config.target(False) == "integrations/w"
     assert config.drain_seconds > 30, "longer than API Gateway's integration timeout"
 

@@ -8,8 +8,8 @@ VPC-link integration only while a task is RUNNING, HEALTHY and registered in Clo
 meets an empty Cloud Map service (whose answer AWS does not document). One function, five events:
 
 - an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503;
-- `{"action": "watch"}` (started by a wake, asynchronously): poll until a task is ready, then switch the
-  route to the service;
+- `{"action": "watch"}` (started by a wake, asynchronously): resume the paused database through the RDS Data
+  API while the task starts, poll until a task is ready, then switch the route to the service;
 - `{"action": "tick"}` (EventBridge Scheduler, every minute): while the service serves, stop it after
   IDLE_MINUTES without a request — route to this function first, drain, then desired count 0; also repair
   a route a lost watcher never switched;
@@ -54,7 +54,13 @@ class Config:
     drain_seconds: float = 45.0
     """Longer than API Gateway's 30 s integration timeout: every request already on its way to the task ends."""
     watch_seconds: float = 600.0
-    poll_seconds: float = 5.0
+    poll_seconds: float = 2.0
+    """Each poll is three free describe/list calls; the watcher runs for the whole wake anyway."""
+    database_cluster_arn: str | None = None
+    """With the cluster's RDS Data API on: the watcher resumes the database at once, not when the migrator
+    connects after the image pull."""
+    database_secret_arn: str | None = None
+    database_name: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Config:
@@ -69,6 +75,9 @@ class Config:
             idle_minutes=float(env["IDLE_MINUTES"]),
             drain_seconds=float(env.get("DRAIN_SECONDS", "45")),
             watch_seconds=float(env.get("WATCH_SECONDS", "600")),
+            database_cluster_arn=env.get("DB_CLUSTER_ARN"),
+            database_secret_arn=env.get("DB_SECRET_ARN"),
+            database_name=env.get("DB_NAME"),
         )
 
     def target(self, to_service: bool) -> str:
@@ -84,6 +93,7 @@ class Clients:
     cloudwatch: Any
     servicediscovery: Any
     lambda_: Any
+    rds_data: Any
 
 
 @dataclass(frozen=True)
@@ -152,9 +162,34 @@ def wake(aws: Clients, config: Config, function_arn: str) -> str:
     return "starting"
 
 
+def resume_database(aws: Clients, config: Config) -> str:
+    """Ask the Data API for `SELECT 1`. On a paused Aurora Serverless v2 database it answers
+    DatabaseResumingException at once and resumes it ("The Data API request automatically resumes the DB
+    instance"), so the database wakes while the task is placed and pulls its image. Anything else is logged and
+    ignored: the migrator's own connection resumes it anyway, later."""
+    if not (config.database_cluster_arn and config.database_secret_arn):
+        return "no data api"
+    try:
+        aws.rds_data.execute_statement(
+            resourceArn=config.database_cluster_arn,
+            secretArn=config.database_secret_arn,
+            database=config.database_name,
+            sql="SELECT 1",
+        )
+    except Exception as error:
+        code = getattr(error, "response", {}).get("Error", {}).get("Code")
+        if code == "DatabaseResumingException":
+            _log.info("database resuming")
+            return "resuming"
+        _log.warning("could not resume the database early (%s); the migrator's connection will", code or error)
+        return "not resumed"
+    return "awake"
+
+
 def watch(aws: Clients, config: Config, clock: Callable[[], float], sleep: Callable[[float], None]) -> str:
-    """Wait for a ready task, then route to it; stop waiting if the service is stopped meanwhile."""
+    """Resume the database, wait for a ready task, then route to it; stop waiting if the service is stopped."""
     deadline = clock() + config.watch_seconds
+    resume_database(aws, config)
     while True:
         state = service_state(aws, config)
         if state.desired == 0:
@@ -274,7 +309,7 @@ def _aws() -> Clients:
         _clients = Clients(
             *(
                 boto3.client(name, config=quick)
-                for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda")
+                for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda", "rds-data")
             )
         )
     return _clients

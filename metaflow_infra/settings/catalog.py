@@ -98,6 +98,12 @@ def aurora_pause_versions() -> dict[int, str]:
     return {int(k): str(v) for k, v in data_file("postgres.toml")["aurora_pause_versions"].items()}
 
 
+@cache
+def data_api_regions() -> frozenset[str]:
+    """Regions where Aurora PostgreSQL Serverless v2 offers the RDS Data API, as far as we have read."""
+    return frozenset(data_file("postgres.toml")["data_api"]["regions"])
+
+
 FARGATE_MEMORY_BY_CPU: dict[int, range] = {
     256: range(512, 2048 + 1, 512),
     512: range(1024, 4096 + 1, 1024),
