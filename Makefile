@@ -38,11 +38,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(INSTALL) requirements-dev.txt
 	touch $(STAMP) $(RUNTIME)
 
+# Bytecode is written (whatever PYTHONDONTWRITEBYTECODE says) under the virtualenv, not beside the
+# sources: without it every process (each test worker, each plan) compiles pulumi-aws and metaflow again.
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
+unexport PYTHONDONTWRITEBYTECODE
+
+# pyright uses one core, so it runs beside the tests (two workers, one per core of a two-core machine)
+# instead of before them; its report is printed after theirs, and either failing fails the target.
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pyright metaflow_infra __main__.py tools
-	$(VENV)/bin/python -m pytest -n 2  # two workers: the machine has two cores
+	$(VENV)/bin/pyright metaflow_infra __main__.py tools > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
+	$(VENV)/bin/python -m pytest -n 2; tests=$$?; \
+	wait $$pyright; types=$$?; cat $(VENV)/pyright.log; test $$tests = 0 && test $$types = 0
 
 # What deploying needs, checked before anything is installed.
 pulumi-ready:
