@@ -3,7 +3,8 @@
 
 The judge is metaflow 2.19.39 run for real: its CLI deploys a scheduled foreach flow (Distributed Map,
 execution logs), deploys it again without its schedule, triggers it, lists and terminates its runs and
-deletes it, against a fake AWS that answers like AWS and records every call (`FAKE_AWS`). The calls are
+deletes it, each command in a process of its own, against a fake AWS that answers like AWS and records every
+call (`FAKE_AWS`). The calls are
 what people's policy must allow; the state machine metaflow compiles is what the Step Functions role must
 allow; the target it gives its schedule is what the EventBridge role must allow; metaflow's DynamoDB
 client is what the Batch task role must allow.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -59,14 +61,15 @@ LOG_DELIVERY = [
 # --- metaflow's CLI against a recording AWS -------------------------------------------------------------------
 
 FAKE_AWS = r'''
-"""Runs a script (argv[1:]) with every boto3 call answered here, as AWS would for a Step Functions deployment,
-and recorded with its parameters. State (state machines, rules, the calls) lives in $FAKE_AWS_STATE."""
-import atexit, datetime, json, os, runpy, sys
-import botocore.client
+"""Runs scripts with every boto3 call answered here, as AWS would for a Step Functions deployment, and recorded
+with its parameters. argv[1] is a JSON file of rounds, each a list of [name, the command whose AWS state it
+starts from or null, argv, environment]; a command's state (state machines, rules, its calls) ends in <name>.json,
+its production tokens in tokens/<name>, its output in <name>.out. Prints {name: exit status}."""
+import datetime, functools, json, os, runpy, shutil, sys, traceback
+import boto3, botocore.client, botocore.session
+import metaflow.cli, metaflow.plugins.aws.step_functions.step_functions_cli
 
-STATE = os.environ["FAKE_AWS_STATE"]
-state = json.load(open(STATE)) if os.path.exists(STATE) else {"machines": {}, "rules": {}}
-state["calls"] = []
+state = None
 REGION, ACCOUNT = "us-east-1", "123456789012"
 SFN, BATCH = f"arn:aws:states:{REGION}:{ACCOUNT}", f"arn:aws:batch:{REGION}:{ACCOUNT}"
 NOW = datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc)
@@ -163,9 +166,58 @@ def answer(self, operation, params):
 
 
 botocore.client.BaseClient._make_api_call = answer
-atexit.register(lambda: json.dump(state, open(STATE, "w"), default=str))
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+# Each command runs in a process of its own, as `python flow.py ...` does, but forked from this one after metaflow,
+# boto3 and the services' models are loaded: otherwise each loads them again (~1 s of CPU a command). Sessions
+# share one model loader, as the clients of one session do (metaflow makes a session per client).
+botocore.session.create_loader = functools.cache(botocore.session.create_loader)
+for service in SERVICES:
+    boto3.session.Session().client(service)
+
+
+def run(name, start_from, argv, env):
+    global state
+    output = os.open(f"{name}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.environ.update(env)
+    # The production token metaflow keeps on this machine: the command's own copy of the one it starts from
+    # (commands of a round would otherwise write and read one file at once).
+    os.environ["METAFLOW_TOKEN_HOME"] = os.path.abspath(f"tokens/{name}")
+    if start_from:
+        shutil.copytree(f"tokens/{start_from}", f"tokens/{name}")
+    state = json.load(open(f"{start_from}.json")) if start_from else {"machines": {}, "rules": {}}
+    state["calls"] = []
+    sys.argv = argv
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+        status = 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    json.dump(state, open(f"{name}.json", "w"), default=str)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return status
+
+
+statuses = {}
+for commands in json.load(open(sys.argv[1])):
+    children = {}
+    for name, *command in commands:
+        sys.stdout.flush()
+        child = os.fork()
+        if child == 0:
+            try:
+                os._exit(run(name, *command))
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+        children[child] = name
+    for child, name in children.items():
+        statuses[name] = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+print(json.dumps(statuses))
 '''
 
 FOREACH_FLOW = """
@@ -224,7 +276,8 @@ class Recording:
 
 
 class MetaflowAgainstFakeAws:
-    """A directory with the flows, the fake and the stack's profile; runs metaflow commands in parallel."""
+    """A directory with the flows, the fake and the stack's profile; runs metaflow commands in rounds, a round's
+    commands in parallel."""
 
     def __init__(self, home: Path, profile: dict[str, str]) -> None:
         self.home = home
@@ -235,6 +288,7 @@ class MetaflowAgainstFakeAws:
         ):
             (home / name).write_text(text)
         (home / "config_sfn.json").write_text(json.dumps(profile))
+        # PYTHONPYCACHEPREFIX, if set, stays: the commands read the bytecode the tests' processes wrote.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "AWS_"))}
         self.env.update(
             METAFLOW_HOME=str(home),
@@ -245,25 +299,32 @@ class MetaflowAgainstFakeAws:
             AWS_SECRET_ACCESS_KEY="offline",
         )
 
-    def run(self, commands: dict[str, tuple[str | None, list[str], dict[str, str]]]) -> dict[str, Recording]:
-        """name -> (the recording whose AWS state it starts from, or None; script and arguments; environment)."""
-        processes = {}
-        for name, (start_from, argv, env) in commands.items():
-            state = self.home / f"{name}.json"
-            if start_from is not None:
-                state.write_text((self.home / f"{start_from}.json").read_text())
-            processes[name] = subprocess.Popen(
-                [sys.executable, "fake_aws.py", *argv],
-                cwd=self.home,
-                env={**self.env, **env, "FAKE_AWS_STATE": str(state)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+    def run(self, rounds: list[dict[str, tuple[str | None, list[str], dict[str, str]]]]) -> dict[str, Recording]:
+        """Each round: name -> (the recording whose AWS state it starts from, or None; script and arguments;
+        environment). A round starts once the one before has ended."""
+        (self.home / "commands.json").write_text(
+            json.dumps([[[name, *command] for name, command in commands.items()] for commands in rounds])
+        )
+        driver = subprocess.Popen(
+            [sys.executable, "fake_aws.py", "commands.json"],
+            cwd=self.home,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # a timeout ends the commands too
+        )
+        try:
+            output, _ = driver.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(driver.pid, signal.SIGKILL)
+            raise
+        assert driver.returncode == 0, output
+        statuses = json.loads(output.splitlines()[-1])
         recordings = {}
-        for name, process in processes.items():
-            output, _ = process.communicate(timeout=120)
-            assert process.returncode == 0, f"{name}: {output}"
+        for name in (name for commands in rounds for name in commands):
+            output = (self.home / f"{name}.out").read_text()
+            assert statuses[name] == 0, f"{name}: {output}"
             state = json.loads((self.home / f"{name}.json").read_text())
             calls = [(service, operation, params) for service, operation, params in state["calls"]]
             recordings[name] = Recording(calls, state["machines"], state["rules"], output)
@@ -287,17 +348,18 @@ def metaflow(profile: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     sfn = ["foreach_flow.py", "--no-pylint", "step-functions"]
     create = [*sfn, "create", "--use-distributed-map", "--log-execution-history"]
     daily, unscheduled = {"DAILY": "yes"}, {"DAILY": "no"}
-    first = cli.run({"create": (None, create, daily), "bookkeeping": (None, ["bookkeeping.py"], {})})
-    then = cli.run(
-        {
-            "create-unscheduled": ("create", create, unscheduled),
-            "trigger": ("create", [*sfn, "trigger"], daily),
-            "list-runs": ("create", [*sfn, "list-runs"], daily),
-            "terminate": ("create", [*sfn, "terminate", "sfn-run-1"], daily),
-            "delete": ("create", [*sfn, "delete"], daily),
-        }
+    return cli.run(
+        [
+            {"create": (None, create, daily), "bookkeeping": (None, ["bookkeeping.py"], {})},
+            {
+                "create-unscheduled": ("create", create, unscheduled),
+                "trigger": ("create", [*sfn, "trigger"], daily),
+                "list-runs": ("create", [*sfn, "list-runs"], daily),
+                "terminate": ("create", [*sfn, "terminate", "sfn-run-1"], daily),
+                "delete": ("create", [*sfn, "delete"], daily),
+            },
+        ]
     )
-    return {**first, **then}
 
 
 def user_call_authorizations(call: Call) -> list[tuple[str, str, dict[str, str]]]:
@@ -344,6 +406,9 @@ def test_metaflow_deploys_reschedules_runs_and_deletes_against_the_fake(metaflow
     """The judge ran what people run: each command reached AWS as metaflow does it."""
     operations = {name: [op for _, op, _ in metaflow[name].calls] for name in PEOPLE_COMMANDS}
     assert "CreateStateMachine" in operations["create"] and "PutTargets" in operations["create"]
+    # The commands after it hold the production token the first deployment stored on this machine.
+    assert "first time you are deploying" in metaflow["create"].output
+    assert "first time you are deploying" not in metaflow["create-unscheduled"].output
     # Deploying it again updates it; without a schedule, disables its rule (every create without one calls
     # DisableRule, whether or not the rule exists).
     assert {"UpdateStateMachine", "DisableRule"} <= set(operations["create-unscheduled"])
