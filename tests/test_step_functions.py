@@ -4,10 +4,9 @@
 The judge is metaflow 2.19.39 run for real: its CLI deploys a scheduled foreach flow (Distributed Map,
 execution logs), deploys it again without its schedule, triggers it, lists and terminates its runs and
 deletes it, each command in a process of its own, against a fake AWS that answers like AWS and records every
-call (`FAKE_AWS`). The calls are
-what people's policy must allow; the state machine metaflow compiles is what the Step Functions role must
-allow; the target it gives its schedule is what the EventBridge role must allow; metaflow's DynamoDB
-client is what the Batch task role must allow.
+call (`FAKE_AWS`). The calls are what people's policy must allow; the state machine metaflow compiles is what
+the Step Functions role must allow; the target it gives its schedule is what the EventBridge role must allow;
+metaflow's DynamoDB client is what the Batch task role must allow.
 """
 
 from __future__ import annotations
