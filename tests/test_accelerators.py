@@ -3,6 +3,7 @@ that AWS's models accept it, that metaflow's own Batch client can use each queue
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -396,9 +397,15 @@ def test_the_default_gpu_families_are_cut_to_those_the_region_offers() -> None:
 # --- AWS's models and metaflow's Batch client judge what is declared ---------------------------------------------
 
 
+@functools.cache
+def botocore_session() -> botocore.session.Session:
+    """One session for the module's models and clients: each new session loads them again from disk."""
+    return botocore.session.get_session()
+
+
 @pytest.fixture(scope="module")
 def batch_model():  # type: ignore[no-untyped-def]
-    return botocore.session.get_session().get_service_model("batch")
+    return botocore_session().get_service_model("batch")
 
 
 def ecs_image_types(batch_model) -> set[str]:  # type: ignore[no-untyped-def]
@@ -415,7 +422,7 @@ def test_declared_batch_and_ec2_values_are_valid_aws_enums(
     batch_model,  # type: ignore[no-untyped-def]
 ) -> None:
     run: OfflineRun = request.getfixturevalue(run_name)
-    ec2 = botocore.session.get_session().get_service_model("ec2")
+    ec2 = botocore_session().get_service_model("ec2")
     assert {"ECS_AL2023", "ECS_AL2023_NVIDIA"} <= ecs_image_types(batch_model)
     for environment in run.of_type(ENVIRONMENT):
         resources = environment.inputs["computeResources"]
@@ -433,7 +440,7 @@ def test_declared_batch_and_ec2_values_are_valid_aws_enums(
 
 
 def stubbed_batch(run: OfflineRun) -> Iterator[tuple[Any, Stubber, list[dict[str, Any]]]]:
-    client = botocore.session.get_session().create_client(
+    client = botocore_session().create_client(
         "batch", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
     )
     registered: list[dict[str, Any]] = []

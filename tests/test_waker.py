@@ -4,7 +4,10 @@ answer is checked against botocore's model of the service. A fake clock; no netw
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +30,12 @@ SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:metaflow-db-pass
 START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.UTC)
 
 
+@functools.cache
+def model_client(service: str) -> Any:
+    """A client used only for its model of the service (built once: clients are slow to build)."""
+    return boto3.client(service, region_name=REGION)
+
+
 class ModelChecked:
     """Answers some operations of a boto3 client from `answers` (python name -> function of the request),
     after checking the request, and then the answer, against botocore's model of the operation; other
@@ -35,7 +44,7 @@ class ModelChecked:
     def __init__(
         self, service: str, answers: dict[str, Callable[..., dict[str, Any]]], calls: list[str], delegate: Any = None
     ):
-        self._model_client = boto3.client(service, region_name=REGION)
+        self._model_client = model_client(service) if delegate is None else delegate  # a moto client has the model too
         self._answers, self._calls, self._delegate = answers, calls, delegate
 
     def __getattr__(self, name: str) -> Any:
@@ -91,9 +100,13 @@ class World:
     """The Aurora database as the Data API finds it: paused, resuming, available, or an error code it answers."""
 
     def desired(self) -> int:
-        return self.ecs.describe_services(cluster="metaflow", services=["metaflow-metadata"])["services"][0][
+        return self.ecs.describe_services(cluster=self.config.cluster, services=[self.config.service])["services"][0][
             "desiredCount"
         ]
+
+    def set_desired(self, count: int) -> None:
+        """As someone outside the waker would (the console, a deploy)."""
+        self.ecs.update_service(cluster=self.config.cluster, service=self.config.service, desiredCount=count)
 
     def on_service(self) -> bool:
         return self.route_target == self.config.target(True)
@@ -137,105 +150,139 @@ class World:
         return waker.dispatch(event, FUNCTION_ARN, self.aws, self.config, self.clock, self.sleep)
 
 
-@pytest.fixture
-def world() -> Iterator[World]:
-    # One boto3 session for every test: a new one per test reloads botocore's service models (most of the time).
-    with mock_aws(config={"core": {"reset_boto3_session": False}}):
-        ec2 = boto3.client("ec2", region_name=REGION)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-        group = ec2.create_security_group(GroupName="service", Description="service", VpcId=vpc)["GroupId"]
-        ecs = boto3.client("ecs", region_name=REGION)
-        ecs.create_cluster(clusterName="metaflow")
-        definition = ecs.register_task_definition(
-            family="metaflow-dev-metadata",
-            containerDefinitions=[{"name": "metadata", "image": "netflixoss/metaflow_metadata_service:v2.5.1"}],
-            requiresCompatibilities=["FARGATE"],
-            networkMode="awsvpc",
-            cpu="256",
-            memory="1024",
-        )["taskDefinition"]["taskDefinitionArn"]
-        ecs.create_service(
-            cluster="metaflow",
-            serviceName="metaflow-metadata",
-            taskDefinition=definition,
-            desiredCount=0,
-            launchType="FARGATE",
-            networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}},
-        )
-        discovery = boto3.client("servicediscovery", region_name=REGION)
-        discovery.create_private_dns_namespace(Name="metaflow-dev.metaflow.internal", Vpc=vpc)
-        namespace = discovery.list_namespaces()["Namespaces"][0]["Id"]
-        discovery_id = discovery.create_service(
-            Name="metadata", NamespaceId=namespace, DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 10}]}
-        )["Service"]["Id"]
-        cloudwatch = boto3.client("cloudwatch", region_name=REGION)
-        config = Config(
-            cluster="metaflow",
-            service="metaflow-metadata",
-            api_id="a1b2c3d4e5",
-            route_id="r0ute1d",
-            waker_integration_id="wakerint",
-            service_integration_id="vpclink1",
-            discovery_service_id=discovery_id,
-            idle_minutes=15,
-            database_cluster_arn=CLUSTER_ARN,
-            database_secret_arn=SECRET_ARN,
-            database_name="metaflow",
-        )
-        calls: list[str] = []
-        state: dict[str, World] = {}
+@dataclass
+class Account:
+    """What the module's tests share in one moto account: the network, cluster, task definition and Cloud Map
+    namespace. Each test adds its own ECS service, Cloud Map service and API id (see `world`)."""
 
-        def get_route(ApiId: str, RouteId: str) -> dict[str, Any]:
-            return {"RouteId": RouteId, "RouteKey": "$default", "Target": state["world"].route_target}
+    ecs: Any
+    cloudwatch: Any
+    servicediscovery: Any
+    definition: str
+    network: dict[str, Any]
+    namespace: str
 
-        def update_route(ApiId: str, RouteId: str, Target: str) -> dict[str, Any]:
-            state["world"].route_target = Target
-            return {"RouteId": RouteId, "RouteKey": "$default", "Target": Target}
 
-        def invoke(FunctionName: str, InvocationType: str, Payload: str) -> dict[str, Any]:
-            state["world"].invocations.append(
-                {"function": FunctionName, "type": InvocationType, "payload": json.loads(Payload)}
+@pytest.fixture(scope="module")
+def account() -> Iterator[Account]:
+    # One moto account per module: starting moto, building clients and EC2's network per test cost most of the
+    # file's time. Tests stay independent through names of their own.
+    with pytest.MonkeyPatch.context() as env:
+        # Not loading moto's ~1,300 default AMIs (the bulk of EC2's start and reset time): nothing here runs one.
+        env.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+        # One boto3 session for every test: a new one reloads botocore's service models (most of the time).
+        with mock_aws(config={"core": {"reset_boto3_session": False}}):
+            ec2 = boto3.client("ec2", region_name=REGION)
+            vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+            group = ec2.create_security_group(GroupName="service", Description="service", VpcId=vpc)["GroupId"]
+            ecs = boto3.client("ecs", region_name=REGION)
+            ecs.create_cluster(clusterName="metaflow")
+            definition = ecs.register_task_definition(
+                family="metaflow-dev-metadata",
+                containerDefinitions=[{"name": "metadata", "image": "netflixoss/metaflow_metadata_service:v2.5.1"}],
+                requiresCompatibilities=["FARGATE"],
+                networkMode="awsvpc",
+                cpu="256",
+                memory="1024",
+            )["taskDefinition"]["taskDefinitionArn"]
+            discovery = boto3.client("servicediscovery", region_name=REGION)
+            discovery.create_private_dns_namespace(Name="metaflow-dev.metaflow.internal", Vpc=vpc)
+            namespace = discovery.list_namespaces()["Namespaces"][0]["Id"]
+            yield Account(
+                ecs,
+                boto3.client("cloudwatch", region_name=REGION),
+                discovery,
+                definition,
+                {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}},
+                namespace,
             )
-            return {"StatusCode": 202}
 
-        def describe_tasks(cluster: str, tasks: list[str]) -> dict[str, Any]:
-            known = {t.arn.rsplit("/", 1)[-1]: t for t in state["world"].tasks}
-            described = []
-            for task_id in tasks:
-                task = known[task_id]
-                entry: dict[str, Any] = {
-                    "taskArn": task.arn,
-                    "lastStatus": task.last_status,
-                    "desiredStatus": task.desired_status,
-                    "healthStatus": task.health,
-                }
-                if task.started_at:
-                    entry["startedAt"] = task.started_at
-                described.append(entry)
-            return {"tasks": described, "failures": []}
 
-        def execute_statement(resourceArn: str, secretArn: str, database: str, sql: str) -> dict[str, Any]:
-            world = state["world"]
-            assert (resourceArn, secretArn, database, sql) == (CLUSTER_ARN, SECRET_ARN, "metaflow", "SELECT 1")
-            if world.database == "available":
-                return {"records": [[{"longValue": 1}]], "numberOfRecordsUpdated": 0}
-            code = "DatabaseResumingException" if world.database in ("paused", "resuming") else world.database
-            if world.database == "paused":
-                world.database = "resuming"  # the request itself resumes it
-            raise ClientError({"Error": {"Code": code, "Message": code}}, "ExecuteStatement")
+_serial = itertools.count()  # names of each test's own service, Cloud Map service and API
 
-        aws = Clients(
-            ecs=ModelChecked("ecs", {"describe_tasks": describe_tasks}, calls, ecs),
-            apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": update_route}, calls),
-            cloudwatch=ModelChecked("cloudwatch", {}, calls, cloudwatch),
-            servicediscovery=ModelChecked("servicediscovery", {}, calls, discovery),
-            lambda_=ModelChecked("lambda", {"invoke": invoke}, calls),
-            rds_data=ModelChecked("rds-data", {"execute_statement": execute_statement}, calls),
+
+@pytest.fixture
+def world(account: Account) -> World:
+    n = next(_serial)
+    service = f"metaflow-metadata-{n}"
+    account.ecs.create_service(
+        cluster="metaflow",
+        serviceName=service,
+        taskDefinition=account.definition,
+        desiredCount=0,
+        launchType="FARGATE",
+        networkConfiguration=account.network,
+    )
+    discovery_id = account.servicediscovery.create_service(
+        Name=f"metadata-{n}", NamespaceId=account.namespace, DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 10}]}
+    )["Service"]["Id"]
+    config = Config(
+        cluster="metaflow",
+        service=service,
+        api_id=f"a1b2c{n:05d}",  # its own request metrics
+        route_id="r0ute1d",
+        waker_integration_id="wakerint",
+        service_integration_id="vpclink1",
+        discovery_service_id=discovery_id,
+        idle_minutes=15,
+        database_cluster_arn=CLUSTER_ARN,
+        database_secret_arn=SECRET_ARN,
+        database_name="metaflow",
+    )
+    calls: list[str] = []
+    state: dict[str, World] = {}
+
+    def get_route(ApiId: str, RouteId: str) -> dict[str, Any]:
+        return {"RouteId": RouteId, "RouteKey": "$default", "Target": state["world"].route_target}
+
+    def update_route(ApiId: str, RouteId: str, Target: str) -> dict[str, Any]:
+        state["world"].route_target = Target
+        return {"RouteId": RouteId, "RouteKey": "$default", "Target": Target}
+
+    def invoke(FunctionName: str, InvocationType: str, Payload: str) -> dict[str, Any]:
+        state["world"].invocations.append(
+            {"function": FunctionName, "type": InvocationType, "payload": json.loads(Payload)}
         )
-        world = World(config, aws, ecs, cloudwatch, discovery, config.target(False), calls)
-        state["world"] = world
-        yield world
+        return {"StatusCode": 202}
+
+    def describe_tasks(cluster: str, tasks: list[str]) -> dict[str, Any]:
+        known = {t.arn.rsplit("/", 1)[-1]: t for t in state["world"].tasks}
+        described = []
+        for task_id in tasks:
+            task = known[task_id]
+            entry: dict[str, Any] = {
+                "taskArn": task.arn,
+                "lastStatus": task.last_status,
+                "desiredStatus": task.desired_status,
+                "healthStatus": task.health,
+            }
+            if task.started_at:
+                entry["startedAt"] = task.started_at
+            described.append(entry)
+        return {"tasks": described, "failures": []}
+
+    def execute_statement(resourceArn: str, secretArn: str, database: str, sql: str) -> dict[str, Any]:
+        world = state["world"]
+        assert (resourceArn, secretArn, database, sql) == (CLUSTER_ARN, SECRET_ARN, "metaflow", "SELECT 1")
+        if world.database == "available":
+            return {"records": [[{"longValue": 1}]], "numberOfRecordsUpdated": 0}
+        code = "DatabaseResumingException" if world.database in ("paused", "resuming") else world.database
+        if world.database == "paused":
+            world.database = "resuming"  # the request itself resumes it
+        raise ClientError({"Error": {"Code": code, "Message": code}}, "ExecuteStatement")
+
+    aws = Clients(
+        ecs=ModelChecked("ecs", {"describe_tasks": describe_tasks}, calls, account.ecs),
+        apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": update_route}, calls),
+        cloudwatch=ModelChecked("cloudwatch", {}, calls, account.cloudwatch),
+        servicediscovery=ModelChecked("servicediscovery", {}, calls, account.servicediscovery),
+        lambda_=ModelChecked("lambda", {"invoke": invoke}, calls),
+        rds_data=ModelChecked("rds-data", {"execute_statement": execute_statement}, calls),
+    )
+    world = World(config, aws, account.ecs, account.cloudwatch, account.servicediscovery, config.target(False), calls)
+    state["world"] = world
+    return world
 
 
 HTTP_REQUEST = {
@@ -332,10 +379,12 @@ def test_without_the_data_api_the_watcher_leaves_the_database_to_the_migrator(wo
 
 
 def test_the_watcher_gives_up_after_its_deadline_and_stops_if_the_service_is_stopped(world: World) -> None:
+    # A 20 s deadline: the same loop as the default 600 s, in 10 polls instead of 300 (two moto calls each).
+    world.config = dataclasses.replace(world.config, watch_seconds=20.0)
     world.run(HTTP_REQUEST)
     assert world.run({"action": "watch"}) == "gave up"
     assert sum(world.slept) == world.config.watch_seconds
-    world.ecs.update_service(cluster="metaflow", service="metaflow-metadata", desiredCount=0)
+    world.set_desired(0)
     assert world.run({"action": "watch"}) == "stopped"
     assert not world.on_service()
 
@@ -444,7 +493,7 @@ def test_the_idle_stop_event_leaves_the_waker_in_front_without_a_watcher(world: 
     world.task_ready()
     world.run({"action": "watch"})
     world.invocations.clear()
-    world.ecs.update_service(cluster="metaflow", service="metaflow-metadata", desiredCount=0)
+    world.set_desired(0)
     world.tasks[0].desired_status = "STOPPED"
     assert world.run(stopping(world.tasks[0].arn)) == "waker in front"
     assert not world.on_service() and world.invocations == []
