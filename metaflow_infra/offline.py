@@ -284,34 +284,39 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"the offline mocks do not answer {token}")
 
 
-def _closing_thread_loop(call: Callable[[], Any]) -> Any:
-    """Run a mock-monitor call; in a worker thread, close the event loop Pulumi's mock monitor creates
-    there (otherwise it is collected unclosed, sometimes printing "Exception ignored in
-    BaseEventLoop.__del__" at exit)."""
-    try:
-        return call()
-    finally:
-        if threading.current_thread() is not threading.main_thread():
-            with contextlib.suppress(RuntimeError):  # no loop was created in this thread
-                asyncio.get_event_loop_policy().get_event_loop().close()
-            asyncio.set_event_loop(None)
-
-
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """Remembers each registration's parent and provider, which MockResourceArgs leaves out."""
 
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.declared: list[DeclaredResource] = []
+        self._thread_loops: set[asyncio.AbstractEventLoop] = set()
 
     def Invoke(self, request: Any) -> Any:
-        return _closing_thread_loop(lambda: super(_RecordingMonitor, self).Invoke(request))
+        return self._in_worker_thread(lambda: super(_RecordingMonitor, self).Invoke(request))
 
     def ReadResource(self, request: Any) -> Any:
-        return _closing_thread_loop(lambda: super(_RecordingMonitor, self).ReadResource(request))
+        return self._in_worker_thread(lambda: super(_RecordingMonitor, self).ReadResource(request))
 
     def RegisterResource(self, request: Any) -> Any:
-        return _closing_thread_loop(lambda: self._register(request))
+        return self._in_worker_thread(lambda: self._register(request))
+
+    def _in_worker_thread(self, call: Callable[[], Any]) -> Any:
+        """Run a mock-monitor call, remembering the event loop Pulumi's mock monitor makes in a worker
+        thread: each thread keeps its loop for the next call (a loop per call cost a fifth of a run)."""
+        try:
+            return call()
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                with contextlib.suppress(RuntimeError):  # no loop was created in this thread
+                    self._thread_loops.add(asyncio.get_event_loop_policy().get_event_loop())
+
+    def close_thread_loops(self) -> None:
+        """Close the worker threads' loops once the threads are done (otherwise they are collected
+        unclosed, sometimes printing "Exception ignored in BaseEventLoop.__del__" at exit)."""
+        for loop in self._thread_loops:
+            loop.close()
+        self._thread_loops.clear()
 
     def _register(self, request: Any) -> Any:
         response = super().RegisterResource(request)
@@ -468,6 +473,7 @@ def run_offline(
         _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
+        monitor.close_thread_loops()
         loop.close()
         asyncio.set_event_loop(None)
     return OfflineRun(
