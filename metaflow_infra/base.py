@@ -4,7 +4,8 @@ and partition it runs in, and the one builder of the IAM roles AWS services assu
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -27,6 +28,11 @@ def legacy_aliases(name: str, prefix: str) -> list[pulumi.Alias]:
     return [pulumi.Alias(name=prefix + name.removeprefix(LOGICAL_BASE))]
 
 
+_LOOKUPS: weakref.WeakKeyDictionary[pulumi.ProviderResource, dict[str, str]] = weakref.WeakKeyDictionary()
+"""The account and partition, looked up once per provider, which every component of the stack shares: in
+a real run each lookup is a call to AWS."""
+
+
 class Component(pulumi.ComponentResource):
     """A component of the stack. Its children are named `metaflow-<purpose>` and parented to it."""
 
@@ -40,8 +46,9 @@ class Component(pulumi.ComponentResource):
         legacy = pulumi.ResourceOptions(transformations=[alias_legacy_name]) if prefix != LOGICAL_BASE else None
         super().__init__(f"{TYPE_PREFIX}{kind}", LOGICAL_BASE, None, pulumi.ResourceOptions.merge(opts, legacy))
         self.prefix = prefix
-        self._account: str | None = None
-        self._partition: str | None = None
+        providers = (opts.providers if opts else None) or []
+        provider = next(iter(providers.values() if isinstance(providers, Mapping) else providers), None)
+        self._lookups = _LOOKUPS.setdefault(provider, {}) if provider is not None else {}
 
     def named(self, purpose: str) -> str:
         """The logical name of a child: fixed, so that no config change re-creates it."""
@@ -56,15 +63,15 @@ class Component(pulumi.ComponentResource):
 
     @property
     def account(self) -> str:
-        if self._account is None:
-            self._account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
-        return self._account
+        if "account" not in self._lookups:
+            self._lookups["account"] = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        return self._lookups["account"]
 
     @property
     def partition(self) -> str:
-        if self._partition is None:
-            self._partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
-        return self._partition
+        if "partition" not in self._lookups:
+            self._lookups["partition"] = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
+        return self._lookups["partition"]
 
     def service_role(
         self,

@@ -11,9 +11,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pytest
-from conftest import offline, stack_config
+from conftest import TODAY, offline, stack_config
 
-from metaflow_infra.offline import OfflineRun, run_offline
+from metaflow_infra.offline import OfflineRun, RecordingMocks, run_offline
 from metaflow_infra.platform import build
 from metaflow_infra.settings import ConfigError, Settings, load_settings, provider_settings
 
@@ -180,3 +180,20 @@ def test_a_bad_provider_setting_is_refused_by_name(overrides: dict[str, Any], ex
     with pytest.raises(ConfigError) as raised:
         load_settings(stack_config("minimal", overrides), stack="dev")
     assert expected in str(raised.value)
+
+
+def test_the_account_and_the_partition_are_looked_up_once_per_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every component needs them for ARNs and trust policies; in a real run each lookup is a call to AWS."""
+    answer = RecordingMocks.call
+    calls: list[str] = []
+
+    def counted(self: RecordingMocks, args: pulumi.runtime.MockCallArgs) -> Any:
+        calls.append(args.token)
+        return answer(self, args)
+
+    monkeypatch.setattr(RecordingMocks, "call", counted)
+    everything = {"ui:enabled": True, "stepFunctions:enabled": True, "alerts:email": "ops@example.com"}
+    for _ in range(2):  # each stack asks for itself
+        run_offline(stack_config("production", everything), today=TODAY)
+    assert calls.count("aws:index/getCallerIdentity:getCallerIdentity") == 2
+    assert calls.count("aws:index/getPartition:getPartition") == 2
