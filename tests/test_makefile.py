@@ -190,3 +190,50 @@ def test_up_stops_before_deploying_a_config_the_program_refuses(tmp_path: Path) 
     assert result.returncode != 0
     assert "compute:maxVcpus = '-1'" in result.stderr
     assert "up --stack bad" not in log.read_text()
+
+
+def fake_test_tools(directory: Path, pyright_status: int, pytest_status: int) -> Path:
+    """A virtualenv whose ruff passes and whose pyright and python (pytest) say what they saw and exit as told."""
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        (directory / name).write_text("")
+    bin_dir = directory / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    scripts = {
+        "ruff": "exit 0",
+        "pyright": f'echo "pyright checked $*"; exit {pyright_status}',
+        "python": 'echo "pytest ran with bytecode in ${PYTHONPYCACHEPREFIX-nowhere},'
+        f' PYTHONDONTWRITEBYTECODE ${{PYTHONDONTWRITEBYTECODE-unset}}"; exit {pytest_status}',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    stamp = directory / "venv" / ".installed"
+    stamp.touch()
+    os.utime(stamp, (stamp.stat().st_mtime + 10,) * 2)  # installed after the requirements last changed
+    return directory / "venv"
+
+
+def run_test_target(directory: Path, venv: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-C", str(directory), "-f", str(PROJECT / "Makefile"), "--no-print-directory", f"VENV={venv}", "test"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def test_make_test_type_checks_and_runs_the_tests_with_bytecode_under_the_virtualenv(tmp_path: Path) -> None:
+    venv = fake_test_tools(tmp_path, pyright_status=0, pytest_status=0)
+    result = run_test_target(tmp_path, venv)
+    assert result.returncode == 0, result.stderr
+    assert "pyright checked metaflow_infra __main__.py tools" in result.stdout
+    assert f"pytest ran with bytecode in {venv}/pycache, PYTHONDONTWRITEBYTECODE unset" in result.stdout
+
+
+def test_make_test_fails_when_either_the_types_or_the_tests_fail_and_shows_pyrights_report(tmp_path: Path) -> None:
+    for pyright_status, pytest_status in ((1, 0), (0, 1)):
+        directory = tmp_path / f"pyright{pyright_status}-pytest{pytest_status}"
+        directory.mkdir()
+        result = run_test_target(directory, fake_test_tools(directory, pyright_status, pytest_status))
+        assert result.returncode != 0, (pyright_status, pytest_status)
+        assert "pyright checked" in result.stdout
