@@ -100,7 +100,7 @@ class Database(Component):
             self.named("db-password"), length=40, special=False, opts=self._moved("db-password")
         )
         data_api = args.serverless and args.data_api
-        secret = stored_secret(
+        secret_arn = stored_secret(
             self.named("db-password"),
             "Metaflow metadata database: master password",
             password.result.apply(lambda value: data_api_credentials(DATABASE_USER, value))
@@ -133,7 +133,7 @@ class Database(Component):
             port=port,
             name=DATABASE_NAME,
             user=DATABASE_USER,
-            password_secret_arn=secret.arn,
+            password_secret_arn=secret_arn,
             password_key=DATA_API_PASSWORD_KEY if data_api else None,
             data_api_cluster_arn=cluster_arn,
         )

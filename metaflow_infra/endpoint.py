@@ -30,7 +30,7 @@ class EndpointArgs:
     security_group_id: pulumi.Input[str]
     discovery_service_arn: pulumi.Input[str]
     """The Cloud Map service the tasks register in (SRV records)."""
-    api_key_secret: aws.secretsmanager.Secret
+    api_key_secret_arn: pulumi.Output[str]
     authorizer_concurrency: int
     """Reserved (and most) concurrent authorizer runs; 0: no reservation."""
     waker_function_arn: str | None = None
@@ -63,7 +63,7 @@ def secret_reading_role(
 
 def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Function:
     logs = log_group(owner, "authorizer")
-    role = secret_reading_role(owner, "authorizer", "lambda.amazonaws.com", args.api_key_secret.arn, logs)
+    role = secret_reading_role(owner, "authorizer", "lambda.amazonaws.com", args.api_key_secret_arn, logs)
     source = resources.files("metaflow_infra").joinpath("lambdas", "authorizer.py").read_text()
     return aws.lambda_.Function(
         owner.named("authorizer"),
@@ -76,7 +76,7 @@ def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Fu
         timeout=5,
         environment=aws.lambda_.FunctionEnvironmentArgs(
             variables={
-                "API_KEY_SECRET_ARN": args.api_key_secret.arn,
+                "API_KEY_SECRET_ARN": args.api_key_secret_arn,
                 "API_KEY_GRACE_SECONDS": str(API_KEY_GRACE_SECONDS),
             }
         ),

@@ -40,8 +40,12 @@ PYTHON = "/opt/latest/bin/python3"
 """The image's virtualenv that holds the service package (the system python does not)."""
 DB_WAIT_SECONDS = 120
 HEALTH_CHECK_SECONDS = 30
+HEALTH_CHECK_RETRIES = 3
 WAKING_HEALTH_CHECK_SECONDS = 5
 """With scale to zero every wake waits for the first passing check: check as often as ECS allows (5 s)."""
+WAKING_HEALTH_CHECK_RETRIES = 6
+"""...and fail a serving task only after 30 s of failed checks, as when checks ran every 10 s: a stall as short
+as 15 s would otherwise replace the task, and the next request would wait for a whole wake."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ def container_definitions(
     db_user: str,
     db_password_secret_arn: str,
     health_check_seconds: int = HEALTH_CHECK_SECONDS,
+    health_check_retries: int = HEALTH_CHECK_RETRIES,
     db_password_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """The migration init container and the API container; the password only as an ECS secret."""
@@ -134,7 +139,7 @@ def container_definitions(
                 "command": ["CMD-SHELL", f"curl -fsS http://localhost:{METADATA_PORT}/ping || exit 1"],
                 "interval": health_check_seconds,
                 "timeout": 5,
-                "retries": 3,
+                "retries": health_check_retries,
                 "startPeriod": 30,
             },
             "logConfiguration": logs(SERVICE_CONTAINER),
@@ -166,7 +171,7 @@ class MetadataService(Component):
         admitted = pulumi.Output.all(current, previous).apply(
             lambda keys: json.dumps({"current": keys[0], "previous": keys[1]})
         )
-        key_secret = stored_secret(
+        key_secret_arn = stored_secret(
             self.named("api-key"), "Metaflow metadata service API key (x-api-key)", admitted, self.child()
         )
         waker = (
@@ -196,7 +201,7 @@ class MetadataService(Component):
                 subnet_ids=args.placement.subnet_ids,
                 security_group_id=args.placement.endpoint_security_group_id,
                 discovery_service_arn=discovery.arn,
-                api_key_secret=key_secret,
+                api_key_secret_arn=key_secret_arn,
                 authorizer_concurrency=settings.authorizer_concurrency,
                 waker_function_arn=waker_function_arn(self, waker) if waker else None,
             ),
@@ -268,6 +273,9 @@ class MetadataService(Component):
                         health_check_seconds=WAKING_HEALTH_CHECK_SECONDS
                         if settings.scale_to_zero
                         else HEALTH_CHECK_SECONDS,
+                        health_check_retries=WAKING_HEALTH_CHECK_RETRIES
+                        if settings.scale_to_zero
+                        else HEALTH_CHECK_RETRIES,
                         db_password_key=database.password_key,
                     )
                 )

@@ -11,10 +11,12 @@ SECRET_RECOVERY_DAYS = 7
 
 def stored_secret(
     name: str, description: str, value: pulumi.Input[str], opts: pulumi.ResourceOptions
-) -> aws.secretsmanager.Secret:
-    """A Secrets Manager secret holding `value`; both resources take `opts` (parent, aliases)."""
+) -> pulumi.Output[str]:
+    """A Secrets Manager secret holding `value`; both resources take `opts` (parent, aliases). Returns the
+    secret's ARN once the value is stored: whatever reads it (a task definition, a function) then waits for a
+    changed value, instead of starting a task that reads the secret before the new value is in place."""
     secret = aws.secretsmanager.Secret(
         name, description=description, recovery_window_in_days=SECRET_RECOVERY_DAYS, opts=opts
     )
-    aws.secretsmanager.SecretVersion(name, secret_id=secret.id, secret_string=value, opts=opts)
-    return secret
+    version = aws.secretsmanager.SecretVersion(name, secret_id=secret.id, secret_string=value, opts=opts)
+    return pulumi.Output.all(secret.arn, version.id).apply(lambda values: values[0])

@@ -53,6 +53,19 @@ def test_database_connection_is_plain_env_and_the_password_only_an_ecs_secret(de
         assert container["secrets"] == [{"name": "MF_METADATA_DB_PSWD", "valueFrom": secret_arn}]
 
 
+@pytest.mark.parametrize("overrides", [{}, {"metadata:scaleToZero": True}], ids=["dev", "scale-to-zero"])
+def test_what_reads_a_secret_waits_for_its_value_to_be_stored(overrides: dict[str, Any]) -> None:
+    """A task started from a replaced task definition, or a function, must never read a secret before a
+    changed value is in place (the scale-to-zero password secret changes format, for instance)."""
+    run = offline("dev", overrides)
+    version = {v.name: v.urn for v in run.of_type("aws:secretsmanager/secretVersion:SecretVersion")}
+    for definition in run.of_type("aws:ecs/taskDefinition:TaskDefinition"):
+        if "MF_METADATA_DB_PSWD" in definition.inputs["containerDefinitions"]:
+            assert version["metaflow-db-password"] in definition.dependencies, definition.name
+    authorizer = named(run, "aws:lambda/function:Function", "authorizer")
+    assert version["metaflow-api-key"] in authorizer.dependencies
+
+
 def test_schema_is_migrated_by_an_init_container_before_the_api_starts(dev: OfflineRun) -> None:
     migrate, service = containers(dev)["migrate"], containers(dev)["metadata"]
     assert migrate["essential"] is False
