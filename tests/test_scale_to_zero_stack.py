@@ -129,13 +129,17 @@ def test_the_task_connects_to_the_aurora_endpoint_and_checks_its_health_often(ru
         == f"{cluster.state['name']}-id.cluster-abcdefghij.us-east-1.rds.amazonaws.com"
     )
     assert environment["MF_METADATA_DB_SSL_MODE"] == "require"
-    assert containers["metadata"]["healthCheck"]["interval"] == WAKING_HEALTH_CHECK_SECONDS == 5  # ECS's least
+    check = containers["metadata"]["healthCheck"]
+    assert check["interval"] == WAKING_HEALTH_CHECK_SECONDS == 5  # ECS's least
+    # A serving task is replaced only after 30 s of failed checks, not 15 s: a short stall costs no new wake.
+    assert check["interval"] * check["retries"] == 30 and check["retries"] <= 10  # ECS allows 1-10 retries
 
 
 def test_without_scale_to_zero_the_health_check_is_unchanged() -> None:
     [task] = offline("dev").of_type("aws:ecs/taskDefinition:TaskDefinition")
     containers = {c["name"]: c for c in json.loads(task.inputs["containerDefinitions"])}
-    assert containers["metadata"]["healthCheck"]["interval"] == 30
+    check = containers["metadata"]["healthCheck"]
+    assert (check["interval"], check["retries"]) == (30, 3)
 
 
 def integrations(run: OfflineRun) -> dict[str, Any]:

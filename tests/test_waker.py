@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.validate import ParamValidator, validate_parameters
 from moto import mock_aws
 
@@ -368,6 +368,26 @@ def test_the_watcher_routes_whatever_the_data_api_answers(world: World, answer: 
     world.task_ready()
     assert world.run({"action": "watch"}) == "switched"
     assert waker.resume_database(world.aws, world.config) == ("awake" if answer == "available" else "not resumed")
+
+
+def test_an_unreachable_data_api_only_loses_the_head_start(world: World) -> None:
+    """A connection error carries no AWS error code; the wake goes on as for any other failed call."""
+
+    class Unreachable:
+        def execute_statement(self, **request: Any) -> dict[str, Any]:
+            raise EndpointConnectionError(endpoint_url="https://rds-data.us-east-1.amazonaws.com")
+
+    assert waker.resume_database(dataclasses.replace(world.aws, rds_data=Unreachable()), world.config) == "not resumed"
+
+
+def test_the_data_api_is_asked_once_and_the_services_apis_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries of a call that only gives the database a head start would delay the watcher's first look."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setattr(waker, "_clients", None)
+    clients = waker._aws()
+    assert clients.rds_data.meta.config.retries["total_max_attempts"] == 1
+    assert clients.ecs.meta.config.retries["total_max_attempts"] == 4  # botocore counts the first one too
+    assert clients.rds_data.meta.config.read_timeout == clients.ecs.meta.config.read_timeout == 5
 
 
 def test_without_the_data_api_the_watcher_leaves_the_database_to_the_migrator(world: World) -> None:

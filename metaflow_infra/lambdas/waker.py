@@ -306,11 +306,15 @@ def _aws() -> Clients:
         from botocore.config import Config as BotoConfig
 
         quick = BotoConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+        # The Data API call only gives the database a head start: one attempt, so a slow answer never holds up
+        # the watcher's first look at the task (the others' four attempts could cost ~20 s).
+        once = BotoConfig(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1, "mode": "standard"})
         _clients = Clients(
             *(
                 boto3.client(name, config=quick)
-                for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda", "rds-data")
-            )
+                for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda")
+            ),
+            rds_data=boto3.client("rds-data", config=once),
         )
     return _clients
 
