@@ -44,11 +44,13 @@ export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 unexport PYTHONDONTWRITEBYTECODE
 
 # pyright uses one core, so it runs beside the tests (two workers, one per core of a two-core machine)
-# instead of before them; its report is printed after theirs, and either failing fails the target.
+# instead of before them; its report is printed after theirs, either failing fails the target, and an
+# interrupt stops it too (a background job ignores Ctrl-C).
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright metaflow_infra __main__.py tools > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
+	trap 'kill $$pyright 2>/dev/null' INT TERM; \
 	$(VENV)/bin/python -m pytest -n 2; tests=$$?; \
 	wait $$pyright; types=$$?; cat $(VENV)/pyright.log; test $$tests = 0 && test $$types = 0
 

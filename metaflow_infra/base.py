@@ -47,7 +47,8 @@ class Component(pulumi.ComponentResource):
         super().__init__(f"{TYPE_PREFIX}{kind}", LOGICAL_BASE, None, pulumi.ResourceOptions.merge(opts, legacy))
         self.prefix = prefix
         providers = (opts.providers if opts else None) or []
-        provider = next(iter(providers.values() if isinstance(providers, Mapping) else providers), None)
+        listed = providers.values() if isinstance(providers, Mapping) else providers
+        provider = next((p for p in listed if isinstance(p, aws.Provider)), None)
         self._lookups = _LOOKUPS.setdefault(provider, {}) if provider is not None else {}
 
     def named(self, purpose: str) -> str:
