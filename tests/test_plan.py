@@ -79,8 +79,9 @@ def test_missing_stack_file_and_malformed_set_are_clear_errors(capsys: pytest.Ca
 
 def test_plan_runs_as_a_module_without_pulumi_or_aws_and_leaves_no_event_loop_open(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no AWS credentials, no pulumi on PATH
-    # ...but the bytecode `make test` keeps there (PYTHONPYCACHEPREFIX): without it pulumi-aws compiles again (~5 s).
-    env.update({k: v for k, v in os.environ.items() if k == "PYTHONPYCACHEPREFIX"})
+    # ...but where bytecode goes, as the tests run it: without the cache `make test` keeps (PYTHONPYCACHEPREFIX)
+    # pulumi-aws compiles again (~5 s); where writing is off (`make mutation`), a mutant's bytecode is never kept.
+    env.update({k: v for k, v in os.environ.items() if k in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")})
     result = subprocess.run(
         # An event loop collected unclosed warns (ResourceWarning); at exit it may print "Exception ignored".
         [sys.executable, "-W", "always::ResourceWarning", "-m", "metaflow_infra", "plan", "--dir", str(PROJECT)],
