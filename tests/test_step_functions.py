@@ -301,6 +301,11 @@ class MetaflowAgainstFakeAws:
     def run(self, rounds: list[dict[str, tuple[str | None, list[str], dict[str, str]]]]) -> dict[str, Recording]:
         """Each round: name -> (the recording whose AWS state it starts from, or None; script and arguments;
         environment). A round starts once the one before has ended."""
+        # Metaflow is loaded once, before any command's environment applies: one that set metaflow's config
+        # (METAFLOW_*) would be silently ignored, so none may.
+        for commands in rounds:
+            for name, (_, _, env) in commands.items():
+                assert not [key for key in env if key.startswith("METAFLOW_")], (name, env)
         (self.home / "commands.json").write_text(
             json.dumps([[[name, *command] for name, command in commands.items()] for commands in rounds])
         )
