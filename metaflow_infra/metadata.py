@@ -39,13 +39,19 @@ MIGRATION_CONTAINER = "migrate"
 PYTHON = "/opt/latest/bin/python3"
 """The image's virtualenv that holds the service package (the system python does not)."""
 DB_WAIT_SECONDS = 120
-HEALTH_CHECK_SECONDS = 30
-HEALTH_CHECK_RETRIES = 3
-WAKING_HEALTH_CHECK_SECONDS = 5
-"""With scale to zero every wake waits for the first passing check: check as often as ECS allows (5 s)."""
-WAKING_HEALTH_CHECK_RETRIES = 6
-"""...and fail a serving task only after 30 s of failed checks, as when checks ran every 10 s: a stall as short
-as 15 s would otherwise replace the task, and the next request would wait for a whole wake."""
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    interval_seconds: int
+    retries: int
+
+
+HEALTH_CHECK = HealthCheck(interval_seconds=30, retries=3)
+WAKING_HEALTH_CHECK = HealthCheck(interval_seconds=5, retries=6)
+"""With scale to zero every wake waits for the first passing check: check as often as ECS allows (5 s), and
+fail a serving task only after 30 s of failed checks, as when checks ran every 10 s (a stall as short as 15 s
+would otherwise replace the task, and the next request would wait for a whole wake)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,7 @@ def container_definitions(
     db_name: str,
     db_user: str,
     db_password_secret_arn: str,
-    health_check_seconds: int = HEALTH_CHECK_SECONDS,
-    health_check_retries: int = HEALTH_CHECK_RETRIES,
+    health_check: HealthCheck = HEALTH_CHECK,
     db_password_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """The migration init container and the API container; the password only as an ECS secret."""
@@ -137,9 +142,9 @@ def container_definitions(
             "dependsOn": [{"containerName": MIGRATION_CONTAINER, "condition": "SUCCESS"}],
             "healthCheck": {
                 "command": ["CMD-SHELL", f"curl -fsS http://localhost:{METADATA_PORT}/ping || exit 1"],
-                "interval": health_check_seconds,
+                "interval": health_check.interval_seconds,
                 "timeout": 5,
-                "retries": health_check_retries,
+                "retries": health_check.retries,
                 "startPeriod": 30,
             },
             "logConfiguration": logs(SERVICE_CONTAINER),
@@ -270,12 +275,7 @@ class MetadataService(Component):
                         db_name=database.name,
                         db_user=database.user,
                         db_password_secret_arn=values[3],
-                        health_check_seconds=WAKING_HEALTH_CHECK_SECONDS
-                        if settings.scale_to_zero
-                        else HEALTH_CHECK_SECONDS,
-                        health_check_retries=WAKING_HEALTH_CHECK_RETRIES
-                        if settings.scale_to_zero
-                        else HEALTH_CHECK_RETRIES,
+                        health_check=WAKING_HEALTH_CHECK if settings.scale_to_zero else HEALTH_CHECK,
                         db_password_key=database.password_key,
                     )
                 )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import offline, policy_of
 
-from metaflow_infra.metadata import WAKING_HEALTH_CHECK_SECONDS
+from metaflow_infra.metadata import WAKING_HEALTH_CHECK
 from metaflow_infra.offline import OfflineRun
 from metaflow_infra.scale_to_zero import TICK_SCHEDULE, WAKER_TIMEOUT_SECONDS, WATCH_SECONDS, waker_function_name
 
@@ -130,7 +130,7 @@ def test_the_task_connects_to_the_aurora_endpoint_and_checks_its_health_often(ru
     )
     assert environment["MF_METADATA_DB_SSL_MODE"] == "require"
     check = containers["metadata"]["healthCheck"]
-    assert check["interval"] == WAKING_HEALTH_CHECK_SECONDS == 5  # ECS's least
+    assert check["interval"] == WAKING_HEALTH_CHECK.interval_seconds == 5  # ECS's least
     # A serving task is replaced only after 30 s of failed checks, not 15 s: a short stall costs no new wake.
     assert check["interval"] * check["retries"] == 30 and check["retries"] <= 10  # ECS allows 1-10 retries
 
