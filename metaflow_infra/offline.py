@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,6 +438,20 @@ class OfflineRun:
         return parent
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A run allocates some 10^5 objects that nearly all live until it ends: the cyclic garbage
+    collector walked them again and again, a third of a run's time, to free little. Its garbage is
+    collected after the run, at the collector's next pass."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def run_offline(
     raw_config: Mapping[str, Any],
     stack: str = "dev",
@@ -470,7 +485,8 @@ def run_offline(
                 secret_outputs.add(output_name)
 
     try:
-        _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
+        with _collector_paused():
+            _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         monitor.close_thread_loops()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import runpy
 import warnings
@@ -51,6 +52,23 @@ def test_provider_tags_carry_user_tags_and_the_stack_name() -> None:
     run = offline("minimal", {"metaflow:tags": {"team": "ds"}})
     default_tags = json.loads(run.one("pulumi:providers:aws").inputs["defaultTags"])
     assert default_tags == {"tags": {"team": "ds", "metaflow:stack": "dev"}}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_an_offline_run_pauses_the_garbage_collector_and_leaves_it_as_it_found_it(enabled: bool) -> None:
+    during: list[bool] = []
+
+    def declare(settings: Settings) -> dict[str, pulumi.Output[Any]]:
+        during.append(gc.isenabled())
+        return build(settings)
+
+    (gc.enable if enabled else gc.disable)()
+    try:
+        run_offline(stack_config("minimal"), declare=declare)
+        assert during == [False]
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
 
 
 def test_a_deprecated_resource_is_caught() -> None:
