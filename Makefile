@@ -21,20 +21,30 @@ PLAN_STACK = $(if $(or $(wildcard Pulumi.$(STACK).yaml),$(filter-out file,$(orig
 # uv installs the pinned requirements in seconds where pip takes minutes (it downloads in parallel
 # and does not byte-compile all of pulumi-aws up front).
 UV_VERSION := 0.13.9
-INSTALL = $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) && \
-	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r
+UV := $(VENV)/bin/uv
+PIP_QUIET := --quiet --disable-pip-version-check
+INSTALL = $(UV) pip install --quiet --python $(VENV)/bin/python -r
 
 .PHONY: test up plan diff compare ui destroy venv mutation pulumi-ready
 
 venv: $(STAMP)
 
-$(RUNTIME): requirements.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+# The virtualenv gets no pip of its own (seeding one took longer than installing everything else):
+# the interpreter's pip puts uv in it, or, where the interpreter has no pip (or one older than 22.3,
+# without --python), a pip seeded into the virtualenv after all.
+$(UV):
+	$(PYTHON) -m venv --without-pip $(VENV)
+	if $(PYTHON) -m pip --python $(VENV)/bin/python --version >/dev/null 2>&1; then \
+		$(PYTHON) -m pip --python $(VENV)/bin/python install $(PIP_QUIET) uv==$(UV_VERSION); \
+	else \
+		$(VENV)/bin/python -m ensurepip --default-pip >/dev/null && $(VENV)/bin/python -m pip install $(PIP_QUIET) uv==$(UV_VERSION); \
+	fi
+
+$(RUNTIME): requirements.txt | $(UV)
 	$(INSTALL) requirements.txt
 	touch $(RUNTIME)
 
-$(STAMP): requirements.txt requirements-dev.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+$(STAMP): requirements.txt requirements-dev.txt | $(UV)
 	$(INSTALL) requirements-dev.txt
 	touch $(STAMP) $(RUNTIME)
 

@@ -4,6 +4,7 @@ their commands read with `make -n`, and the early refusals run for real (they st
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -83,8 +84,18 @@ def test_up_checks_pulumi_then_installs_only_the_runtime_then_shows_the_idle_cos
 def test_the_runtime_is_the_pinned_requirements_installed_by_a_pinned_uv() -> None:
     lines = dry_run("-W", "requirements.txt", ".venv/.runtime")  # as if the requirements had changed
     [install] = [line for line in lines if "pip install" in line]
-    assert "pip install --quiet --disable-pip-version-check uv==" in install
-    assert install.endswith("uv pip install --quiet --python .venv/bin/python -r requirements.txt")
+    assert install == ".venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements.txt"
+
+
+def test_uv_goes_into_a_virtualenv_without_pip_by_the_interpreters_pip_or_else_a_seeded_one() -> None:
+    lines = dry_run("-B", ".venv/bin/uv")
+    assert lines[0] == "python3 -m venv --without-pip .venv"
+    installs = [line.strip(" \t;\\") for line in lines if " install " in line]
+    assert [install.split(" install ")[0] for install in installs] == [
+        "python3 -m pip --python .venv/bin/python",
+        ".venv/bin/python -m ensurepip --default-pip >/dev/null && .venv/bin/python -m pip",
+    ]
+    assert all(re.search(r"--quiet --disable-pip-version-check uv==\d+\.\d+\.\d+$", i) for i in installs), installs
 
 
 def test_destroy_checks_pulumi_and_installs_nothing() -> None:
@@ -193,12 +204,14 @@ def test_up_stops_before_deploying_a_config_the_program_refuses(tmp_path: Path) 
 
 
 def fake_test_tools(directory: Path, pyright_status: int, pytest_status: int) -> Path:
-    """A virtualenv whose ruff passes and whose pyright and python (pytest) say what they saw and exit as told."""
+    """A virtualenv (with uv) whose ruff passes and whose pyright and python (pytest) say what they saw and
+    exit as told."""
     for name in ("requirements.txt", "requirements-dev.txt"):
         (directory / name).write_text("")
     bin_dir = directory / "venv" / "bin"
     bin_dir.mkdir(parents=True)
     scripts = {
+        "uv": "exit 0",
         "ruff": "exit 0",
         "pyright": f'echo "pyright checked $*"; exit {pyright_status}',
         "python": 'echo "pytest ran with bytecode in ${PYTHONPYCACHEPREFIX-nowhere},'
