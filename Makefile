@@ -30,15 +30,13 @@ INSTALL = $(UV) pip install --quiet --python $(VENV)/bin/python -r
 venv: $(STAMP)
 
 # The virtualenv gets no pip of its own (seeding one took longer than installing everything else):
-# the interpreter's pip puts uv in it, or, where the interpreter has no pip (or one older than 22.3,
-# without --python), a pip seeded into the virtualenv after all.
+# the interpreter's pip puts uv in it, or, where that fails (no pip, or one older than 22.3, without
+# --python), a pip seeded into the virtualenv after all, whose errors are the ones shown.
 $(UV):
 	$(PYTHON) -m venv --without-pip $(VENV)
-	if $(PYTHON) -m pip --python $(VENV)/bin/python --version >/dev/null 2>&1; then \
-		$(PYTHON) -m pip --python $(VENV)/bin/python install $(PIP_QUIET) uv==$(UV_VERSION); \
-	else \
-		$(VENV)/bin/python -m ensurepip --default-pip >/dev/null && $(VENV)/bin/python -m pip install $(PIP_QUIET) uv==$(UV_VERSION); \
-	fi
+	$(PYTHON) -m pip --python $(VENV)/bin/python install $(PIP_QUIET) uv==$(UV_VERSION) 2>/dev/null || { \
+		$(VENV)/bin/python -m ensurepip --default-pip >/dev/null && \
+		$(VENV)/bin/python -m pip install $(PIP_QUIET) uv==$(UV_VERSION); }
 
 $(RUNTIME): requirements.txt | $(UV)
 	$(INSTALL) requirements.txt
@@ -53,7 +51,7 @@ $(STAMP): requirements.txt requirements-dev.txt | $(UV)
 export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 unexport PYTHONDONTWRITEBYTECODE
 
-# pyright uses one core, so it runs beside the tests (two workers, one per core of a two-core machine)
+# pyright uses one core, so it runs beside the tests (a worker per core: two on a two-core machine)
 # instead of before them; its report is printed after theirs, either failing fails the target, and an
 # interrupt stops it too (a background job ignores Ctrl-C).
 test: $(STAMP)
@@ -61,7 +59,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright metaflow_infra __main__.py tools > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
 	trap 'kill $$pyright 2>/dev/null' INT TERM; \
-	$(VENV)/bin/python -m pytest -n 2; tests=$$?; \
+	$(VENV)/bin/python -m pytest -n auto; tests=$$?; \
 	wait $$pyright; types=$$?; cat $(VENV)/pyright.log; test $$tests = 0 && test $$types = 0
 
 # What deploying needs, checked before anything is installed.
