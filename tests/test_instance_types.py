@@ -67,7 +67,7 @@ def test_no_family_the_nvidia_image_cannot_run_is_offered_as_a_gpu_family() -> N
 def test_inf1_is_left_out_of_the_neuron_families() -> None:
     """Current Neuron drivers (those of the ECS Neuron AMI) no longer support Inf1."""
     assert "inf1" not in FAMILIES
-    assert families_of((NEURON,)) == ["inf2", "trn1", "trn1n"]
+    assert families_of((NEURON,)) == ("inf2", "trn1", "trn1n")
 
 
 def test_accelerator_families_name_their_regions_rather_than_everywhere() -> None:
@@ -79,7 +79,7 @@ def test_offered_families_follow_the_region_lists() -> None:
     assert "c6i" in offered_families("us-east-1") and "c6i" not in offered_families("sa-east-1")
     assert "c5" in offered_families("sa-east-1")
     assert offered_families("us-east-1", gpu=True) == ["g4dn", "g5", "g6", "g6e", "p4d", "p5"]
-    assert families_of((GPU,), "eu-west-1") == ["g4dn", "g5", "p4d"]
-    assert families_of((NEURON,), "us-east-1") == ["inf2", "trn1", "trn1n"]
-    assert families_of((NEURON,), "eu-west-1") == ["inf2"]
-    assert families_of((NEURON,), "sa-east-1") == families_of((GPU,), "sa-east-1") == []
+    assert families_of((GPU,), "eu-west-1") == ("g4dn", "g5", "p4d")
+    assert families_of((NEURON,), "us-east-1") == ("inf2", "trn1", "trn1n")
+    assert families_of((NEURON,), "eu-west-1") == ("inf2",)
+    assert families_of((NEURON,), "sa-east-1") == families_of((GPU,), "sa-east-1") == ()

@@ -8,6 +8,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import pulumi
@@ -176,13 +177,14 @@ def family_kind(spec: Mapping[str, Any]) -> str:
     return GPU if spec.get("gpu") else NEURON if spec.get("neuron") else CPU
 
 
-def families_of(kinds: tuple[str, ...], region: str | None = None) -> list[str]:
+@cache  # asked for on every validation, of data that never changes
+def families_of(kinds: tuple[str, ...], region: str | None = None) -> tuple[str, ...]:
     """The families of these kinds in the data, in its order; with `region`, those offered there."""
-    return [
+    return tuple(
         family
         for family, spec in instance_families().items()
         if family_kind(spec) in kinds and (region is None or "*" in spec["regions"] or region in spec["regions"])
-    ]
+    )
 
 
 def _a(noun: str) -> str:

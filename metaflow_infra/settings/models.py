@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from functools import cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -536,6 +537,7 @@ def known_keys(namespace: str) -> list[str]:
     return declared + (passed_through if namespace == "aws" else [])
 
 
+@cache  # asked for on every validation, of declarations that never change
 def key_fields() -> dict[str, FieldInfo]:
     """Every config key with its declaration, in namespace order."""
     return {
