@@ -51,15 +51,16 @@ $(STAMP): requirements.txt requirements-dev.txt | $(UV)
 export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 unexport PYTHONDONTWRITEBYTECODE
 
-# pyright uses one core, so it runs beside the tests (a worker per core: two on a two-core machine)
-# instead of before them; its report is printed after theirs, either failing fails the target, and an
-# interrupt stops it too (a background job ignores Ctrl-C).
+# pyright uses one core, so it runs beside the tests instead of before them; its report is printed after
+# theirs, either failing fails the target, and an interrupt stops it too (a background job ignores Ctrl-C).
+# The tests take a worker per core (two on a two-core machine), and a worker that runs out takes queued
+# tests from the other (worksteal), so one long test near the end does not leave a core idle.
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright metaflow_infra __main__.py tools > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
 	trap 'kill $$pyright 2>/dev/null' INT TERM; \
-	$(VENV)/bin/python -m pytest -n auto; tests=$$?; \
+	$(VENV)/bin/python -m pytest -n auto --dist worksteal; tests=$$?; \
 	wait $$pyright; types=$$?; cat $(VENV)/pyright.log; test $$tests = 0 && test $$types = 0
 
 # What deploying needs, checked before anything is installed.
