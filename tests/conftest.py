@@ -63,19 +63,19 @@ def stack_config(
 
 
 _RUNS: dict[str, OfflineRun] = {}
-"""Offline runs of plain configs, once per test process: about half the suite's runs repeat one."""
+"""Offline runs, once per test process: about half the suite's runs repeat one."""
 
 
 def offline(preset: str = "minimal", overrides: dict[str, Any] | None = None, **kwargs: Any) -> OfflineRun:
     """Run the program offline (each test gets its own copy); a deprecated pulumi-aws resource or
     argument fails the test."""
     config = stack_config(preset, overrides, kwargs.pop("region", "us-east-1"))
-    if kwargs:  # other stacks, subnets or declarations: run as asked
+    if "declare" in kwargs:  # another program: run as asked
         run = run_offline(config, today=TODAY, **kwargs)
-    else:
-        key = json.dumps(config, sort_keys=True)
+    else:  # a stack name and subnet fixtures are plain values (frozen dataclasses): part of the key
+        key = json.dumps(config, sort_keys=True) + repr(sorted(kwargs.items()))
         if key not in _RUNS:
-            _RUNS[key] = run_offline(config, today=TODAY)
+            _RUNS[key] = run_offline(config, today=TODAY, **kwargs)
         run = copy.deepcopy(_RUNS[key])
     assert not run.deprecations, run.deprecations
     return run
