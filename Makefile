@@ -22,6 +22,7 @@ PLAN_STACK = $(if $(or $(wildcard Pulumi.$(STACK).yaml),$(filter-out file,$(orig
 # and does not byte-compile all of pulumi-aws up front).
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 PIP_QUIET := --quiet --disable-pip-version-check
 INSTALL = $(UV) pip install --quiet --python $(VENV)/bin/python -r
 
@@ -29,20 +30,23 @@ INSTALL = $(UV) pip install --quiet --python $(VENV)/bin/python -r
 
 venv: $(STAMP)
 
-# The virtualenv gets no pip of its own (seeding one took longer than installing everything else):
-# the interpreter's pip puts uv in it, or, where that fails (no pip, or one older than 22.3, without
-# --python), a pip seeded into the virtualenv after all, whose errors are the ones shown.
-$(UV):
+# The virtualenv is created without pip (seeding one took longer than installing everything else; the
+# runtime requirements pin the pip Pulumi runs): the interpreter's pip puts the pinned uv in it, or, where
+# that fails (no pip, or one older than 22.3, without --python), a pip seeded into the virtualenv after
+# all. The stamp names the version, so a new UV_VERSION reaches an existing virtualenv.
+$(UV_STAMP):
 	$(PYTHON) -m venv --without-pip $(VENV)
 	$(PYTHON) -m pip --python $(VENV)/bin/python install $(PIP_QUIET) uv==$(UV_VERSION) 2>/dev/null || { \
 		$(VENV)/bin/python -m ensurepip --default-pip >/dev/null && \
-		$(VENV)/bin/python -m pip install $(PIP_QUIET) uv==$(UV_VERSION); }
+		$(VENV)/bin/python -m pip install $(PIP_QUIET) uv==$(UV_VERSION); } || { \
+		echo "make: $(PYTHON) has no pip to install uv with: install pip for it (Debian and Ubuntu: apt install python3-pip python3-venv), then run make again" >&2; exit 1; }
+	touch $(UV_STAMP)
 
-$(RUNTIME): requirements.txt | $(UV)
+$(RUNTIME): requirements.txt | $(UV_STAMP)
 	$(INSTALL) requirements.txt
 	touch $(RUNTIME)
 
-$(STAMP): requirements.txt requirements-dev.txt | $(UV)
+$(STAMP): requirements.txt requirements-dev.txt | $(UV_STAMP)
 	$(INSTALL) requirements-dev.txt
 	touch $(STAMP) $(RUNTIME)
 
@@ -53,14 +57,16 @@ unexport PYTHONDONTWRITEBYTECODE
 
 # pyright uses one core, so it runs beside the tests instead of before them; its report is printed after
 # theirs, either failing fails the target, and an interrupt stops it too (a background job ignores Ctrl-C).
-# The tests take a worker per core (two on a two-core machine), and a worker that runs out takes queued
-# tests from the other (worksteal), so one long test near the end does not leave a core idle.
+# The tests take a worker per core (two on a two-core machine; at most four, since each loads pulumi-aws,
+# Metaflow and moto and runs its own offline stacks, and a container may see the host's cores), and a
+# worker that runs out takes queued tests from another (worksteal), so one long test near the end does
+# not leave a core idle.
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright metaflow_infra __main__.py tools > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
 	trap 'kill $$pyright 2>/dev/null' INT TERM; \
-	$(VENV)/bin/python -m pytest -n auto --dist worksteal; tests=$$?; \
+	$(VENV)/bin/python -m pytest -n auto --maxprocesses 4 --dist worksteal; tests=$$?; \
 	wait $$pyright; types=$$?; cat $(VENV)/pyright.log; test $$tests = 0 && test $$types = 0
 
 # What deploying needs, checked before anything is installed.

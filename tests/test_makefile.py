@@ -83,21 +83,38 @@ def test_up_checks_pulumi_then_installs_only_the_runtime_then_shows_the_idle_cos
 
 def test_the_runtime_is_the_pinned_requirements_installed_by_a_pinned_uv() -> None:
     lines = dry_run("-W", "requirements.txt", ".venv/.runtime")  # as if the requirements had changed
-    [install] = [line for line in lines if "pip install" in line]
+    [install] = [line for line in lines if line.startswith(".venv/bin/uv ")]
     assert install == ".venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements.txt"
 
 
+UV_VERSION = re.search(r"^UV_VERSION := (\S+)$", (PROJECT / "Makefile").read_text(), re.M)[1]
+
+
 def test_uv_goes_into_a_virtualenv_without_pip_by_the_interpreters_pip_or_else_a_seeded_one() -> None:
-    lines = dry_run("-B", ".venv/bin/uv")
+    lines = dry_run("-B", f".venv/.uv-{UV_VERSION}")
     assert lines[0] == "python3 -m venv --without-pip .venv"
-    installs = [line.strip(" \t;}\\") for line in lines if " install " in line]
+    installs = [line.strip(" \t;}|{\\") for line in lines if " install " in line and "uv==" in line]
     assert [install.split(" install ")[0] for install in installs] == [
         "python3 -m pip --python .venv/bin/python",
         ".venv/bin/python -m pip",
     ]
     assert lines[2].strip() == ".venv/bin/python -m ensurepip --default-pip >/dev/null && \\"
-    pinned = r"--quiet --disable-pip-version-check uv==\d+\.\d+\.\d+( 2>/dev/null \|\| \{)?$"
+    pinned = rf"--quiet --disable-pip-version-check uv=={re.escape(UV_VERSION)}( 2>/dev/null)?$"
     assert all(re.search(pinned, install) for install in installs), installs
+    assert "has no pip to install uv with: install pip for it" in lines[4]
+
+
+def test_a_new_uv_version_reaches_an_existing_virtualenv() -> None:
+    lines = dry_run("-W", "requirements.txt", ".venv/.runtime", "UV_VERSION=99.0.0")
+    assert any("uv==99.0.0" in line for line in lines)
+    assert lines[-1] == "touch .venv/.runtime"
+
+
+def test_the_runtime_pins_the_pip_pulumis_pip_toolchain_runs() -> None:
+    """The virtualenv has no pip of its own; Pulumi's pip toolchain lists the virtualenv's packages with it."""
+    assert "toolchain: pip" in (PROJECT / "Pulumi.yaml").read_text()
+    pins = [line for line in (PROJECT / "requirements.txt").read_text().splitlines() if line.startswith("pip==")]
+    assert len(pins) == 1
 
 
 def test_destroy_checks_pulumi_and_installs_nothing() -> None:
@@ -206,22 +223,22 @@ def test_up_stops_before_deploying_a_config_the_program_refuses(tmp_path: Path) 
 
 
 def fake_test_tools(directory: Path, pyright_status: int, pytest_status: int) -> Path:
-    """A virtualenv (with uv) whose ruff passes and whose pyright and python (pytest) say what they saw and
+    """A virtualenv (uv installed) whose ruff passes and whose pyright and python (pytest) say what they saw and
     exit as told."""
     for name in ("requirements.txt", "requirements-dev.txt"):
         (directory / name).write_text("")
     bin_dir = directory / "venv" / "bin"
     bin_dir.mkdir(parents=True)
     scripts = {
-        "uv": "exit 0",
         "ruff": "exit 0",
         "pyright": f'echo "pyright checked $*"; exit {pyright_status}',
-        "python": 'echo "pytest ran with bytecode in ${PYTHONPYCACHEPREFIX-nowhere},'
+        "python": 'echo "$* ran with bytecode in ${PYTHONPYCACHEPREFIX-nowhere},'
         f' PYTHONDONTWRITEBYTECODE ${{PYTHONDONTWRITEBYTECODE-unset}}"; exit {pytest_status}',
     }
     for name, body in scripts.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
+    (directory / "venv" / f".uv-{UV_VERSION}").touch()
     stamp = directory / "venv" / ".installed"
     stamp.touch()
     os.utime(stamp, (stamp.stat().st_mtime + 10,) * 2)  # installed after the requirements last changed
@@ -242,7 +259,10 @@ def test_make_test_type_checks_and_runs_the_tests_with_bytecode_under_the_virtua
     result = run_test_target(tmp_path, venv)
     assert result.returncode == 0, result.stderr
     assert "pyright checked metaflow_infra __main__.py tools" in result.stdout
-    assert f"pytest ran with bytecode in {venv}/pycache, PYTHONDONTWRITEBYTECODE unset" in result.stdout
+    assert (
+        f"-m pytest -n auto --maxprocesses 4 --dist worksteal ran with bytecode in {venv}/pycache,"
+        " PYTHONDONTWRITEBYTECODE unset" in result.stdout
+    )
 
 
 def test_make_test_fails_when_either_the_types_or_the_tests_fail_and_shows_pyrights_report(tmp_path: Path) -> None:
