@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -93,6 +94,23 @@ def test_plan_runs_as_a_module_without_pulumi_or_aws_and_leaves_no_event_loop_op
     assert result.returncode == 0, result.stderr
     assert "Always-on monthly cost" in result.stdout
     assert "unclosed event loop" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+def run_main_module(name: str) -> None:
+    """Execute metaflow_infra/__main__.py's top level under a module name (its imports are cached)."""
+    path = Path(sys.modules[main.__module__].__file__ or "")
+    exec(compile(path.read_text(), str(path), "exec"), {"__name__": name, "__package__": "metaflow_infra"})
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_imported_as_a_module_it_leaves_the_collector_alone(enabled: bool) -> None:
+    frozen = gc.get_freeze_count()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        run_main_module("metaflow_infra.__main__")
+        assert gc.isenabled() is enabled and gc.get_freeze_count() == frozen
+    finally:
+        gc.enable()
 
 
 def test_compare_lists_every_preset_and_the_terraform_defaults(capsys: pytest.CaptureFixture[str]) -> None:
