@@ -39,7 +39,7 @@ $(UV_STAMP):
 	$(PYTHON) -m pip --python $(VENV)/bin/python install $(PIP_QUIET) uv==$(UV_VERSION) 2>/dev/null || { \
 		$(VENV)/bin/python -m ensurepip --default-pip >/dev/null && \
 		$(VENV)/bin/python -m pip install $(PIP_QUIET) uv==$(UV_VERSION); } || { \
-		echo "make: $(PYTHON) has no pip to install uv with: install pip for it (Debian and Ubuntu: apt install python3-pip python3-venv), then run make again" >&2; exit 1; }
+		echo "make: could not install uv==$(UV_VERSION) into $(VENV): the error above says why; where $(PYTHON) has no pip, install it (Debian and Ubuntu: apt install python3-pip python3-venv), then run make again" >&2; exit 1; }
 	touch $(UV_STAMP)
 
 $(RUNTIME): requirements.txt | $(UV_STAMP)
