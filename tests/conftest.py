@@ -18,11 +18,12 @@ import re
 import warnings
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from metaflow_infra.offline import OfflineRun, run_offline
+if TYPE_CHECKING:
+    from metaflow_infra.offline import OfflineRun
 
 TODAY = datetime.date(2026, 11, 24)
 PACKAGE = Path(__file__).resolve().parent.parent / "metaflow_infra"
@@ -39,7 +40,10 @@ def _preload_pulumi_aws_modules() -> None:
             hasattr(importlib.import_module(f"pulumi_aws.{module}"), "_loaded")  # runs the lazy module
 
 
-_preload_pulumi_aws_modules()
+def pytest_configure(config: pytest.Config) -> None:
+    # Under xdist the controller only hands tests out: pulumi-aws is loaded where they run (~2 s of CPU).
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        _preload_pulumi_aws_modules()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -69,6 +73,8 @@ _RUNS: dict[str, OfflineRun] = {}
 def offline(preset: str = "minimal", overrides: dict[str, Any] | None = None, **kwargs: Any) -> OfflineRun:
     """Run the program offline (each test gets its own copy); a deprecated pulumi-aws resource or
     argument fails the test."""
+    from metaflow_infra.offline import run_offline
+
     config = stack_config(preset, overrides, kwargs.pop("region", "us-east-1"))
     if "declare" in kwargs:  # another program: run as asked
         run = run_offline(config, today=TODAY, **kwargs)
