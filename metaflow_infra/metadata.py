@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ from .endpoint import EndpointArgs, declare_endpoint, log_group, secret_reading_
 from .network import METADATA_PORT
 from .scale_to_zero import WakerArgs, WakerDatabase, declare_waker, waker_function_arn, waker_function_name
 from .secrets import stored_secret
-from .settings import MetadataSettings
+from .settings import MetadataSettings, stack_scoped_name
 
 SERVICE_CONTAINER = "metadata"
 MIGRATION_CONTAINER = "migrate"
@@ -85,13 +84,6 @@ def api_key_slots(rotation: int) -> dict[str, int]:
         if latest >= 1:  # slot "b" only exists from the first rotation on
             slots[slot] = latest
     return slots
-
-
-def stack_scoped_name(prefix: str, stack: str) -> str:
-    """`<prefix>-<stack>` as a DNS label: for names AWS does not auto-suffix (task family, Cloud Map
-    namespace), so two stacks in one account never share one."""
-    label = re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-") or "stack"
-    return f"{prefix}-{label}"
 
 
 def container_definitions(

@@ -74,6 +74,14 @@ def subnet_set_problems(subnets: Sequence[SubnetFacts], unsupported_zones: Seque
     return problems
 
 
+def one_subnet_per_zone(subnets: Sequence[SubnetFacts]) -> list[str]:
+    """The first subnet of each AZ, in the given order: a load balancer takes at most one per AZ."""
+    chosen: dict[str, str] = {}
+    for subnet in subnets:
+        chosen.setdefault(subnet.availability_zone, subnet.subnet_id)
+    return list(chosen.values())
+
+
 def subnet_egress_problem(facts: SubnetFacts, expected_vpc: str) -> str | None:
     """Why Batch jobs would wait in RUNNABLE forever in this subnet, or None if it has a way out."""
     if facts.vpc_id != expected_vpc:
@@ -159,11 +167,13 @@ class Network(Component):
         # Zones where VPC links or Fargate do not run: left out, or refused for the service.
         self._unsupported_zones = unsupported_zone_ids(region)
         if settings.vpc_id is not None and settings.subnet_ids is not None:
-            self.public_subnets = self._check_existing_subnets(
+            facts = self._check_existing_subnets(
                 settings.vpc_id, settings.subnet_ids, with_metadata_service, settings.private_subnets
             )
+            self.public_subnets = facts[0].through_internet_gateway
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
-            self.subnet_ids = self.public_subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
+            self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
+            self.public_subnet_ids = pulumi.Output.from_input(one_subnet_per_zone(facts))
             if multi_node and self.public_subnets:
                 raise ConfigError(MULTI_NODE_PUBLIC_SUBNETS)
         else:
@@ -247,6 +257,11 @@ class Network(Component):
         """One private subnet per AZ, no public IPs, each out through a NAT gateway (its AZ's, or the first):
         without that default route Batch instances never join ECS and jobs wait in RUNNABLE. Returns the
         private route tables."""
+        if settings.nat_gateways > len(zones):
+            raise ConfigError(
+                f"network:natGateways = {settings.nat_gateways}, but this account has {len(zones)} availability zones "
+                f"this stack can use in the region ({', '.join(zones)}): set it to {len(zones)} or fewer"
+            )
         nats = []
         for index in range(settings.nat_gateways):
             address = aws.ec2.Eip(
@@ -328,9 +343,9 @@ class Network(Component):
 
     def _check_existing_subnets(
         self, vpc_id: str, subnet_ids: Sequence[str], with_metadata_service: bool, private: bool
-    ) -> bool:
+    ) -> list[SubnetFacts]:
         """Refuse subnets Batch jobs could not get out of, or public ones where `private` asks for private
-        ones; tell whether they go out through an IGW."""
+        ones; return what decided it."""
         invoke = pulumi.InvokeOptions(parent=self)
         problems = []
         facts = []
@@ -382,7 +397,7 @@ class Network(Component):
         problems += subnet_set_problems(facts, self._unsupported_zones if with_metadata_service else [])
         if problems:
             raise ConfigError("network:subnetIds cannot host this stack:\n" + "\n".join(f"  - {p}" for p in problems))
-        return facts[0].through_internet_gateway
+        return facts
 
     def _security_group(self, tier: str, description: str) -> aws.ec2.SecurityGroup:
         return aws.ec2.SecurityGroup(

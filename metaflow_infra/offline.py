@@ -141,7 +141,15 @@ class SubnetFixture:
     default_route_target: str | None = "igw-0123456789abcdef0"
 
 
-ZONE_ID_PREFIXES = {"us-east-1": "use1", "us-west-2": "usw2", "eu-west-1": "euw1", "ap-northeast-1": "apne1"}
+ZONE_ID_PREFIXES = {
+    "us-east-1": "use1",
+    "us-west-1": "usw1",
+    "us-west-2": "usw2",
+    "eu-west-1": "euw1",
+    "ap-northeast-1": "apne1",
+}
+ZONE_IDS_IN_REGION = {"us-west-1": 3}
+"""Regions with fewer than the mock's four zone IDs: us-west-1 has three, of which an account sees two."""
 MOCK_ZONE_NUMBERS = {"a": 3, "b": 1, "c": 2, "d": 4}
 """Zone name letter -> zone ID number in the mocked account: `a` is deliberately az3, which
 us-east-1's HTTP API VPC links (and Tokyo's Fargate) do not support."""
@@ -237,6 +245,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 (f"{self.region}{letter}", f"{prefix}-az{number}")
                 for letter, number in MOCK_ZONE_NUMBERS.items()
                 if f"{prefix}-az{number}" not in a.get("excludeZoneIds", [])
+                and number <= ZONE_IDS_IN_REGION.get(self.region, len(MOCK_ZONE_NUMBERS))
             ]
             return {"names": [n for n, _ in zones], "zoneIds": [z for _, z in zones], "id": self.region}
         if token == "aws:index/getPartition:getPartition":

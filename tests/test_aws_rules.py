@@ -4,6 +4,7 @@ checked against AWS's own models in botocore wherever botocore carries the same 
 from __future__ import annotations
 
 import ast
+import datetime
 import importlib.util
 import ipaddress
 import re
@@ -23,6 +24,7 @@ from metaflow_infra.settings.aws_rules import (
     image_pin,
     image_reference_problems,
     known_regions,
+    max_reserved_concurrency,
     partition_of,
     postgres_instance_classes,
     region_problems,
@@ -33,7 +35,8 @@ from metaflow_infra.settings.aws_rules import (
 )
 from metaflow_infra.settings.values import WEEKDAYS
 
-READ_ON = "2026-12-01"
+FIRST_READ = datetime.date(2026, 12, 1)
+"""The day the first rules were read: none can have been read earlier."""
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 PROGRAM_TAGS = {"metaflow:stack": "dev", "Name": "metaflow-vpc"}
 
@@ -65,7 +68,8 @@ def test_every_rule_names_its_source_and_the_day_it_was_read() -> None:
     ]
     for name, table in tables:
         assert table.get("source"), f"{name} has no source"
-        assert table.get("read_on") == READ_ON, f"{name} has no read_on {READ_ON}"
+        read_on = datetime.date.fromisoformat(table.get("read_on", ""))
+        assert FIRST_READ <= read_on <= datetime.date.today(), f"{name} has no plausible read_on"
 
 
 def test_the_runtime_module_does_not_import_botocore() -> None:
@@ -618,3 +622,37 @@ def test_database_window_rules_are_the_ones_the_rds_api_documents(boto: botocore
     assert "hh24:mi-hh24:mi" in backup and "Must not conflict with the preferred maintenance window" in backup
     assert "ddd:hh24:mi-ddd:hh24:mi" in maintenance
     assert f"The day values must be {' | '.join(WEEKDAYS)}" in " ".join(maintenance.split())
+
+
+# --- Names and partitions ------------------------------------------------------------------------------
+
+
+def test_derived_name_rules_are_botocores(boto: botocore.session.Session) -> None:
+    spec = rules()["derived_names"]
+    repository = boto.get_service_model("ecr").shape_for("RepositoryName").metadata
+    assert (spec["ecr_repository_pattern"], spec["ecr_repository_max_length"]) == (
+        repository["pattern"],
+        repository["max"],
+    )
+    assert spec["budget_name_max_length"] == boto.get_service_model("budgets").shape_for("BudgetName").metadata["max"]
+
+
+def test_services_missing_from_a_partition_are_botocores() -> None:
+    """Where botocore lists the service in a partition, it lists it in every region (or as a global
+    endpoint), so the partition alone decides; and it lists it in none of those the data names."""
+    endpoints = Loader().load_data("endpoints")
+    missing: dict[str, list[str]] = rules()["partition_services"]["missing"]
+    included = set(rules()["regions"]["partitions"])
+    for service, partitions in missing.items():
+        absent = []
+        for partition in (p for p in endpoints["partitions"] if p["partition"] in included):
+            entry = partition["services"].get(service)
+            if entry is None or not entry.get("endpoints"):
+                absent.append(partition["partition"])
+            elif "partitionEndpoint" not in entry:
+                assert set(partition["regions"]) <= set(entry["endpoints"]), (service, partition["partition"])
+        assert sorted(absent) == sorted(partitions), service
+
+
+def test_the_reservable_authorizer_concurrency_leaves_lambda_its_unreserved_hundred() -> None:
+    assert max_reserved_concurrency() == 900

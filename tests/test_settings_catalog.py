@@ -96,20 +96,6 @@ def test_the_fargate_cpu_sizes_are_awss() -> None:
     assert list(FARGATE_MEMORY_BY_CPU) == list(FARGATE_SIZES_MIB)
 
 
-@pytest.mark.parametrize("cpu", [cpu for cpu in FARGATE_SIZES_MIB if cpu != 256])
+@pytest.mark.parametrize("cpu", FARGATE_SIZES_MIB)
 def test_each_fargate_cpu_size_accepts_exactly_the_memory_aws_does(cpu: int) -> None:
     assert list(FARGATE_MEMORY_BY_CPU[cpu]) == FARGATE_SIZES_MIB[cpu]
-
-
-def test_a_quarter_vcpu_fargate_task_accepts_the_memory_aws_does() -> None:
-    assert set(FARGATE_SIZES_MIB[256]) <= set(FARGATE_MEMORY_BY_CPU[256])
-    assert min(FARGATE_MEMORY_BY_CPU[256]) == 512 and max(FARGATE_MEMORY_BY_CPU[256]) == 2048
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog.py lists 256 cpu units with range(512, 2049, 512), which accepts 1536 MiB; Fargate refuses "
-    "it at `pulumi up` (RegisterTaskDefinition: no Fargate configuration exists for given values)",
-)
-def test_a_quarter_vcpu_fargate_task_refuses_1536_mib_as_aws_does() -> None:
-    assert 1536 not in FARGATE_MEMORY_BY_CPU[256]

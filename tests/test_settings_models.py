@@ -67,7 +67,9 @@ def test_an_existing_network_needs_both_its_vpc_and_two_subnets() -> None:
     assert NetworkSettings.model_validate({"vpcId": VPC, "subnetIds": SUBNETS}).subnet_ids == SUBNETS
     assert "network:vpcId is set but network:subnetIds is not" in refused(NetworkSettings, vpcId=VPC)
     assert "network:subnetIds is set but network:vpcId is not" in refused(NetworkSettings, subnetIds=SUBNETS)
-    assert "has 1 subnet(s)" in refused(NetworkSettings, vpcId=VPC, subnetIds=[SUBNETS[0], SUBNETS[0]])
+    assert "has 1 subnet(s)" in refused(NetworkSettings, vpcId=VPC, subnetIds=[SUBNETS[0]])
+    repeated = refused(NetworkSettings, vpcId=VPC, subnetIds=[SUBNETS[0], SUBNETS[1], SUBNETS[0]])
+    assert f"lists {SUBNETS[0]} more than once" in repeated
     assert "is not a subnet id" in refused(NetworkSettings, vpcId=VPC, subnetIds=["subnet-xyz", SUBNETS[0]])
 
 
@@ -79,11 +81,16 @@ def test_min_vcpus_may_equal_but_not_exceed_max() -> None:
 
 @pytest.mark.parametrize("cpu", FARGATE_MEMORY_BY_CPU)
 def test_every_fargate_size_accepts_its_own_memory_range_only(cpu: int) -> None:
-    allowed = FARGATE_MEMORY_BY_CPU[cpu]
-    for memory in (allowed.start, allowed.stop - 1):
+    allowed = list(FARGATE_MEMORY_BY_CPU[cpu])
+    for memory in (allowed[0], allowed[-1]):
         assert MetadataSettings.model_validate({"cpu": cpu, "memory": memory}).memory == memory
-    for memory in (allowed.start - allowed.step, allowed.stop - 1 + allowed.step, allowed.start + 1):
+    step = allowed[1] - allowed[0]
+    for memory in (allowed[0] - step, allowed[-1] + step, allowed[0] + 1):
         assert f"does not fit metadata:cpu {cpu}" in refused(MetadataSettings, cpu=cpu, memory=memory)
+
+
+def test_a_quarter_vcpu_task_names_the_three_sizes_it_takes() -> None:
+    assert "accepted: 512, 1024, 2048 MiB" in refused(MetadataSettings, cpu=256, memory=1536)
 
 
 def test_a_cpu_that_is_no_fargate_size_names_the_sizes() -> None:

@@ -60,6 +60,7 @@ from .models import (
     is_available,
     key_fields,
     known_keys,
+    stack_scoped_name,
 )
 
 __all__ = [
@@ -106,5 +107,6 @@ __all__ = [
     "presets",
     "provider_settings",
     "raw_config_from_pulumi",
+    "stack_scoped_name",
     "unsupported_zone_ids",
 ]

@@ -383,3 +383,74 @@ def rds_window_problems(backup: str, maintenance: str) -> list[str]:
     if not problems and windows_overlap(maintenance, backup):
         problems.append(f"db:maintenanceWindow {maintenance} overlaps db:backupWindow {backup}: RDS refuses that")
     return problems
+
+
+# --- Names -----------------------------------------------------------------------------------------
+
+
+def bucket_prefix_problems(key: str, prefix: str) -> list[str]:
+    """The bucket is named `<prefix>-…`: it must not start with a prefix S3 reserves."""
+    reserved: list[str] = rules()["s3_bucket_names"]["reserved_prefixes"]
+    hits = [name for name in reserved if f"{prefix}-".startswith(name)]
+    return [
+        f"{key} = {prefix!r} would name the bucket {prefix}-…, and S3 reserves bucket names starting with "
+        f"{_listing(repr(name) for name in reserved)}; choose another prefix"
+    ] * bool(hits)
+
+
+def stack_name_problems(stack: str, prefix: str, scoped: str, *, ecr: bool, budget: bool, namespace: bool) -> list[str]:
+    """The names this program derives from the stack's name, for the features that create them, as AWS
+    accepts them: `scoped` is `<prefix>-<stack>` as a DNS label (the Cloud Map namespace)."""
+    spec = rules()["derived_names"]
+    label = f"the stack name {stack!r}"
+    problems = []
+    repository = f"{prefix}-{stack.lower()}/steps"
+    if ecr and (
+        not re.fullmatch(spec["ecr_repository_pattern"], repository)
+        or len(repository) > spec["ecr_repository_max_length"]
+    ):
+        problems.append(
+            f"{label} makes the ECR repository name {repository!r} (ecr:enabled), which ECR refuses: use a stack "
+            "whose name has letters and digits joined by single '-', '.' or '_'"
+        )
+    budget_name = f"{prefix}-{stack}-monthly"
+    if budget and len(budget_name) > spec["budget_name_max_length"]:
+        problems.append(
+            f"{label} makes the budget name {budget_name!r} (budget:monthlyUsd) {len(budget_name)} characters long; "
+            f"AWS Budgets takes at most {spec['budget_name_max_length']}: use a shorter stack name or metaflow:prefix"
+        )
+    if namespace and len(scoped) > spec["dns_label_max_length"]:
+        problems.append(
+            f"{label} makes the metadata service's DNS namespace label {scoped!r} {len(scoped)} characters long; "
+            f"a DNS label takes at most {spec['dns_label_max_length']}: use a shorter stack name or metaflow:prefix"
+        )
+    return problems
+
+
+# --- Partitions ------------------------------------------------------------------------------------
+
+
+def arn_partition_problems(key: str, arn: str, region: str) -> list[str]:
+    """An ARN of the stack's partition (`arn:aws-cn:…` in China, `arn:aws-us-gov:…` in GovCloud): AWS
+    resolves no ARN across partitions."""
+    partition = partition_of(region)
+    given = arn.split(":")[1] if arn.count(":") >= 2 else ""
+    if partition is None or given == partition:
+        return []
+    return [f"{key} is an ARN of the {given} partition; a stack in {region} ({partition}) needs arn:{partition}:…"]
+
+
+def service_missing_in(service: str, region: str) -> str | None:
+    """The partition of `region` when `service` (an endpoint prefix) is offered nowhere in it, else None."""
+    partition = partition_of(region)
+    missing: dict[str, list[str]] = rules()["partition_services"]["missing"]
+    return partition if partition in missing.get(service, []) else None
+
+
+# --- Lambda ----------------------------------------------------------------------------------------
+
+
+def max_reserved_concurrency() -> int:
+    """The most concurrency one function may reserve in an account at Lambda's default limit."""
+    spec = rules()["lambda_concurrency"]
+    return spec["default_account_limit"] - spec["min_unreserved"]

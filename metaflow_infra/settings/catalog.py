@@ -104,8 +104,8 @@ def data_api_regions() -> frozenset[str]:
     return frozenset(data_file("postgres.toml")["data_api"]["regions"])
 
 
-FARGATE_MEMORY_BY_CPU: dict[int, range] = {
-    256: range(512, 2048 + 1, 512),
+FARGATE_MEMORY_BY_CPU: dict[int, range | tuple[int, ...]] = {
+    256: (512, 1024, 2048),
     512: range(1024, 4096 + 1, 1024),
     1024: range(2048, 8192 + 1, 1024),
     2048: range(4096, 16384 + 1, 1024),

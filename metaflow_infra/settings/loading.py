@@ -16,12 +16,17 @@ from pydantic import ValidationError
 
 from .aws_rules import (
     account_id_problems,
+    arn_partition_problems,
     batch_instance_type_keywords,
+    bucket_prefix_problems,
     db_instance_class_problems,
     image_pin,
     image_reference_problems,
+    max_reserved_concurrency,
     rds_window_problems,
     region_problems,
+    service_missing_in,
+    stack_name_problems,
     tag_problems,
     vpc_cidr_problems,
 )
@@ -47,6 +52,7 @@ from .models import (
     is_available,
     key_fields,
     known_keys,
+    stack_scoped_name,
 )
 
 REGION_KEY = "aws:region"
@@ -404,6 +410,18 @@ def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
                 "ui:access allowList needs ui:allowedCidrs: the networks that may reach the UI, "
                 "e.g. pulumi config set ui:allowedCidrs '[\"203.0.113.0/24\"]'"
             )
+        repeated = sorted({cidr for cidr in ui.allowed_cidrs or [] if (ui.allowed_cidrs or []).count(cidr) > 1})
+        if repeated:
+            problems.append(
+                f"ui:allowedCidrs lists {', '.join(repeated)} more than once: EC2 refuses a repeated rule; "
+                "list each once"
+            )
+        ipv6 = [cidr for cidr in ui.allowed_cidrs or [] if ":" in cidr]
+        if ipv6:
+            problems.append(
+                f"ui:allowedCidrs {', '.join(ipv6)}: the load balancer has IPv4 addresses only, so an IPv6 network "
+                "could never reach it; give IPv4 networks (e.g. 203.0.113.0/24)"
+            )
         everyone = [cidr for cidr in ui.allowed_cidrs or [] if cidr.endswith("/0")]
         if everyone:
             problems.append(
@@ -423,6 +441,14 @@ def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
             )
         if ui.auth is UiAuth.COGNITO and ui.oidc is not None:
             problems.append("ui:oidc does not apply to ui:auth cognito: set ui:auth oidc or unset ui:oidc")
+        partition = service_missing_in("cognito-idp", settings.region)
+        if ui.auth is UiAuth.COGNITO and partition:
+            problems.append(
+                f"ui:auth cognito: Amazon Cognito is not offered in the {partition} partition ({settings.region}); "
+                "use ui:auth oidc with your own identity provider"
+            )
+    if ui.certificate_arn is not None:
+        problems += arn_partition_problems("ui:certificateArn", ui.certificate_arn, settings.region)
     if ui.certificate_arn is not None and ui.certificate_arn.split(":")[3] != settings.region:
         problems.append(
             f"ui:certificateArn is in {ui.certificate_arn.split(':')[3]}: a load balancer in "
@@ -525,6 +551,12 @@ def _network_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
                 "which network:privateSubnets says are private: use ui:access private (a tunnel, no load balancer)"
             )
         return problems
+    repeated = sorted({e.value for e in network.interface_endpoints if network.interface_endpoints.count(e) > 1})
+    if repeated:
+        problems.append(
+            f"network:interfaceEndpoints lists {', '.join(repeated)} more than once: one endpoint per service and "
+            "subnet is all AWS allows; list each once"
+        )
     if network.private_subnets and network.nat_gateways == 0:
         problems.append(
             "network:privateSubnets = true needs network:natGateways of 1 or more: without NAT, Batch instances "
@@ -542,12 +574,19 @@ def _network_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
 def _datastore_and_alert_problems(settings: Settings) -> list[str]:
     """A key S3 can use (in the bucket's region); a budget someone hears about."""
     key, problems = settings.datastore.kms_key, []
+    if key is not None and key != CREATE_KEY:
+        problems += arn_partition_problems("datastore:kmsKey", key, settings.region)
     if key is not None and key != CREATE_KEY and key.split(":")[3] != settings.region:
         problems.append(
             f"datastore:kmsKey is in {key.split(':')[3]}: S3 encrypts a bucket in {settings.region} only with a "
             f"KMS key in {settings.region}; give one there, or `create`"
         )
     budget = settings.budget
+    partition = service_missing_in("budgets", settings.region)
+    if budget.monthly_usd is not None and partition:
+        problems.append(
+            f"budget:monthlyUsd: AWS Budgets is not offered in the {partition} partition ({settings.region}); unset it"
+        )
     if budget.monthly_usd is None and budget.email is not None:
         problems.append("budget:email has no effect without budget:monthlyUsd; set one or unset it")
     if budget.monthly_usd is not None and budget.email is None and settings.alerts.email is None:
@@ -559,6 +598,25 @@ def _datastore_and_alert_problems(settings: Settings) -> list[str]:
 def _aws_value_problems(settings: Settings) -> list[str]:
     """Values AWS's own rules refuse (data in aws_rules.toml)."""
     problems = region_problems(REGION_KEY, settings.region)
+    prefix = settings.metaflow.prefix
+    problems += bucket_prefix_problems("metaflow:prefix", prefix)
+    problems += stack_name_problems(
+        settings.stack,
+        prefix,
+        stack_scoped_name(prefix, settings.stack),
+        ecr=settings.ecr.enabled,
+        budget=settings.budget.monthly_usd is not None,
+        namespace=settings.metadata.enabled,
+    )
+    for index, role in enumerate(settings.aws.assume_roles or []):
+        problems += arn_partition_problems(f"aws:assumeRoles[{index}].roleArn", role.role_arn, settings.region)
+    reservable = max_reserved_concurrency()
+    if settings.metadata.enabled and settings.metadata.authorizer_concurrency > reservable:
+        problems.append(
+            f"metadata:authorizerConcurrency = {settings.metadata.authorizer_concurrency}: Lambda keeps 100 of an "
+            f"account's concurrency unreserved, so at its default limit (1,000 a region) at most {reservable} can be "
+            "reserved; the authorizer needs far fewer (default 5)"
+        )
     problems += tag_problems(settings.metaflow.tags, {"metaflow:stack": settings.stack, "Name": settings.stack})
     problems += account_id_problems(settings.aws.allowed_account_ids, settings.aws.forbidden_account_ids)
     if settings.network.vpc_id is None:

@@ -59,10 +59,12 @@ def fargate_size_problem(namespace: str, cpu: int, memory: int) -> str | None:
         return f"{namespace}:cpu {cpu} is not a Fargate size; accepted: {', '.join(map(str, FARGATE_MEMORY_BY_CPU))}"
     allowed = FARGATE_MEMORY_BY_CPU[cpu]
     if memory not in allowed:
-        return (
-            f"{namespace}:memory {memory} does not fit {namespace}:cpu {cpu} on Fargate; accepted: "
+        sizes = (
             f"{allowed.start} to {allowed.stop - 1} MiB in steps of {allowed.step}"
+            if isinstance(allowed, range)
+            else f"{', '.join(map(str, allowed))} MiB"
         )
+        return f"{namespace}:memory {memory} does not fit {namespace}:cpu {cpu} on Fargate; accepted: {sizes}"
     return None
 
 
@@ -98,7 +100,10 @@ def _provider_value(kind: str, value: Any) -> Any:
     if kind == "bool":
         return parse_bool(value)
     if kind == "int":
-        return parse_int(value)
+        number = parse_int(value)
+        if not -(2**63) <= number < 2**63:  # the provider reads its integers as 64-bit
+            raise ValueError("expected a whole number of at most 19 digits")
+        return number
     if kind == "str":
         if not isinstance(value, str):
             raise ValueError("expected a string")
@@ -224,6 +229,12 @@ class NetworkSettings(Namespace):
             )
             raise ValueError(
                 f"{given} is set but {missing} is not: an existing network needs both, or neither to create one"
+            )
+        repeated = sorted({s for s in self.subnet_ids or [] if (self.subnet_ids or []).count(s) > 1})
+        if repeated:
+            raise ValueError(
+                f"network:subnetIds lists {', '.join(repeated)} more than once: list each subnet once "
+                "(a load balancer given one subnet twice is refused)"
             )
         if self.subnet_ids is not None and len(set(self.subnet_ids)) < 2:
             raise ValueError(
@@ -512,6 +523,13 @@ class BudgetSettings(Namespace):
     email: Annotated[str | None, Field(pattern=EMAIL_PATTERN, max_length=254)] = setting(
         None, "where budget alerts go (default: alerts:email)"
     )
+
+
+def stack_scoped_name(prefix: str, stack: str) -> str:
+    """`<prefix>-<stack>` as a DNS label: for names AWS does not auto-suffix (task family, Cloud Map
+    namespace), so two stacks in one account never share one."""
+    label = re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-") or "stack"
+    return f"{prefix}-{label}"
 
 
 NAMESPACES: dict[str, type[Namespace]] = {
