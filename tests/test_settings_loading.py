@@ -401,3 +401,10 @@ def test_database_windows_rds_would_refuse_are_refused(windows: dict[str, str], 
 def test_database_windows_apart_are_accepted(backup: str, maintenance: str) -> None:
     db = load("production", {"db:backupWindow": backup, "db:maintenanceWindow": maintenance}).db
     assert (db.backup_window, db.maintenance_window) == (backup, maintenance)
+
+
+@pytest.mark.parametrize("value", ["team", '["team"]', "42"])
+def test_tags_that_are_no_map_are_explained_with_the_value_given_and_both_ways_to_set_them(value: str) -> None:
+    (problem,) = problems({"metaflow:tags": value})
+    assert problem.startswith(f"metaflow:tags = {value!r}: accepted: a map of strings")
+    assert 'pulumi config set --path "metaflow:tags.team" ds' in problem and '{"team": "ds"}' in problem

@@ -132,19 +132,26 @@ def _format_example(path: str) -> str:
     return "a value in the documented format (see the README's configuration table)"
 
 
-def _describe_error(error: Any) -> str:
+def _describe_error(error: Any, given: Mapping[str, Any]) -> str:
+    """One pydantic error in the user's terms: the key, the value as given (`given`: the merged config,
+    before parsing turned it into something else) and what is accepted."""
     loc = [str(part) for part in error["loc"]]
     namespace = loc[0] if loc else ""
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "accepted: ")
     if error.get("type") == "string_type":
         message = 'accepted: a string (in JSON, quote it: "1", not 1)'
+    if error.get("type") == "dict_type":
+        message = (
+            'accepted: a map of strings, e.g. pulumi config set --path "metaflow:tags.team" ds, '
+            'or the JSON {"team": "ds"}'
+        )
     if error.get("type") == "string_pattern_mismatch" and len(loc) >= 2:
         path = f"{namespace}:{loc[1]}" + "".join(f".{part}" for part in loc[2:] if not part.isdigit())
         message = f"not in the expected format; accepted: {_format_example(path)}"
     if len(loc) < 2:  # a namespace-level check: its message names the keys
         return message
     key = f"{namespace}:{loc[1]}" + "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in loc[2:])
-    return f"{key} = {error['input']!r}: {message}"
+    return f"{key} = {given.get(key, error['input'])!r}: {message}"
 
 
 def _preset_name(raw: Mapping[str, Any], check_availability: bool) -> str:
@@ -700,7 +707,7 @@ def load_settings(
     try:
         settings = Settings.model_validate({"stack": stack, **nested})
     except ValidationError as err:
-        raise config_error([_describe_error(e) for e in err.errors()]) from None
+        raise config_error([_describe_error(e, merged) for e in err.errors()]) from None
 
     problems = (_not_yet_available(settings) if check_availability else []) + _db_problems(settings.db, today)
     problems += _db_window_problems(settings.db)
