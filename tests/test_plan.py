@@ -173,3 +173,16 @@ def test_a_plan_in_china_names_its_partition_and_says_why_it_has_no_prices(
     assert "arn:aws:" not in out
     assert "Always-on monthly cost (estimatedMonthlyCost; 730 h):" in out and "prices read on" not in out
     assert "cost estimate unavailable: no price data for region cn-north-1: prices cover the commercial" in out
+
+
+def test_output_into_a_closed_pipe_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan ... | head` where head has exited: no BrokenPipeError traceback, and nothing left to fail at exit."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    with open(writer, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert main(["config-table"]) == 1
+        print("the interpreter's last flush", file=closed_pipe)
+    assert capsys.readouterr().err == ""
