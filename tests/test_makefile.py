@@ -350,3 +350,12 @@ def test_make_test_fails_when_either_the_types_or_the_tests_fail_and_shows_pyrig
         result = run_test_target(directory, fake_test_tools(directory, pyright_status, pytest_status))
         assert result.returncode != 0, (pyright_status, pytest_status)
         assert "pyright checked" in result.stdout
+
+
+def test_the_readme_opens_the_ui_of_the_stack_make_up_creates() -> None:
+    """`make up` creates the Makefile's default STACK and refuses `dev`: the README's UI commands name that stack."""
+    default = re.search(r"^STACK \?= (\S+)$", (PROJECT / "Makefile").read_text(), re.M)[1]
+    readme = README.read_text()
+    stacks = re.findall(r"metaflow_infra ui --stack (\S+)", readme)
+    assert stacks and set(stacks) == {default}
+    assert not re.search(r"make \w+ [^`\n]*STACK=dev\b", readme)
