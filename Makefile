@@ -2,10 +2,14 @@
 # requirements first); `make test` installs the test tools too and runs the offline tests.
 #   STACK   the stack to deploy, plan or open (default: metaflow; its config is Pulumi.<STACK>.yaml,
 #           untracked: the tracked Pulumi.dev.yaml is the example `plan` reads before a stack exists)
-#   PRESET  the preset of a stack `make up` creates (minimal, dev or production), or switches to
-#   REGION  the region of a stack `make up` creates (default us-east-1); for `make compare`, the region to price
+#   PRESET  the preset of a stack `make up` creates (minimal, dev or production), or switches to; for plan
+#           and diff, the preset to plan with (--set metaflow:preset=PRESET)
+#   REGION  the region of a stack `make up` creates (default us-east-1); for plan and diff, the region to plan
+#           in (--region REGION); for `make compare`, the region to price
 #   SET     config overrides for plan and diff, space-separated: SET="compute:maxVcpus=128 metaflow:tags.team=ds"
-#   ARGS    more options for plan, e.g. ARGS=--json
+#   ARGS    more options for plan, diff and compare, e.g. ARGS=--json
+# A variable a target cannot use is refused, not dropped: SET and ARGS by `make up` (it deploys the stack's
+# config as it is), SET and PRESET by `make compare` (it prices every preset's defaults).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -16,6 +20,14 @@ REGION ?=
 SET ?=
 ARGS ?=
 SETS = $(foreach assignment,$(SET),--set '$(assignment)')
+PRESET_SET = $(if $(PRESET),--set 'metaflow:preset=$(PRESET)')
+OVERRIDES = $(if $(REGION),--region '$(REGION)') $(PRESET_SET) $(SETS)
+PLAN = $(VENV)/bin/python -m metaflow_infra plan
+# The offline plan of a config written to a scratch directory ($(1): its region), for a stack file that is
+# not written yet or that plan cannot read; the scratch copy is removed when the shell exits.
+PLAN_SCRATCH = scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	printf 'config:\n  aws:region: %s\n  metaflow:preset: %s\n' "$(1)" "$(PRESET)" > "$$scratch/Pulumi.$(STACK).yaml" && \
+	$(PLAN) --summary --dir "$$scratch" --stack $(STACK)
 # Before `make up` has created the stack, plan and diff read the tracked example (the dev stack) instead.
 PLAN_STACK = $(if $(or $(wildcard Pulumi.$(STACK).yaml),$(filter-out file,$(origin STACK))),$(STACK),dev)
 # uv installs the pinned requirements in seconds where pip takes minutes (it downloads in parallel
@@ -74,29 +86,42 @@ pulumi-ready:
 	@command -v pulumi >/dev/null 2>&1 || { echo "make $(MAKECMDGOALS): the Pulumi CLI is not on PATH. Install it: curl -fsSL https://get.pulumi.com | sh (or see https://www.pulumi.com/docs/install/), then open a new shell" >&2; exit 2; }
 	@pulumi whoami >/dev/null 2>&1 || { echo "make $(MAKECMDGOALS): the Pulumi CLI is not logged in. Run \`pulumi login\` (Pulumi Cloud) or \`pulumi login --local\` (state kept on this machine), then run make again" >&2; exit 2; }
 
-# A new stack needs PRESET: its file is written here (untracked), then the offline plan shows what it
-# costs while idle (a config it refuses stops here), and `pulumi up` previews the change and asks
-# before deploying.
+# A new stack needs PRESET. The offline plan of the config the stack is about to have shows what it costs
+# while idle and checks PRESET and REGION before anything is written or created: a config it refuses (a
+# typo) stops here with nothing to undo. Then the stack's file is written (untracked), and `pulumi up`
+# previews the change and asks before deploying.
 up: pulumi-ready
 	@test "$(STACK)" != dev || { echo "make up: Pulumi.dev.yaml is the tracked example, and deploying it would write your settings into it. Deploy under a stack of your own: make up PRESET=dev (stack metaflow), or STACK=name" >&2; exit 2; }
 	@test -f Pulumi.$(STACK).yaml || test -n "$(PRESET)" || { echo "make up: stack $(STACK) does not exist yet; choose its preset: make up PRESET=minimal (S3 and spot Batch: nothing billed while idle), PRESET=dev (adds the shared metadata service and its database) or PRESET=production (highly available, private, protected). \`make compare\` shows what each costs idle; REGION=... picks the region (default us-east-1)" >&2; exit 2; }
 	@test -z "$(REGION)" || ! test -f Pulumi.$(STACK).yaml || grep -q "aws:region: $(REGION)$$" Pulumi.$(STACK).yaml || { echo "make up: REGION=$(REGION) names the region of a new stack, and stack $(STACK) exists in another: moving it replaces every resource (\`make diff SET=aws:region=$(REGION)\` shows it). Leave REGION out, or give a new STACK=name" >&2; exit 2; }
+	@test -z "$(SET)" || { echo "make up: it deploys the stack's config as it is and takes no SET; set a key with \`pulumi config set KEY VALUE --stack $(STACK)\` (\`make diff SET=...\` shows first what it changes), then make up" >&2; exit 2; }
+	@test -z "$(ARGS)" || { echo "make up: ARGS are options for plan, diff and compare; to give pulumi options, run it yourself: pulumi up --stack $(STACK) $(ARGS)" >&2; exit 2; }
 	$(MAKE) --no-print-directory $(RUNTIME)
-	test -f Pulumi.$(STACK).yaml || printf 'config:\n  aws:region: %s\n  metaflow:preset: %s\n' "$(or $(REGION),us-east-1)" "$(PRESET)" > Pulumi.$(STACK).yaml
+	@if ! test -f Pulumi.$(STACK).yaml; then \
+		$(call PLAN_SCRATCH,$(or $(REGION),us-east-1)) && \
+		cp "$$scratch/Pulumi.$(STACK).yaml" Pulumi.$(STACK).yaml; \
+	elif grep -q 'secure:' Pulumi.$(STACK).yaml; then \
+		echo "(no offline estimate: it cannot read the stack's encrypted values; pulumi up previews the change)"; \
+		$(if $(PRESET),$(call PLAN_SCRATCH,$$(sed -n 's/^  aws:region: *//p' Pulumi.$(STACK).yaml)) >/dev/null;) \
+	else \
+		$(PLAN) --summary --stack $(STACK) $(PRESET_SET); \
+	fi
 	pulumi stack select --create $(STACK)
 	$(if $(PRESET),pulumi config set metaflow:preset $(PRESET) --stack $(STACK))
-	if grep -q 'secure:' Pulumi.$(STACK).yaml; then echo "(no offline estimate: it cannot read the stack's encrypted values; pulumi up previews the change)"; else $(VENV)/bin/python -m metaflow_infra plan --summary --stack $(STACK); fi
 	pulumi up --stack $(STACK)
 
 plan: $(RUNTIME)
-	$(VENV)/bin/python -m metaflow_infra plan --stack $(PLAN_STACK) $(SETS) $(ARGS)
+	$(PLAN) --stack $(PLAN_STACK) $(OVERRIDES) $(ARGS)
 
-# What SET changes against the stack's own config, property by property.
+# What SET, REGION and PRESET change against the stack's own config, property by property.
 diff: $(RUNTIME)
-	$(VENV)/bin/python -m metaflow_infra plan --diff --stack $(PLAN_STACK) $(SETS) $(ARGS)
+	$(PLAN) --diff --stack $(PLAN_STACK) $(OVERRIDES) $(ARGS)
 
-compare: $(RUNTIME)
-	$(VENV)/bin/python -m metaflow_infra plan --compare --stack $(PLAN_STACK) $(if $(REGION),--region $(REGION))
+# Refused variables stop it before anything is installed.
+compare:
+	@test -z "$(SET)$(PRESET)" || { echo "make compare takes no $(if $(SET),SET,PRESET): it prices every preset's own defaults side by side. To price a change: make plan SET=... (its cost is at the end) or make diff SET=..." >&2; exit 2; }
+	$(MAKE) --no-print-directory $(RUNTIME)
+	$(PLAN) --compare --stack $(PLAN_STACK) $(if $(REGION),--region '$(REGION)') $(ARGS)
 
 # Open the deployed Metaflow UI; a private UI's task is started for the session and stopped after the
 # last one. Options through UI_ARGS, e.g. `make ui UI_ARGS="--port 8084"` or `make ui UI_ARGS=--stop`.

@@ -20,6 +20,7 @@ if AS_COMMAND:
     gc.disable()
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.diff and args.summary:
                 raise ConfigError("--diff ends with its own summary (counts and idle cost); drop --summary")
             print(run_plan(args.stack, args.dir, overrides, as_json=args.json, diff=args.diff, summary=args.summary))
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+    except BrokenPipeError:
+        # The reader is gone (`| head`): nothing more goes out, and the interpreter's last flush must
+        # not fail again on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (pulumi.RunError, UiError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ storage and requests, Batch instance hours, API requests, Lambda, logs, data tra
 listed as not included. A region without a figure for an item uses the us-east-1 figure times
 that region's cited ratio, and the line says so; a commercial region without figures of its own
 is estimated with those of the nearest priced region (`priced_like` in the data), named in the
-estimate (`pricedWith`); a region without data at all is an error, never a silent wrong number.
+estimate (`pricedWith`); a region without data at all (China and GovCloud: the table holds the
+commercial partition's prices only) is an error, never a silent wrong number.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .settings import (
     instance_families,
     postgres_end_of_standard_support,
 )
+from .settings.aws_rules import partition_of
 
 BASE_REGION = "us-east-1"
 BILLED_WHILE_IDLE = frozenset(
@@ -83,6 +85,18 @@ USAGE_NOT_INCLUDED = (
 
 class PriceDataError(ValueError):
     """No price data for what was asked (region or item)."""
+
+
+PRICED_PARTITION = "aws"
+
+
+def unpriced_partition(region: str) -> str | None:
+    """Why a region of another partition (aws-cn, aws-us-gov) has no prices, else None: the table holds
+    the commercial partition's prices only, and those partitions are billed apart (China in CNY)."""
+    partition = partition_of(region)
+    if partition in (None, PRICED_PARTITION):
+        return None
+    return f"prices cover the commercial partition ({PRICED_PARTITION}) only, and {region} is in {partition}"
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,8 @@ class PriceTable:
             derived = f"{stand_in}'s price" + (f", {found.estimated_from}" if found.estimated_from else "")
             return Price(found.usd, found.source, estimated_from=derived)
         if region not in self.data["regions"]:
+            if other_partition := unpriced_partition(region):
+                raise PriceDataError(f"no price data for region {region}: {other_partition}")
             estimated = (
                 f" and estimates {', '.join(sorted(self.stand_ins))} with the nearest of them" if self.stand_ins else ""
             )

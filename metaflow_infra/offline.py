@@ -28,6 +28,7 @@ from pydantic.alias_generators import to_camel
 
 from .platform import build
 from .settings import Settings, ignored_key_warnings, load_settings
+from .settings.aws_rules import partition_of
 
 ACCOUNT_ID = "123456789012"
 PROJECT = "metaflow-infra"
@@ -54,6 +55,8 @@ ARN_SHAPES: dict[str, tuple[str, str]] = {
     "aws:kms/key:Key": ("kms", "key/{name}"),
 }
 GLOBAL_SERVICES = {"iam", "s3"}
+DNS_SUFFIXES = {"aws-cn": "amazonaws.com.cn"}
+"""Domains of the partitions whose endpoints are not under amazonaws.com (GovCloud's are)."""
 PYTHON_MODULES = {"lambda": "lambda_", "index": ""}
 """Type-token modules whose Python module name differs."""
 
@@ -158,6 +161,8 @@ us-east-1's HTTP API VPC links (and Tokyo's Fargate) do not support."""
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnets: Mapping[str, SubnetFixture], vpc_id: str | None = None) -> None:
         self.region = region
+        self.partition = partition_of(region) or "aws"
+        self.dns_suffix = DNS_SUFFIXES.get(self.partition, "amazonaws.com")
         self.subnets = dict(subnets)
         self.vpc_id = vpc_id
         self.assumed: list[str] = []
@@ -179,7 +184,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         service, path = ARN_SHAPES.get(type_, (type_.split(":")[1].split("/")[0], "{name}"))
         region = "" if service in GLOBAL_SERVICES else self.region
         account = "" if service == "s3" else ACCOUNT_ID
-        return f"arn:aws:{service}:{region}:{account}:{path.format(name=physical_name)}"
+        return f"arn:{self.partition}:{service}:{region}:{account}:{path.format(name=physical_name)}"
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
@@ -195,7 +200,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "aws:s3/bucket:Bucket":
             state.setdefault("bucket", auto_name)
             physical = state["bucket"]
-            state["bucketDomainName"] = f"{physical}.s3.amazonaws.com"
+            state["bucketDomainName"] = f"{physical}.s3.{self.dns_suffix}"
         else:
             physical = state["name"]
         resource_id = f"{physical}-id" if args.typ != "aws:s3/bucket:Bucket" else physical
@@ -214,13 +219,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if type_ == "aws:ec2/launchTemplate:LaunchTemplate":
             return {"latestVersion": 1}
         if type_ == "aws:rds/instance:Instance":
-            return {"address": f"{resource_id}.abcdefghij.{self.region}.rds.amazonaws.com", "port": 5432}
+            return {"address": f"{resource_id}.abcdefghij.{self.region}.rds.{self.dns_suffix}", "port": 5432}
         if type_ == "aws:rds/cluster:Cluster":
-            return {"endpoint": f"{resource_id}.cluster-abcdefghij.{self.region}.rds.amazonaws.com", "port": 5432}
+            return {"endpoint": f"{resource_id}.cluster-abcdefghij.{self.region}.rds.{self.dns_suffix}", "port": 5432}
         if type_ == "aws:apigatewayv2/api:Api":
             return {
-                "apiEndpoint": f"https://{resource_id}.execute-api.{self.region}.amazonaws.com",
-                "executionArn": f"arn:aws:execute-api:{self.region}:{ACCOUNT_ID}:{resource_id}",
+                "apiEndpoint": f"https://{resource_id}.execute-api.{self.region}.{self.dns_suffix}",
+                "executionArn": f"arn:{self.partition}:execute-api:{self.region}:{ACCOUNT_ID}:{resource_id}",
             }
         if type_ == "random:index/randomPassword:RandomPassword":
             return {"result": hashlib.sha256(resource_id.encode()).hexdigest()[:40]}
@@ -228,11 +233,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"hex": _suffix(resource_id)}
         if type_ == "aws:ecr/repository:Repository":
             name = arn.rsplit("repository/", 1)[-1]
-            return {"repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{name}"}
+            return {"repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{self.region}.{self.dns_suffix}/{name}"}
         if type_ == "aws:lb/loadBalancer:LoadBalancer":
-            return {"dnsName": f"{resource_id}.{self.region}.elb.amazonaws.com", "zoneId": "Z35SXDOTRQ7X7K"}
+            return {"dnsName": f"{resource_id}.{self.region}.elb.{self.dns_suffix}", "zoneId": "Z35SXDOTRQ7X7K"}
         if type_ == "aws:lambda/function:Function":
-            return {"invokeArn": f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations"}
+            return {
+                "invokeArn": f"arn:{self.partition}:apigateway:{self.region}:lambda:path"
+                f"/2015-03-31/functions/{arn}/invocations"
+            }
         return {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -249,11 +257,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             ]
             return {"names": [n for n, _ in zones], "zoneIds": [z for _, z in zones], "id": self.region}
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+            return {"partition": self.partition, "dnsSuffix": self.dns_suffix, "id": self.partition}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT_ID,
-                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline",
+                "arn": f"arn:{self.partition}:iam::{ACCOUNT_ID}:user/offline",
                 "userId": "OFFLINE",
                 "id": ACCOUNT_ID,
             }
@@ -261,7 +269,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:ssm/getParameter:getParameter":  # public AMI parameters (the Neuron AMI's id)
             value = f"ami-{hashlib.sha256(a['name'].encode()).hexdigest()[:17]}"
-            arn = f"arn:aws:ssm:{self.region}::parameter{a['name']}"
+            arn = f"arn:{self.partition}:ssm:{self.region}::parameter{a['name']}"
             return {"name": a["name"], "value": value, "type": "String", "version": 1, "arn": arn, "id": a["name"]}
         if token == "aws:ec2/getSubnet:getSubnet":
             subnet = self._subnet(a["id"])

@@ -13,7 +13,13 @@ from typing import Any
 import yaml
 
 from .changes import SECRET, component_label, diff_runs, key_properties
-from .costs import CostEstimate, estimate_monthly_cost, scale_to_zero_comparison, terraform_defaults_estimate
+from .costs import (
+    CostEstimate,
+    estimate_monthly_cost,
+    scale_to_zero_comparison,
+    terraform_defaults_estimate,
+    unpriced_partition,
+)
 from .offline import ACCOUNT_ID, OfflineRun, run_offline
 from .profile import SECRET_KEYS
 from .settings import ConfigError, available_presets, load_settings, presets
@@ -279,10 +285,9 @@ def render_plan(document: Mapping[str, Any]) -> str:
         for key, value in document["metaflowProfile"].items()
     ]
     cost = document["estimatedMonthlyCost"]
-    out += [
-        "",
-        f"Always-on monthly cost (estimatedMonthlyCost; 730 h; prices read on {cost.get('pricesReadOn', '?')}):",
-    ]
+    # An estimate that failed read no prices: its error line below says why.
+    read_on = f"; prices read on {cost['pricesReadOn']}" if "pricesReadOn" in cost else ""
+    out += ["", f"Always-on monthly cost (estimatedMonthlyCost; 730 h{read_on}):"]
     out += _cost_rows(cost)
     return "\n".join(out)
 
@@ -466,5 +471,10 @@ def run_plan(
 
 
 def run_compare(region: str, as_json: bool = False) -> str:
+    if other_partition := unpriced_partition(region):
+        raise ConfigError(
+            f"--compare has no prices for {region}: {other_partition}. Compare a commercial region "
+            f"(e.g. --region us-east-1); `plan --region {region}` still lists what would be created"
+        )
     document = comparison_document(region)
     return json.dumps(document, indent=2) if as_json else render_comparison(document)

@@ -166,7 +166,7 @@ def test_every_required_region_prices_every_preset(region: str) -> None:
 
 
 def test_region_without_data_is_a_clear_error_not_a_guess() -> None:
-    with pytest.raises(PriceDataError, match=r"no price data for region us-gov-west-1.*us-east-1"):
+    with pytest.raises(PriceDataError, match=r"us-gov-west-1: prices cover the commercial partition \(aws\) only"):
         estimate("dev", region="us-gov-west-1")
     output = estimate_output(settings("dev", region="us-gov-west-1"), public_subnets=True)
     assert output["totalUsd"] is None and "us-gov-west-1" in output["error"]

@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from test_docs import README
 
 PROJECT = README.parent
@@ -28,7 +29,8 @@ def dry_run(*args: str) -> list[str]:
 
 
 def index_of(lines: list[str], text: str) -> int:
-    return next(i for i, line in enumerate(lines) if text in line)
+    """The first line running `text` (not one merely naming it in a message)."""
+    return next(i for i, line in enumerate(lines) if text in line.split('echo "')[0])
 
 
 def test_plan_passes_each_setting_of_set_through() -> None:
@@ -60,20 +62,53 @@ def test_a_stack_named_on_the_command_line_is_planned_even_before_it_exists() ->
     assert f"--stack {NEW_STACK}" in command
 
 
-def test_compare_prices_the_region_given() -> None:
-    [command] = [line for line in dry_run("compare", "REGION=eu-west-1") if "metaflow_infra plan" in line]
-    assert command.endswith("--compare --stack dev --region eu-west-1")
+def plan_arguments(*args: str) -> list[str]:
+    """The arguments `make -n` shows the target giving `python -m metaflow_infra plan`."""
+    [command] = [line for line in dry_run(*args) if "metaflow_infra plan" in line]
+    return command.split("metaflow_infra plan ")[1].split()
 
 
-def test_up_checks_pulumi_then_installs_only_the_runtime_then_shows_the_idle_cost_then_deploys() -> None:
+def test_plan_and_diff_plan_in_the_region_and_preset_given() -> None:
+    for target, first in (("plan", []), ("diff", ["--diff"])):
+        arguments = plan_arguments(target, "REGION=eu-west-1", "PRESET=minimal", "SET=compute:maxVcpus=8")
+        assert arguments == [
+            *first,
+            "--stack",
+            "dev",
+            "--region",
+            "'eu-west-1'",
+            "--set",
+            "'metaflow:preset=minimal'",
+            "--set",
+            "'compute:maxVcpus=8'",
+        ]
+
+
+def test_compare_prices_the_region_given_and_takes_more_options() -> None:
+    arguments = plan_arguments("compare", "REGION=eu-west-1", "ARGS=--json")
+    assert arguments == ["--compare", "--stack", "dev", "--region", "'eu-west-1'", "--json"]
+
+
+def test_compare_refuses_set_and_preset_before_installing_anything() -> None:
+    for variable in ("SET=compute:maxVcpus=128", "PRESET=minimal"):
+        result = make("compare", variable)
+        name = variable.partition("=")[0]
+        assert result.returncode == 2
+        assert f"make compare takes no {name}: it prices every preset's own defaults side by side" in result.stderr
+        assert "make plan SET=... (its cost is at the end) or make diff SET=..." in result.stderr
+        assert "pip" not in result.stdout + result.stderr and "metaflow_infra" not in result.stdout
+
+
+def test_up_checks_pulumi_then_installs_only_the_runtime_then_plans_the_new_config_before_writing_it() -> None:
     lines = dry_run("up", "PRESET=minimal", f"STACK={NEW_STACK}", "REGION=eu-west-1")
     steps = [
         "command -v pulumi",
         "pulumi whoami",
         "make --no-print-directory .venv/.runtime",  # installs what is missing (below)
-        f'metaflow:preset: %s\\n\' "eu-west-1" "minimal" > Pulumi.{NEW_STACK}.yaml',
+        f'metaflow:preset: %s\\n\' "eu-west-1" "minimal" > "$scratch/Pulumi.{NEW_STACK}.yaml"',
+        f'metaflow_infra plan --summary --dir "$scratch" --stack {NEW_STACK}',
+        f'cp "$scratch/Pulumi.{NEW_STACK}.yaml" Pulumi.{NEW_STACK}.yaml',
         f"pulumi stack select --create {NEW_STACK}",
-        f"metaflow_infra plan --summary --stack {NEW_STACK}",
         f"pulumi up --stack {NEW_STACK}",
     ]
     positions = [index_of(lines, step) for step in steps]
@@ -216,6 +251,46 @@ def test_up_writes_the_new_stack_with_its_preset_shows_its_idle_cost_then_deploy
     ]
 
 
+def test_up_refuses_set_and_args_it_would_otherwise_drop(tmp_path: Path) -> None:
+    path, log = logging_pulumi(tmp_path)
+    for variable, refusal in (
+        ("SET=compute:maxVcpus=128", "make up: it deploys the stack's config as it is and takes no SET; set a key"),
+        ("ARGS=--yes", "make up: ARGS are options for plan, diff and compare; to give pulumi options, run it yourself"),
+    ):
+        result = make_in(tmp_path, path, "up", "STACK=new", "PRESET=minimal", variable)
+        assert result.returncode == 2 and refusal in result.stderr
+    assert not (tmp_path / "Pulumi.new.yaml").exists() and log.read_text().splitlines() == ["whoami"] * 2
+
+
+@pytest.mark.parametrize(
+    "existing, variables, refusal",
+    [
+        (None, ["PRESET=minimal", "REGION=eu-west1"], "aws:region = 'eu-west1': not in the expected format"),
+        (None, ["PRESET=minmal"], "metaflow:preset = 'minmal' is not a preset"),
+        ("aws:region: us-east-1\n  metaflow:preset: dev", ["PRESET=minmal"], "'minmal' is not a preset"),
+        # plan cannot read a stack with encrypted values: PRESET is checked on a scratch copy of the rest
+        ("aws:region: us-east-1\n  db:password:\n    secure: AAAB", ["PRESET=minmal"], "'minmal' is not a preset"),
+    ],
+    ids=["new-stack-region-typo", "new-stack-preset-typo", "preset-typo", "preset-typo-with-secrets"],
+)
+def test_up_refuses_a_preset_or_region_typo_before_writing_or_creating_anything(
+    tmp_path: Path, existing: str | None, variables: list[str], refusal: str
+) -> None:
+    path, log = logging_pulumi(tmp_path)
+    stack_file = tmp_path / "Pulumi.new.yaml"
+    if existing is not None:
+        stack_file.write_text(f"config:\n  {existing}\n")
+    before = stack_file.read_text() if existing is not None else None
+    result = make_in(tmp_path, path, "up", "STACK=new", *variables)
+    assert result.returncode != 0
+    assert refusal in result.stderr
+    assert (stack_file.read_text() if stack_file.exists() else None) == before
+    assert log.read_text().splitlines() == ["whoami"]  # no stack created, no config set
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["bin", "pulumi.log", *([stack_file.name] * bool(before))]
+    )
+
+
 def test_up_stops_before_deploying_a_config_the_program_refuses(tmp_path: Path) -> None:
     path, log = logging_pulumi(tmp_path)
     (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  aws:region: us-east-1\n  compute:maxVcpus: -1\n")
@@ -275,3 +350,12 @@ def test_make_test_fails_when_either_the_types_or_the_tests_fail_and_shows_pyrig
         result = run_test_target(directory, fake_test_tools(directory, pyright_status, pytest_status))
         assert result.returncode != 0, (pyright_status, pytest_status)
         assert "pyright checked" in result.stdout
+
+
+def test_the_readme_opens_the_ui_of_the_stack_make_up_creates() -> None:
+    """`make up` creates the Makefile's default STACK and refuses `dev`: the README's UI commands name that stack."""
+    default = re.search(r"^STACK \?= (\S+)$", (PROJECT / "Makefile").read_text(), re.M)[1]
+    readme = README.read_text()
+    stacks = re.findall(r"metaflow_infra ui --stack (\S+)", readme)
+    assert stacks and set(stacks) == {default}
+    assert not re.search(r"make \w+ [^`\n]*STACK=dev\b", readme)

@@ -33,6 +33,7 @@ def test_plan_of_the_dev_stack_shows_resources_profile_and_cost(capsys: pytest.C
         assert f"  {component}" in out
     assert "METAFLOW_SERVICE_AUTH_KEY = [secret]" in out
     assert "aws:rds/instance:Instance" in out
+    assert f"(estimatedMonthlyCost; 730 h; prices read on {price_table().read_on}):" in out
     total = float(out.split("  total")[1].split()[0])
     assert 0 < total <= 25
 
@@ -148,3 +149,40 @@ def test_an_unreadable_stack_file_is_a_clear_error(
     code = main(["plan", "--dir", str(tmp_path), "--stack", "broken"])
     _, err = capsys.readouterr()
     assert code == 2 and expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("region, partition", [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")])
+def test_compare_outside_the_commercial_partition_is_refused_saying_prices_cover_it_only(
+    capsys: pytest.CaptureFixture[str], region: str, partition: str
+) -> None:
+    code, out, err = plan(capsys, "--compare", "--region", region)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"prices cover the commercial partition (aws) only, and {region} is in {partition}" in err
+    assert "Compare a commercial region (e.g. --region us-east-1)" in err
+
+
+def test_a_plan_in_china_names_its_partition_and_says_why_it_has_no_prices(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = plan(capsys, "--region", "cn-north-1")
+    assert code == 0
+    profile = dict(line.strip().split(" = ", 1) for line in out.splitlines() if line.startswith("  METAFLOW_"))
+    assert profile["METAFLOW_BATCH_JOB_QUEUE"].startswith("arn:aws-cn:batch:cn-north-1:")
+    assert profile["METAFLOW_ECS_S3_ACCESS_IAM_ROLE"].startswith("arn:aws-cn:iam::")
+    assert ".execute-api.cn-north-1.amazonaws.com.cn" in profile["METAFLOW_SERVICE_URL"]
+    assert "arn:aws:" not in out
+    assert "Always-on monthly cost (estimatedMonthlyCost; 730 h):" in out and "prices read on" not in out
+    assert "cost estimate unavailable: no price data for region cn-north-1: prices cover the commercial" in out
+
+
+def test_output_into_a_closed_pipe_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan ... | head` where head has exited: no BrokenPipeError traceback, and nothing left to fail at exit."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    with open(writer, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert main(["config-table"]) == 1
+        print("the interpreter's last flush", file=closed_pipe)
+    assert capsys.readouterr().err == ""
