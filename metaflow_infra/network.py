@@ -187,9 +187,9 @@ class Network(Component):
             else:
                 gateway_tables = [self._public_routes.id] if multi_node else []
             if gateway_tables:
-                self._s3_gateway_endpoint(region, gateway_tables)
+                self._s3_gateway_endpoint(gateway_tables)
             if settings.interface_endpoints:
-                self._interface_endpoints(settings, region)
+                self._interface_endpoints(settings)
         self._create_security_groups(with_metadata_service, ui)
         if multi_node:
             self.multi_node_security_group_id = self._multi_node_group()
@@ -313,7 +313,7 @@ class Network(Component):
         self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
         return tables
 
-    def _interface_endpoints(self, settings: NetworkSettings, region: str) -> None:
+    def _interface_endpoints(self, settings: NetworkSettings) -> None:
         """Interface endpoints in every private subnet, answering the services' usual names (private DNS), open
         on HTTPS to the VPC only."""
         group = self._security_group("endpoints", "Metaflow interface VPC endpoints: HTTPS from the VPC")
@@ -332,7 +332,7 @@ class Network(Component):
                 aws.ec2.VpcEndpoint(
                     self.named(f"endpoint-{service}"),
                     vpc_id=self.vpc_id,
-                    service_name=f"com.amazonaws.{region}.{service}",
+                    service_name=self._endpoint_service(service, "Interface"),
                     vpc_endpoint_type="Interface",
                     subnet_ids=self.subnet_ids,
                     security_group_ids=[group.id],
@@ -340,6 +340,14 @@ class Network(Component):
                     tags={"Name": self.labelled(service)},
                     opts=self.child(),
                 )
+
+    def _endpoint_service(self, service: str, kind: str) -> str:
+        """The region's name of an AWS service's endpoint service, as EC2 lists it: not always
+        `com.amazonaws.<region>.<service>` (China's interface endpoints are mostly `cn.com.amazonaws.…`)."""
+        found = aws.ec2.get_vpc_endpoint_service(
+            service=service, service_type=kind, opts=pulumi.InvokeOptions(parent=self)
+        )
+        return found.service_name
 
     def _check_existing_subnets(
         self, vpc_id: str, subnet_ids: Sequence[str], with_metadata_service: bool, private: bool
@@ -444,14 +452,14 @@ class Network(Component):
             opts=self.child(),
         )
 
-    def _s3_gateway_endpoint(self, region: str, route_table_ids: list[pulumi.Output[str]]) -> None:
+    def _s3_gateway_endpoint(self, route_table_ids: list[pulumi.Output[str]]) -> None:
         """S3 for containers without a public IP (multi-node jobs) and for everything in private subnets,
         off NAT (billed per GB): a gateway endpoint on those route tables. Gateway endpoints for S3 cost
         nothing (Amazon VPC pricing; only interface endpoints bill)."""
         aws.ec2.VpcEndpoint(
             self.named("s3"),
             vpc_id=self.vpc_id,
-            service_name=f"com.amazonaws.{region}.s3",
+            service_name=self._endpoint_service("s3", "Gateway"),
             vpc_endpoint_type="Gateway",
             route_table_ids=route_table_ids,
             tags={"Name": self.labelled("s3")},

@@ -256,6 +256,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 and number <= ZONE_IDS_IN_REGION.get(self.region, len(MOCK_ZONE_NUMBERS))
             ]
             return {"names": [n for n, _ in zones], "zoneIds": [z for _, z in zones], "id": self.region}
+        if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":  # the commercial regions' form
+            name = f"com.amazonaws.{self.region}.{a['service']}"
+            return {"serviceName": name, "serviceType": a["serviceType"], "service": a["service"], "id": name}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": self.partition, "dnsSuffix": self.dns_suffix, "id": self.partition}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":

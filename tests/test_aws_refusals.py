@@ -10,7 +10,7 @@ import pulumi
 import pytest
 from conftest import TODAY, offline, stack_config
 
-from metaflow_infra.offline import SubnetFixture
+from metaflow_infra.offline import RecordingMocks, SubnetFixture, run_offline
 from metaflow_infra.settings import ConfigError, load_settings
 
 CERT = "arn:aws:acm:{region}:123456789012:certificate/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -164,3 +164,20 @@ def test_the_load_balancer_of_an_existing_network_gets_one_subnet_per_zone() -> 
     run = offline("dev", overrides, subnets=subnets)
     (balancer,) = run.of_type("aws:lb/loadBalancer:LoadBalancer")
     assert balancer.inputs["subnets"] == ["subnet-0000000000000000a", "subnet-0000000000000000c"]
+
+
+def test_endpoint_service_names_are_the_ones_ec2_lists_for_the_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    """China names most interface endpoint services `cn.com.amazonaws.…`: the program asks, never assumes."""
+    answer = RecordingMocks.call
+
+    def china(self: RecordingMocks, args: pulumi.runtime.MockCallArgs) -> Any:
+        if args.token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
+            name = f"cn.com.amazonaws.{self.region}.{args.args['service']}"
+            return {"serviceName": name, "id": name}, []
+        return answer(self, args)
+
+    monkeypatch.setattr(RecordingMocks, "call", china)
+    network = {"network:privateSubnets": True, "network:natGateways": 1, "network:interfaceEndpoints": ["ecr"]}
+    run = run_offline(stack_config("minimal", network, "cn-north-1"), today=TODAY)
+    names = {r.inputs["serviceName"] for r in run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    assert names == {f"cn.com.amazonaws.cn-north-1.{service}" for service in ("ecr.api", "ecr.dkr", "s3")}

@@ -630,10 +630,7 @@ def test_database_window_rules_are_the_ones_the_rds_api_documents(boto: botocore
 def test_derived_name_rules_are_botocores(boto: botocore.session.Session) -> None:
     spec = rules()["derived_names"]
     repository = boto.get_service_model("ecr").shape_for("RepositoryName").metadata
-    assert (spec["ecr_repository_pattern"], spec["ecr_repository_max_length"]) == (
-        repository["pattern"],
-        repository["max"],
-    )
+    assert spec["ecr_repository_pattern"] == repository["pattern"]
     assert spec["budget_name_max_length"] == boto.get_service_model("budgets").shape_for("BudgetName").metadata["max"]
 
 

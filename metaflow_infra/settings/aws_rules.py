@@ -405,10 +405,8 @@ def stack_name_problems(stack: str, prefix: str, scoped: str, *, ecr: bool, budg
     label = f"the stack name {stack!r}"
     problems = []
     repository = f"{prefix}-{stack.lower()}/steps"
-    if ecr and (
-        not re.fullmatch(spec["ecr_repository_pattern"], repository)
-        or len(repository) > spec["ecr_repository_max_length"]
-    ):
+    # (Pulumi's 100-character stack names keep it far below ECR's 256.)
+    if ecr and not re.fullmatch(spec["ecr_repository_pattern"], repository):
         problems.append(
             f"{label} makes the ECR repository name {repository!r} (ecr:enabled), which ECR refuses: use a stack "
             "whose name has letters and digits joined by single '-', '.' or '_'"
@@ -434,7 +432,7 @@ def arn_partition_problems(key: str, arn: str, region: str) -> list[str]:
     """An ARN of the stack's partition (`arn:aws-cn:…` in China, `arn:aws-us-gov:…` in GovCloud): AWS
     resolves no ARN across partitions."""
     partition = partition_of(region)
-    given = arn.split(":")[1] if arn.count(":") >= 2 else ""
+    given = arn.split(":")[1]  # the callers' patterns have made it an ARN
     if partition is None or given == partition:
         return []
     return [f"{key} is an ARN of the {given} partition; a stack in {region} ({partition}) needs arn:{partition}:…"]
