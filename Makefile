@@ -25,8 +25,12 @@ OVERRIDES = $(if $(REGION),--region '$(REGION)') $(PRESET_SET) $(SETS)
 PLAN = $(VENV)/bin/python -m metaflow_infra plan
 # The offline plan of a config written to a scratch directory ($(1): its region), for a stack file that is
 # not written yet or that plan cannot read; the scratch copy is removed when the shell exits.
+# An empty region leaves the key out (the program then takes AWS_REGION, as pulumi up would); an interrupt
+# removes the copy too (dash runs no EXIT trap when a signal ends it).
 PLAN_SCRATCH = scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
-	printf 'config:\n  aws:region: %s\n  metaflow:preset: %s\n' "$(1)" "$(PRESET)" > "$$scratch/Pulumi.$(STACK).yaml" && \
+	trap 'rm -rf "$$scratch"; exit 130' INT TERM HUP && region="$(1)" && \
+	{ printf 'config:\n'; test -z "$$region" || printf '  aws:region: %s\n' "$$region"; \
+	  printf '  metaflow:preset: %s\n' "$(PRESET)"; } > "$$scratch/Pulumi.$(STACK).yaml" && \
 	$(PLAN) --summary --dir "$$scratch" --stack $(STACK)
 # Before `make up` has created the stack, plan and diff read the tracked example (the dev stack) instead.
 PLAN_STACK = $(if $(or $(wildcard Pulumi.$(STACK).yaml),$(filter-out file,$(origin STACK))),$(STACK),dev)
@@ -110,18 +114,19 @@ up: pulumi-ready
 	$(if $(PRESET),pulumi config set metaflow:preset $(PRESET) --stack $(STACK))
 	pulumi up --stack $(STACK)
 
+# Recipes of the commands that print (plan, diff, compare) are not echoed, so that ARGS=--json is JSON alone.
 plan: $(RUNTIME)
-	$(PLAN) --stack $(PLAN_STACK) $(OVERRIDES) $(ARGS)
+	@$(PLAN) --stack $(PLAN_STACK) $(OVERRIDES) $(ARGS)
 
 # What SET, REGION and PRESET change against the stack's own config, property by property.
 diff: $(RUNTIME)
-	$(PLAN) --diff --stack $(PLAN_STACK) $(OVERRIDES) $(ARGS)
+	@$(PLAN) --diff --stack $(PLAN_STACK) $(OVERRIDES) $(ARGS)
 
 # Refused variables stop it before anything is installed.
 compare:
 	@test -z "$(SET)$(PRESET)" || { echo "make compare takes no $(if $(SET),SET,PRESET): it prices every preset's own defaults side by side. To price a change: make plan SET=... (its cost is at the end) or make diff SET=..." >&2; exit 2; }
-	$(MAKE) --no-print-directory $(RUNTIME)
-	$(PLAN) --compare --stack $(PLAN_STACK) $(if $(REGION),--region '$(REGION)') $(ARGS)
+	@$(MAKE) -s --no-print-directory $(RUNTIME)
+	@$(PLAN) --compare --stack $(PLAN_STACK) $(if $(REGION),--region '$(REGION)') $(ARGS)
 
 # Open the deployed Metaflow UI; a private UI's task is started for the session and stopped after the
 # last one. Options through UI_ARGS, e.g. `make ui UI_ARGS="--port 8084"` or `make ui UI_ARGS=--stop`.

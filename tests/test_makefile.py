@@ -3,6 +3,7 @@ their commands read with `make -n`, and the early refusals run for real (they st
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -105,7 +106,8 @@ def test_up_checks_pulumi_then_installs_only_the_runtime_then_plans_the_new_conf
         "command -v pulumi",
         "pulumi whoami",
         "make --no-print-directory .venv/.runtime",  # installs what is missing (below)
-        f'metaflow:preset: %s\\n\' "eu-west-1" "minimal" > "$scratch/Pulumi.{NEW_STACK}.yaml"',
+        'region="eu-west-1"',
+        f'"minimal"; }} > "$scratch/Pulumi.{NEW_STACK}.yaml"',
         f'metaflow_infra plan --summary --dir "$scratch" --stack {NEW_STACK}',
         f'cp "$scratch/Pulumi.{NEW_STACK}.yaml" Pulumi.{NEW_STACK}.yaml',
         f"pulumi stack select --create {NEW_STACK}",
@@ -223,7 +225,9 @@ def logging_pulumi(directory: Path) -> tuple[str, Path]:
     return f"{script.parent}:/usr/bin:/bin", log
 
 
-def make_in(directory: Path, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+def make_in(
+    directory: Path, path: str, *args: str, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`make` with this Makefile in another directory, on the project's virtualenv as `make test` left it."""
     venv = PROJECT / ".venv"
     options = [f"VENV={venv}", f"RUNTIME={venv / '.installed'}"]
@@ -231,7 +235,7 @@ def make_in(directory: Path, path: str, *args: str) -> subprocess.CompletedProce
         ["make", "-C", str(directory), "-f", str(PROJECT / "Makefile"), "--no-print-directory", *options, *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "PATH": path, "PYTHONPATH": str(PROJECT)},
+        env={**os.environ, "PATH": path, "PYTHONPATH": str(PROJECT), **(environment or {})},
     )
 
 
@@ -359,3 +363,23 @@ def test_the_readme_opens_the_ui_of_the_stack_make_up_creates() -> None:
     stacks = re.findall(r"metaflow_infra ui --stack (\S+)", readme)
     assert stacks and set(stacks) == {default}
     assert not re.search(r"make \w+ [^`\n]*STACK=dev\b", readme)
+
+
+def test_the_scratch_copy_is_removed_on_an_interrupt_too() -> None:
+    """dash, Debian's /bin/sh, runs no EXIT trap when a signal ends it."""
+    scratch = [line for line in dry_run("up", "PRESET=minimal", f"STACK={NEW_STACK}") if "mktemp" in line]
+    assert scratch and all("""trap 'rm -rf "$scratch"; exit 130' INT TERM HUP""" in line for line in scratch)
+
+
+def test_up_switches_the_preset_of_a_stack_whose_region_comes_from_the_environment(tmp_path: Path) -> None:
+    path, log = logging_pulumi(tmp_path)
+    (tmp_path / "Pulumi.s1.yaml").write_text("config:\n  metaflow:preset: minimal\n  db:password:\n    secure: AAAB\n")
+    result = make_in(tmp_path, path, "up", "STACK=s1", "PRESET=dev", environment={"AWS_REGION": "eu-west-1"})
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines()[-2:] == ["config set metaflow:preset dev --stack s1", "up --stack s1"]
+
+
+def test_compare_with_args_json_prints_json_alone() -> None:
+    result = make("compare", "ARGS=--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)
