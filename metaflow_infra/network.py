@@ -74,6 +74,10 @@ def subnet_set_problems(subnets: Sequence[SubnetFacts], unsupported_zones: Seque
     return problems
 
 
+ENDPOINT_SERVICE_DOMAINS = ("com.amazonaws", "cn.com.amazonaws")
+"""Where AWS names its endpoint services: China's regions use the second for most interface endpoints."""
+
+
 def one_subnet_per_zone(subnets: Sequence[SubnetFacts]) -> list[str]:
     """The first subnet of each AZ, in the given order: a load balancer takes at most one per AZ."""
     chosen: dict[str, str] = {}
@@ -187,9 +191,9 @@ class Network(Component):
             else:
                 gateway_tables = [self._public_routes.id] if multi_node else []
             if gateway_tables:
-                self._s3_gateway_endpoint(gateway_tables)
+                self._s3_gateway_endpoint(region, gateway_tables)
             if settings.interface_endpoints:
-                self._interface_endpoints(settings)
+                self._interface_endpoints(settings, region)
         self._create_security_groups(with_metadata_service, ui)
         if multi_node:
             self.multi_node_security_group_id = self._multi_node_group()
@@ -313,7 +317,7 @@ class Network(Component):
         self.subnet_ids = pulumi.Output.all(*subnets).apply(list)
         return tables
 
-    def _interface_endpoints(self, settings: NetworkSettings) -> None:
+    def _interface_endpoints(self, settings: NetworkSettings, region: str) -> None:
         """Interface endpoints in every private subnet, answering the services' usual names (private DNS), open
         on HTTPS to the VPC only."""
         group = self._security_group("endpoints", "Metaflow interface VPC endpoints: HTTPS from the VPC")
@@ -332,7 +336,7 @@ class Network(Component):
                 aws.ec2.VpcEndpoint(
                     self.named(f"endpoint-{service}"),
                     vpc_id=self.vpc_id,
-                    service_name=self._endpoint_service(service, "Interface"),
+                    service_name=self._endpoint_service(region, service, "Interface"),
                     vpc_endpoint_type="Interface",
                     subnet_ids=self.subnet_ids,
                     security_group_ids=[group.id],
@@ -341,11 +345,14 @@ class Network(Component):
                     opts=self.child(),
                 )
 
-    def _endpoint_service(self, service: str, kind: str) -> str:
-        """The region's name of an AWS service's endpoint service, as EC2 lists it: not always
-        `com.amazonaws.<region>.<service>` (China's interface endpoints are mostly `cn.com.amazonaws.…`)."""
+    def _endpoint_service(self, region: str, service: str, kind: str) -> str:
+        """The region's name of an AWS service's endpoint service, as EC2 lists it: `com.amazonaws.<region>.<x>`,
+        or in China mostly `cn.com.amazonaws.…` (the provider's `service` argument assumes the first)."""
+        names = [f"{domain}.{region}.{service}" for domain in ENDPOINT_SERVICE_DOMAINS]
         found = aws.ec2.get_vpc_endpoint_service(
-            service=service, service_type=kind, opts=pulumi.InvokeOptions(parent=self)
+            service_type=kind,
+            filters=[aws.ec2.GetVpcEndpointServiceFilterArgs(name="service-name", values=names)],
+            opts=pulumi.InvokeOptions(parent=self),
         )
         return found.service_name
 
@@ -452,14 +459,14 @@ class Network(Component):
             opts=self.child(),
         )
 
-    def _s3_gateway_endpoint(self, route_table_ids: list[pulumi.Output[str]]) -> None:
+    def _s3_gateway_endpoint(self, region: str, route_table_ids: list[pulumi.Output[str]]) -> None:
         """S3 for containers without a public IP (multi-node jobs) and for everything in private subnets,
         off NAT (billed per GB): a gateway endpoint on those route tables. Gateway endpoints for S3 cost
         nothing (Amazon VPC pricing; only interface endpoints bill)."""
         aws.ec2.VpcEndpoint(
             self.named("s3"),
             vpc_id=self.vpc_id,
-            service_name=self._endpoint_service("s3", "Gateway"),
+            service_name=self._endpoint_service(region, "s3", "Gateway"),
             vpc_endpoint_type="Gateway",
             route_table_ids=route_table_ids,
             tags={"Name": self.labelled("s3")},

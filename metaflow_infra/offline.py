@@ -257,8 +257,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             ]
             return {"names": [n for n, _ in zones], "zoneIds": [z for _, z in zones], "id": self.region}
         if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":  # the commercial regions' form
-            name = f"com.amazonaws.{self.region}.{a['service']}"
-            return {"serviceName": name, "serviceType": a["serviceType"], "service": a["service"], "id": name}
+            name = next(f for f in a["filters"] if f["name"] == "service-name")["values"][0]
+            return {"serviceName": name, "serviceType": a["serviceType"], "id": name}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": self.partition, "dnsSuffix": self.dns_suffix, "id": self.partition}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":

@@ -11,7 +11,7 @@ import pytest
 from conftest import TODAY, offline, stack_config
 
 from metaflow_infra.offline import RecordingMocks, SubnetFixture, run_offline
-from metaflow_infra.settings import ConfigError, load_settings
+from metaflow_infra.settings import ConfigError, ignored_key_warnings, load_settings
 
 CERT = "arn:aws:acm:{region}:123456789012:certificate/1234abcd-12ab-34cd-56ef-1234567890ab"
 KEY = "arn:{partition}:kms:{region}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -130,14 +130,19 @@ def test_a_stack_name_too_long_for_a_budget_name_is_refused() -> None:
     assert "AWS Budgets takes at most 100" in problems(budget, stack=longest + "s")
 
 
-def test_an_authorizer_reservation_lambda_cannot_grant_is_refused() -> None:
-    loads({"metadata:authorizerConcurrency": 900}, "dev")
-    assert "at most 900 can be reserved" in problems({"metadata:authorizerConcurrency": 901}, "dev")
+def test_an_authorizer_reservation_lambda_grants_only_with_a_raised_limit_is_warned_of() -> None:
+    def warnings(concurrency: int) -> list[str]:
+        raw = stack_config("dev", {"metadata:authorizerConcurrency": concurrency})
+        return ignored_key_warnings(load_settings(raw, stack="dev", today=TODAY), raw)
+
+    assert warnings(900) == []
+    assert any("at most 900 can be reserved" in warning for warning in warnings(901))
 
 
 def test_a_provider_integer_beyond_64_bits_is_refused() -> None:
     loads({"aws:maxRetries": str(2**63 - 1)})
     assert "aws:maxRetries" in problems({"aws:maxRetries": "99999999999999999999"})
+    assert "from -9223372036854775808 to 9223372036854775807" in problems({"aws:maxRetries": str(2**63)})
 
 
 def test_more_nat_gateways_than_the_account_has_zones_stops_by_name() -> None:
@@ -167,17 +172,24 @@ def test_the_load_balancer_of_an_existing_network_gets_one_subnet_per_zone() -> 
 
 
 def test_endpoint_service_names_are_the_ones_ec2_lists_for_the_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    """China names most interface endpoint services `cn.com.amazonaws.…`: the program asks, never assumes."""
+    """China names most interface endpoint services `cn.com.amazonaws.…` (its S3 gateway keeps
+    `com.amazonaws.…`): the program asks EC2 for either name, never assumes one."""
     answer = RecordingMocks.call
 
     def china(self: RecordingMocks, args: pulumi.runtime.MockCallArgs) -> Any:
-        if args.token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
-            name = f"cn.com.amazonaws.{self.region}.{args.args['service']}"
-            return {"serviceName": name, "id": name}, []
-        return answer(self, args)
+        if args.token != "aws:ec2/getVpcEndpointService:getVpcEndpointService":
+            return answer(self, args)
+        (names,) = [f["values"] for f in args.args["filters"] if f["name"] == "service-name"]
+        listed = "com.amazonaws" if args.args["serviceType"] == "Gateway" else "cn.com.amazonaws"
+        (name,) = [n for n in names if n.startswith(f"{listed}.")]
+        return {"serviceName": name, "id": name}, []
 
     monkeypatch.setattr(RecordingMocks, "call", china)
     network = {"network:privateSubnets": True, "network:natGateways": 1, "network:interfaceEndpoints": ["ecr"]}
     run = run_offline(stack_config("minimal", network, "cn-north-1"), today=TODAY)
     names = {r.inputs["serviceName"] for r in run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
-    assert names == {f"cn.com.amazonaws.cn-north-1.{service}" for service in ("ecr.api", "ecr.dkr", "s3")}
+    assert names == {
+        "cn.com.amazonaws.cn-north-1.ecr.api",
+        "cn.com.amazonaws.cn-north-1.ecr.dkr",
+        "com.amazonaws.cn-north-1.s3",
+    }

@@ -617,13 +617,6 @@ def _aws_value_problems(settings: Settings) -> list[str]:
     )
     for index, role in enumerate(settings.aws.assume_roles or []):
         problems += arn_partition_problems(f"aws:assumeRoles[{index}].roleArn", role.role_arn, settings.region)
-    reservable = max_reserved_concurrency()
-    if settings.metadata.enabled and settings.metadata.authorizer_concurrency > reservable:
-        problems.append(
-            f"metadata:authorizerConcurrency = {settings.metadata.authorizer_concurrency}: Lambda keeps 100 of an "
-            f"account's concurrency unreserved, so at its default limit (1,000 a region) at most {reservable} can be "
-            "reserved; the authorizer needs far fewer (default 5)"
-        )
     problems += tag_problems(settings.metaflow.tags, {"metaflow:stack": settings.stack, "Name": settings.stack})
     problems += account_id_problems(settings.aws.allowed_account_ids, settings.aws.forbidden_account_ids)
     if settings.network.vpc_id is None:
@@ -639,8 +632,16 @@ def _aws_value_problems(settings: Settings) -> list[str]:
 def ignored_key_warnings(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     """Keys set in the config that change nothing in this stack, each with why: accepted (they may be
     set ahead of a switch, and are harmless), but never silently. Keys that are certainly a mistake
-    are refused by `load_settings` instead."""
+    are refused by `load_settings` instead. Also values that only an account with a raised AWS limit takes."""
     compute, network, warnings = settings.compute, settings.network, []
+    reservable = max_reserved_concurrency()
+    if settings.metadata.enabled and settings.metadata.authorizer_concurrency > reservable:
+        warnings.append(
+            f"metadata:authorizerConcurrency = {settings.metadata.authorizer_concurrency}: Lambda keeps 100 of an "
+            f"account's concurrency unreserved, so at its default limit (1,000 a region) at most {reservable} can be "
+            "reserved, and pulumi up fails unless your account's limit is raised; the authorizer needs far fewer "
+            "(default 5)"
+        )
     if not settings.metadata.enabled:
         warnings += [
             f"{key} has no effect while metadata:enabled is false ({settings.metaflow.preset} preset): this stack "

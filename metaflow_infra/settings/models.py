@@ -102,7 +102,7 @@ def _provider_value(kind: str, value: Any) -> Any:
     if kind == "int":
         number = parse_int(value)
         if not -(2**63) <= number < 2**63:  # the provider reads its integers as 64-bit
-            raise ValueError("expected a whole number of at most 19 digits")
+            raise ValueError(f"expected a whole number from {-(2**63)} to {2**63 - 1}")
         return number
     if kind == "str":
         if not isinstance(value, str):
