@@ -92,9 +92,11 @@ pulumi-ready:
 
 # A new stack needs PRESET. The offline plan of the config the stack is about to have shows what it costs
 # while idle and checks PRESET and REGION before anything is written or created: a config it refuses (a
-# typo) stops here with nothing to undo. Then the stack's file is written (untracked), and `pulumi up`
+# typo) stops here with nothing to undo. Then the stack's file is written (untracked) and the stack created
+# (if that fails, the file goes again, so a retry is not taken for an existing stack), and `pulumi up`
 # previews the change and asks before deploying.
 up: pulumi-ready
+	@case "$(STACK)" in */*) echo "make up: STACK takes a stack's own name (its config is Pulumi.NAME.yaml), not $(STACK): choose the organization with \`pulumi org set-default ORG\`, then STACK=$(notdir $(STACK))" >&2; exit 2;; esac
 	@test "$(STACK)" != dev || { echo "make up: Pulumi.dev.yaml is the tracked example, and deploying it would write your settings into it. Deploy under a stack of your own: make up PRESET=dev (stack metaflow), or STACK=name" >&2; exit 2; }
 	@test -f Pulumi.$(STACK).yaml || test -n "$(PRESET)" || { echo "make up: stack $(STACK) does not exist yet; choose its preset: make up PRESET=minimal (S3 and spot Batch: nothing billed while idle), PRESET=dev (adds the shared metadata service and its database) or PRESET=production (highly available, private, protected). \`make compare\` shows what each costs idle; REGION=... picks the region (default us-east-1)" >&2; exit 2; }
 	@test -z "$(REGION)" || ! test -f Pulumi.$(STACK).yaml || grep -q "aws:region: $(REGION)$$" Pulumi.$(STACK).yaml || { echo "make up: REGION=$(REGION) names the region of a new stack, and stack $(STACK) exists in another: moving it replaces every resource (\`make diff SET=aws:region=$(REGION)\` shows it). Leave REGION out, or give a new STACK=name" >&2; exit 2; }
@@ -103,7 +105,8 @@ up: pulumi-ready
 	$(MAKE) --no-print-directory $(RUNTIME)
 	@if ! test -f Pulumi.$(STACK).yaml; then \
 		$(call PLAN_SCRATCH,$(or $(REGION),us-east-1)) && \
-		cp "$$scratch/Pulumi.$(STACK).yaml" Pulumi.$(STACK).yaml; \
+		cp "$$scratch/Pulumi.$(STACK).yaml" Pulumi.$(STACK).yaml && \
+		{ pulumi stack select --create $(STACK) || { rm -f Pulumi.$(STACK).yaml; exit 1; }; }; \
 	elif grep -q 'secure:' Pulumi.$(STACK).yaml; then \
 		echo "(no offline estimate: it cannot read the stack's encrypted values; pulumi up previews the change)"; \
 		$(if $(PRESET),$(call PLAN_SCRATCH,$$(sed -n 's/^  aws:region: *//p' Pulumi.$(STACK).yaml)) >/dev/null;) \

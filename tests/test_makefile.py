@@ -383,3 +383,19 @@ def test_compare_with_args_json_prints_json_alone() -> None:
     result = make("compare", "ARGS=--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)
+
+
+def test_a_stack_pulumi_fails_to_create_leaves_no_file_so_a_retry_starts_afresh(tmp_path: Path) -> None:
+    path, log = logging_pulumi(tmp_path)
+    script = tmp_path / "bin" / "pulumi"  # creating a stack fails (e.g. no passphrase for its secrets)
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\ncase "$*" in "stack select --create"*) exit 1;; esac\nexit 0\n')
+    result = make_in(tmp_path, path, "up", "STACK=f1", "PRESET=minimal", "REGION=eu-central-1")
+    assert result.returncode != 0 and not (tmp_path / "Pulumi.f1.yaml").exists()
+    assert "up --stack f1" not in log.read_text()
+
+
+def test_up_refuses_an_organization_qualified_stack_by_saying_how_to_choose_the_organization(tmp_path: Path) -> None:
+    path, log = logging_pulumi(tmp_path)
+    result = make_in(tmp_path, path, "up", "STACK=acme/prod", "PRESET=minimal")
+    assert result.returncode == 2 and log.read_text().splitlines() == ["whoami"]
+    assert "pulumi org set-default ORG`, then STACK=prod" in result.stderr
