@@ -27,7 +27,7 @@ from pulumi.runtime.sync_await import _sync_await
 from pydantic.alias_generators import to_camel
 
 from .platform import build
-from .settings import Settings, ignored_key_warnings, load_settings
+from .settings import Settings, config_warnings, load_settings
 from .settings.aws_rules import partition_of
 
 ACCOUNT_ID = "123456789012"
@@ -520,5 +520,5 @@ def run_offline(
         log.messages,
         mocks.assumed,
         frozenset(mocks.invented),
-        ignored_key_warnings(settings, raw_config),
+        config_warnings(settings, raw_config),
     )

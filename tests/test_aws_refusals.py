@@ -11,7 +11,7 @@ import pytest
 from conftest import TODAY, offline, stack_config
 
 from metaflow_infra.offline import RecordingMocks, SubnetFixture, run_offline
-from metaflow_infra.settings import ConfigError, ignored_key_warnings, load_settings
+from metaflow_infra.settings import ConfigError, config_warnings, load_settings
 
 CERT = "arn:aws:acm:{region}:123456789012:certificate/1234abcd-12ab-34cd-56ef-1234567890ab"
 KEY = "arn:{partition}:kms:{region}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -133,7 +133,7 @@ def test_a_stack_name_too_long_for_a_budget_name_is_refused() -> None:
 def test_an_authorizer_reservation_lambda_grants_only_with_a_raised_limit_is_warned_of() -> None:
     def warnings(concurrency: int) -> list[str]:
         raw = stack_config("dev", {"metadata:authorizerConcurrency": concurrency})
-        return ignored_key_warnings(load_settings(raw, stack="dev", today=TODAY), raw)
+        return config_warnings(load_settings(raw, stack="dev", today=TODAY), raw)
 
     assert warnings(900) == []
     assert any("at most 900 can be reserved" in warning for warning in warnings(901))

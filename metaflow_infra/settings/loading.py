@@ -54,6 +54,7 @@ from .models import (
     known_keys,
     stack_scoped_name,
 )
+from .values import repeated
 
 REGION_KEY = "aws:region"
 OTHER_NAMESPACES = ("pulumi",)
@@ -140,17 +141,16 @@ def _describe_error(error: Any, given: Mapping[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "accepted: ")
     if error.get("type") == "string_type":
         message = 'accepted: a string (in JSON, quote it: "1", not 1)'
-    if error.get("type") == "dict_type":
-        message = (
-            'accepted: a map of strings, e.g. pulumi config set --path "metaflow:tags.team" ds, '
-            'or the JSON {"team": "ds"}'
-        )
     if error.get("type") == "string_pattern_mismatch" and len(loc) >= 2:
         path = f"{namespace}:{loc[1]}" + "".join(f".{part}" for part in loc[2:] if not part.isdigit())
         message = f"not in the expected format; accepted: {_format_example(path)}"
     if len(loc) < 2:  # a namespace-level check: its message names the keys
         return message
     key = f"{namespace}:{loc[1]}" + "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in loc[2:])
+    if error.get("type") == "dict_type":
+        message = (
+            f'accepted: a map of strings, e.g. pulumi config set --path "{key}.team" ds, or the JSON {{"team": "ds"}}'
+        )
     return f"{key} = {given.get(key, error['input'])!r}: {message}"
 
 
@@ -417,11 +417,10 @@ def _ui_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
                 "ui:access allowList needs ui:allowedCidrs: the networks that may reach the UI, "
                 "e.g. pulumi config set ui:allowedCidrs '[\"203.0.113.0/24\"]'"
             )
-        repeated = sorted({cidr for cidr in ui.allowed_cidrs or [] if (ui.allowed_cidrs or []).count(cidr) > 1})
-        if repeated:
+        twice = repeated(ui.allowed_cidrs or [])
+        if twice:
             problems.append(
-                f"ui:allowedCidrs lists {', '.join(repeated)} more than once: EC2 refuses a repeated rule; "
-                "list each once"
+                f"ui:allowedCidrs lists {', '.join(twice)} more than once: EC2 refuses a repeated rule; list each once"
             )
         ipv6 = [cidr for cidr in ui.allowed_cidrs or [] if ":" in cidr]
         if ipv6:
@@ -558,10 +557,10 @@ def _network_problems(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
                 "which network:privateSubnets says are private: use ui:access private (a tunnel, no load balancer)"
             )
         return problems
-    repeated = sorted({e.value for e in network.interface_endpoints if network.interface_endpoints.count(e) > 1})
-    if repeated:
+    twice = repeated(endpoint.value for endpoint in network.interface_endpoints)
+    if twice:
         problems.append(
-            f"network:interfaceEndpoints lists {', '.join(repeated)} more than once: one endpoint per service and "
+            f"network:interfaceEndpoints lists {', '.join(twice)} more than once: one endpoint per service and "
             "subnet is all AWS allows; list each once"
         )
     if network.private_subnets and network.nat_gateways == 0:
@@ -632,16 +631,8 @@ def _aws_value_problems(settings: Settings) -> list[str]:
 def ignored_key_warnings(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
     """Keys set in the config that change nothing in this stack, each with why: accepted (they may be
     set ahead of a switch, and are harmless), but never silently. Keys that are certainly a mistake
-    are refused by `load_settings` instead. Also values that only an account with a raised AWS limit takes."""
+    are refused by `load_settings` instead."""
     compute, network, warnings = settings.compute, settings.network, []
-    reservable = max_reserved_concurrency()
-    if settings.metadata.enabled and settings.metadata.authorizer_concurrency > reservable:
-        warnings.append(
-            f"metadata:authorizerConcurrency = {settings.metadata.authorizer_concurrency}: Lambda keeps 100 of an "
-            f"account's concurrency unreserved, so at its default limit (1,000 a region) at most {reservable} can be "
-            "reserved, and pulumi up fails unless your account's limit is raised; the authorizer needs far fewer "
-            "(default 5)"
-        )
     if not settings.metadata.enabled:
         warnings += [
             f"{key} has no effect while metadata:enabled is false ({settings.metaflow.preset} preset): this stack "
@@ -681,6 +672,25 @@ def ignored_key_warnings(settings: Settings, raw: Mapping[str, Any]) -> list[str
             "versioning no replaced version is kept"
         )
     return warnings
+
+
+def limit_warnings(settings: Settings) -> list[str]:
+    """Values only an account whose AWS limit was raised takes: accepted, with a warning, since this
+    program cannot see the account's limits."""
+    warnings = []
+    reservable = max_reserved_concurrency()
+    if settings.metadata.enabled and settings.metadata.authorizer_concurrency > reservable:
+        warnings.append(
+            f"metadata:authorizerConcurrency = {settings.metadata.authorizer_concurrency}: Lambda keeps part of an "
+            f"account's concurrency unreserved, so at its default limit at most {reservable} can be reserved, and "
+            "pulumi up fails unless your account's limit is raised; the authorizer needs far fewer (default 5)"
+        )
+    return warnings
+
+
+def config_warnings(settings: Settings, raw: Mapping[str, Any]) -> list[str]:
+    """Everything `pulumi up` and `plan` warn of before declaring anything."""
+    return ignored_key_warnings(settings, raw) + limit_warnings(settings)
 
 
 def load_settings(

@@ -33,6 +33,7 @@ from .values import (
     parse_bool,
     parse_int,
     parse_json,
+    repeated,
 )
 
 NOT_AVAILABLE = "not available yet"
@@ -230,10 +231,10 @@ class NetworkSettings(Namespace):
             raise ValueError(
                 f"{given} is set but {missing} is not: an existing network needs both, or neither to create one"
             )
-        repeated = sorted({s for s in self.subnet_ids or [] if (self.subnet_ids or []).count(s) > 1})
-        if repeated:
+        twice = repeated(self.subnet_ids or [])
+        if twice:
             raise ValueError(
-                f"network:subnetIds lists {', '.join(repeated)} more than once: list each subnet once "
+                f"network:subnetIds lists {', '.join(twice)} more than once: list each subnet once "
                 "(a load balancer given one subnet twice is refused)"
             )
         if self.subnet_ids is not None and len(set(self.subnet_ids)) < 2:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -41,6 +43,12 @@ def parse_json(value: Any) -> Any:
                 f'is not valid JSON ({err.msg}); e.g. {{"team": "data-science"}} or ["c6i", "m6i"]'
             ) from None
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def repeated(values: Iterable[str]) -> list[str]:
+    """The values a list holds more than once, sorted: AWS takes each rule, endpoint or subnet once."""
+    seen = Counter(values)
+    return sorted(value for value, count in seen.items() if count > 1)
 
 
 def check_cidr(value: str) -> str:
