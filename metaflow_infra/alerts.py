@@ -13,7 +13,7 @@ import pulumi_aws as aws
 
 from .base import Component
 from .policies import alerts_topic_policy
-from .settings import AlertsSettings, BudgetSettings
+from .settings import AlertsSettings, BudgetSettings, budget_name
 
 BYTES_PER_GB = 1024**3
 FREE_STORAGE_ALARM_SHARE = 0.1
@@ -229,7 +229,7 @@ class Alerts(Component):
         assert budget.monthly_usd is not None and email is not None  # settings refuse a budget nobody hears of
         aws.budgets.Budget(
             self.named("budget"),
-            name=f"{self.prefix}-{args.stack}-monthly",
+            name=budget_name(self.prefix, args.stack),
             budget_type="COST",
             time_unit="MONTHLY",
             limit_amount=str(budget.monthly_usd),

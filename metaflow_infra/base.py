@@ -50,6 +50,9 @@ class Component(pulumi.ComponentResource):
         listed = providers.values() if isinstance(providers, Mapping) else providers
         provider = next((p for p in listed if isinstance(p, aws.Provider)), None)
         self._lookups = _LOOKUPS.setdefault(provider, {}) if provider is not None else {}
+        self.role_policies: dict[str, aws.iam.RolePolicy] = {}
+        """The inline policy of each role `service_role` made, by purpose: what must exist before a role is used
+        at once (as by a function `pulumi up` invokes)."""
 
     def named(self, purpose: str) -> str:
         """The logical name of a child: fixed, so that no config change re-creates it."""
@@ -97,7 +100,7 @@ class Component(pulumi.ComponentResource):
                 attachment, role=role.name, policy_arn=aws_managed_policy_arn(self.partition, policy), opts=self.child()
             )
         if inline is not None:
-            aws.iam.RolePolicy(
+            self.role_policies[purpose] = aws.iam.RolePolicy(
                 self.named(inline_purpose or purpose),
                 role=role.id,
                 policy=pulumi.Output.from_input(inline).apply(json.dumps),

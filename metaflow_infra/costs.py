@@ -51,6 +51,7 @@ BILLED_WHILE_IDLE = frozenset(
         "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
         "aws:cloudwatch/metricAlarm:MetricAlarm",
         "aws:scheduler/schedule:Schedule",  # the scale-to-zero waker's check, every minute
+        "aws:ecr/repository:Repository",  # the scale-to-zero image copy (a steps registry bills what people push)
     }
 )
 """Resource types that bill by the hour or month whether or not a job runs."""
@@ -65,6 +66,10 @@ AURORA_AWAKE_ACU = 0.5
 """Aurora Serverless v2's least capacity while not paused."""
 AURORA_PAUSE_MINUTES = 5
 """database.AURORA_PAUSE_SECONDS: Aurora pauses this long after the service's connections close."""
+MIRRORED_IMAGE_GB = 0.33
+"""The metadata-service image's compressed size, copied into the stack's ECR repository with scale to zero:
+v2.5.1 rebuilt layer by layer from its Dockerfile without Docker, ~326 MB (300-355; docs/scale-to-zero.md).
+`pulumi up` warns if the copy is larger than the image the wake timing was measured with."""
 WAKER_RUN_SECONDS = 0.2
 """An idle check: two AWS API calls from a warm 128 MB function (an estimate: Lambda bills by the ms)."""
 WAKER_MEMORY_GB = 128 / 1024
@@ -527,6 +532,14 @@ def _asleep_lines(lines: _Lines) -> None:
         AURORA_STORED_GB,
         "GB-month",
         table.price(region, "aurora_storage_gb_month"),
+    )
+    lines.add(
+        f"ECR copy of the metadata-service image (~{MIRRORED_IMAGE_GB:g} GB compressed, estimated)",
+        "aws:ecr/repository:Repository",
+        1,
+        MIRRORED_IMAGE_GB,
+        "GB-month",
+        table.price(region, "ecr_storage_gb_month"),
     )
     request = table.price(region, "lambda_arm_request")
     compute = table.price(region, "lambda_arm_gb_second")

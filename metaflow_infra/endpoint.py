@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -51,29 +52,64 @@ def log_group(owner: Component, purpose: str) -> aws.cloudwatch.LogGroup:
 
 
 def secret_reading_role(
-    owner: Component, purpose: str, service: str, secret_arn: pulumi.Input[str], logs: aws.cloudwatch.LogGroup
+    owner: Component,
+    purpose: str,
+    service: str,
+    secret_arn: pulumi.Input[str],
+    logs: aws.cloudwatch.LogGroup,
+    pull_repository_arn: pulumi.Input[str] | None = None,
 ) -> aws.iam.Role:
-    """A role that may read one secret and write one log group, nothing else."""
+    """A role that may read one secret and write one log group (and, given one, pull from one ECR
+    repository), nothing else."""
     return owner.service_role(
         purpose,
         service,
-        inline=pulumi.Output.all(secret_arn, logs.arn).apply(lambda arns: read_secret_and_write_logs(arns[0], arns[1])),
+        inline=pulumi.Output.all(secret_arn, logs.arn, pull_repository_arn).apply(
+            lambda arns: read_secret_and_write_logs(arns[0], arns[1], arns[2])
+        ),
+    )
+
+
+def python_function(
+    owner: Component,
+    purpose: str,
+    module: str,
+    role: aws.iam.Role,
+    logs: aws.cloudwatch.LogGroup,
+    *,
+    memory_mb: int,
+    timeout_seconds: int,
+    **options: Any,
+) -> aws.lambda_.Function:
+    """One of this program's Lambda functions: `lambdas/<module>.py` alone (the runtime's boto3 is all it
+    imports) on arm64 Python, writing to `logs`; `options` are further `aws.lambda_.Function` arguments."""
+    source = resources.files("metaflow_infra").joinpath("lambdas", f"{module}.py").read_text()
+    return aws.lambda_.Function(
+        owner.named(purpose),
+        runtime=aws.lambda_.Runtime.PYTHON3D13,
+        architectures=["arm64"],
+        handler=f"{module}.handler",
+        code=pulumi.AssetArchive({f"{module}.py": pulumi.StringAsset(source)}),
+        role=role.arn,
+        memory_size=memory_mb,
+        timeout=timeout_seconds,
+        logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
+        opts=owner.child(),
+        **options,
     )
 
 
 def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Function:
     logs = log_group(owner, "authorizer")
     role = secret_reading_role(owner, "authorizer", "lambda.amazonaws.com", args.api_key_secret_arn, logs)
-    source = resources.files("metaflow_infra").joinpath("lambdas", "authorizer.py").read_text()
-    return aws.lambda_.Function(
-        owner.named("authorizer"),
-        runtime=aws.lambda_.Runtime.PYTHON3D13,
-        architectures=["arm64"],
-        handler="authorizer.handler",
-        code=pulumi.AssetArchive({"authorizer.py": pulumi.StringAsset(source)}),
-        role=role.arn,
-        memory_size=128,
-        timeout=5,
+    return python_function(
+        owner,
+        "authorizer",
+        "authorizer",
+        role,
+        logs,
+        memory_mb=128,
+        timeout_seconds=5,
         environment=aws.lambda_.FunctionEnvironmentArgs(
             variables={
                 "API_KEY_SECRET_ARN": args.api_key_secret_arn,
@@ -83,8 +119,6 @@ def _authorizer_function(owner: Component, args: EndpointArgs) -> aws.lambda_.Fu
         # Valid clients rarely reach it (API Gateway caches each answer for 5 minutes); a flood of
         # wrong keys does, and this caps what it can cost: about 100 runs a second.
         reserved_concurrent_executions=args.authorizer_concurrency or None,
-        logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
-        opts=owner.child(),
     )
 
 

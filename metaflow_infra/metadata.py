@@ -28,6 +28,7 @@ import pulumi_random as random
 from .base import Component
 from .database import DatabaseEndpoint, connection_environment
 from .endpoint import EndpointArgs, declare_endpoint, log_group, secret_reading_role
+from .image_mirror import ServiceImage
 from .network import METADATA_PORT
 from .scale_to_zero import WakerArgs, WakerDatabase, declare_waker, waker_function_arn, waker_function_name
 from .secrets import stored_secret
@@ -60,7 +61,7 @@ class ServicePlacement:
     service_security_group_id: pulumi.Input[str]
     endpoint_security_group_id: pulumi.Input[str]
     assign_public_ip: bool
-    """Public subnets without NAT: the task needs a public IP to pull its image from Docker Hub."""
+    """Public subnets without NAT: the task needs a public IP to pull its image (from Docker Hub, or ECR)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class MetadataServiceArgs:
     database: DatabaseEndpoint
     region: str
     stack: str
+    image: ServiceImage
 
 
 API_KEY_SLOTS = ("api-key", "api-key-b")
@@ -230,7 +232,12 @@ class MetadataService(Component):
         # No task role: the service itself calls no AWS API. The execution role only pulls the
         # password into the container and ships its logs.
         execution_role = secret_reading_role(
-            self, "metadata-execution", "ecs-tasks.amazonaws.com", database.password_secret_arn, logs
+            self,
+            "metadata-execution",
+            "ecs-tasks.amazonaws.com",
+            database.password_secret_arn,
+            logs,
+            args.image.repository_arn,
         )
         cluster = aws.ecs.Cluster(
             name, settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="disabled")], opts=self.child()
@@ -256,10 +263,11 @@ class MetadataService(Component):
                 database.address,
                 database.port,
                 database.password_secret_arn,
+                args.image.reference,
             ).apply(
                 lambda values: json.dumps(
                     container_definitions(
-                        image=settings.image,
+                        image=values[4],
                         region=args.region,
                         log_group=values[0],
                         db_host=values[1],

@@ -14,6 +14,7 @@ from .compute import Compute, Placement
 from .costs import estimate_output
 from .database import Database, DatabaseArgs
 from .datastore import Datastore
+from .image_mirror import ImageMirror, ImageMirrorArgs, ServiceImage
 from .metadata import MetadataService, MetadataServiceArgs, ServicePlacement
 from .network import Network, UiIngress
 from .policies import Statement, wake_statements
@@ -100,6 +101,11 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
             ),
             opts=opts,
         )
+        image = (
+            ImageMirror(prefix, ImageMirrorArgs(image=settings.metadata.image, stack=settings.stack), opts=opts).image
+            if settings.metadata.scale_to_zero
+            else ServiceImage(settings.metadata.image)
+        )
         service = MetadataService(
             prefix,
             MetadataServiceArgs(
@@ -114,6 +120,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
                 database=database.endpoint,
                 region=settings.region,
                 stack=settings.stack,
+                image=image,
             ),
             opts=opts,
         )
@@ -130,7 +137,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
                 prefix,
                 UiArgs(
                     settings=ui_settings,
-                    image=settings.metadata.image,
+                    image=image,
                     spot=settings.metadata.spot,
                     region=settings.region,
                     cluster=service.cluster,

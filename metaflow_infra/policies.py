@@ -341,12 +341,7 @@ def waker_policy(
         # GetMetricStatistics accepts no resource-level permissions: "*" is all AWS allows.
         {"Sid": "CountRequests", "Effect": "Allow", "Action": ["cloudwatch:GetMetricStatistics"], "Resource": "*"},
         invoke_statement("StartItsWatcher", function_arn),
-        {
-            "Sid": "WriteOneLogGroup",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [f"{log_group_arn}:log-stream:*"],
-        },
+        write_logs_statement(log_group_arn),
         *database,
     )
 
@@ -411,21 +406,69 @@ def aws_managed_policy_arn(partition: str, name: str) -> str:
     return f"arn:{partition}:iam::aws:policy/{name}"
 
 
-def read_secret_and_write_logs(secret_arn: str, log_group_arn: str) -> Policy:
-    """For a task execution role or a Lambda: fetch one secret, write to one log group."""
-    return document(
+def write_logs_statement(log_group_arn: str) -> Statement:
+    return {
+        "Sid": "WriteOneLogGroup",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": [f"{log_group_arn}:log-stream:*"],
+    }
+
+
+def read_secret_and_write_logs(secret_arn: str, log_group_arn: str, pull_repository_arn: str | None = None) -> Policy:
+    """For a task execution role or a Lambda: fetch one secret, write to one log group; with
+    `pull_repository_arn`, pull images from that one ECR repository too."""
+    statements = [
         {
             "Sid": "ReadOneSecret",
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue"],
             "Resource": [secret_arn],
         },
+        write_logs_statement(log_group_arn),
+    ]
+    if pull_repository_arn is not None:
+        statements += image_pull_statements(pull_repository_arn)
+    return document(*statements)
+
+
+def image_pull_statements(repository_arn: str) -> list[Statement]:
+    """What ECS needs to pull a task's image from one ECR repository."""
+    return [
         {
-            "Sid": "WriteOneLogGroup",
+            "Sid": "PullFromOneRepository",
             "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [f"{log_group_arn}:log-stream:*"],
+            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": [repository_arn],
         },
+        {
+            # GetAuthorizationToken names no resource (ECR's service authorization reference): "*" is all IAM takes.
+            "Sid": "SignInToTheRegistry",
+            "Effect": "Allow",
+            "Action": ["ecr:GetAuthorizationToken"],
+            "Resource": ["*"],
+        },
+    ]
+
+
+def image_mirror_policy(repository_arn: str, log_group_arn: str) -> Policy:
+    """The image mirror (lambdas/mirror.py): see what one repository holds and push an image into it through
+    ECR's API (which needs no registry sign-in), write to one log group."""
+    return document(
+        {
+            "Sid": "PushToOneRepository",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchGetImage",
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:InitiateLayerUpload",
+                "ecr:UploadLayerPart",
+                "ecr:CompleteLayerUpload",
+                "ecr:PutImage",
+            ],
+            "Resource": [repository_arn],
+        },
+        write_logs_statement(log_group_arn),
     )
 
 

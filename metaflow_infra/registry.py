@@ -14,7 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .settings import EcrSettings
+from .settings import REGISTRY_REPOSITORY, EcrSettings, ecr_repository_name
 
 
 def lifecycle_policy(keep: int) -> dict[str, Any]:
@@ -44,7 +44,7 @@ class Registry(Component):
         repository = aws.ecr.Repository(
             self.named("steps"),
             # Named at creation (ECR needs a name); a later prefix change must not replace it and its images.
-            name=f"{self.prefix}-{stack.lower()}/steps",
+            name=ecr_repository_name(self.prefix, stack, REGISTRY_REPOSITORY),
             image_tag_mutability="IMMUTABLE" if settings.immutable_tags else "MUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 
 import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .endpoint import allow_api_to_invoke, log_group
+from .endpoint import allow_api_to_invoke, log_group, python_function
 from .policies import invoke_function_policy, waker_policy
 
 TICK_SCHEDULE = "rate(1 minute)"
@@ -95,17 +94,15 @@ def declare_waker(
         )
     )
     role = owner.service_role("waker", "lambda.amazonaws.com", inline=policy)
-    source = resources.files("metaflow_infra").joinpath("lambdas", "waker.py").read_text()
-    function = aws.lambda_.Function(
-        owner.named("waker"),
+    function = python_function(
+        owner,
+        "waker",
+        "waker",
+        role,
+        logs,
+        memory_mb=128,
+        timeout_seconds=WAKER_TIMEOUT_SECONDS,
         name=args.function_name,
-        runtime=aws.lambda_.Runtime.PYTHON3D13,
-        architectures=["arm64"],
-        handler="waker.handler",
-        code=pulumi.AssetArchive({"waker.py": pulumi.StringAsset(source)}),
-        role=role.arn,
-        memory_size=128,
-        timeout=WAKER_TIMEOUT_SECONDS,
         environment=aws.lambda_.FunctionEnvironmentArgs(
             variables={
                 "CLUSTER": args.cluster_name,
@@ -129,8 +126,6 @@ def declare_waker(
                 ),
             }
         ),
-        logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
-        opts=owner.child(),
     )
     allow_api_to_invoke(owner, "waker-api", function, pulumi.Output.concat(api.execution_arn, "/*/$default"))
     _schedule_ticks(owner, function)

@@ -23,6 +23,7 @@ import pulumi_random as random
 from .base import Component
 from .database import DatabaseEndpoint, connection_environment
 from .endpoint import log_group, secret_reading_role
+from .image_mirror import ServiceImage
 from .metadata import PYTHON
 from .network import UI_PORT, UiGroups
 from .policies import ui_task_policy
@@ -76,7 +77,7 @@ def backend_environment(region: str, bucket_name: str) -> list[dict[str, str]]:
 @dataclass(frozen=True)
 class UiArgs:
     settings: UiSettings
-    image: str
+    image: ServiceImage
     spot: bool
     region: str
     cluster: aws.ecs.Cluster
@@ -133,7 +134,12 @@ class UI(Component):
         private = settings.access is UiAccess.PRIVATE
         logs = log_group(self, "ui")
         execution_role = secret_reading_role(
-            self, "ui-execution", "ecs-tasks.amazonaws.com", database.password_secret_arn, logs
+            self,
+            "ui-execution",
+            "ecs-tasks.amazonaws.com",
+            database.password_secret_arn,
+            logs,
+            args.image.repository_arn,
         )
         task_role = self.service_role(
             "ui-task",
@@ -155,7 +161,12 @@ class UI(Component):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=pulumi.Output.all(
-                logs.name, database.address, database.port, database.password_secret_arn, args.bucket_name
+                logs.name,
+                database.address,
+                database.port,
+                database.password_secret_arn,
+                args.bucket_name,
+                args.image.reference,
             ).apply(lambda values: json.dumps([self._container(args, *values)])),
             opts=self.child(),
         )
@@ -194,14 +205,14 @@ class UI(Component):
 
     @staticmethod
     def _container(
-        args: UiArgs, log_group_name: str, host: str, port: int, secret_arn: str, bucket_name: str
+        args: UiArgs, log_group_name: str, host: str, port: int, secret_arn: str, bucket_name: str, image: str
     ) -> dict[str, Any]:
         environment, secrets = connection_environment(
             host, port, args.database.name, args.database.user, secret_arn, args.database.password_key
         )
         return {
             "name": CONTAINER,
-            "image": args.image,
+            "image": image,
             "essential": True,
             "command": [PYTHON, "-m", "services.ui_backend_service.ui_server"],
             "portMappings": [{"containerPort": UI_PORT, "protocol": "tcp"}],

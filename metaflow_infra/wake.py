@@ -27,6 +27,8 @@ class Stage:
     source: str
     without_data_api: tuple[str, ...] | None = None
     """What the stage waits for where the stack has no Data API to resume the database early."""
+    image_mb: float | None = None
+    """The compressed image size (MB) the stage's timing was measured with."""
 
     def waits_for(self, data_api: bool) -> tuple[str, ...]:
         return self.after if data_api or self.without_data_api is None else self.without_data_api
@@ -65,6 +67,20 @@ def stage_ends(durations: Mapping[str, float], data_api: bool = True) -> dict[st
 def wake_seconds(durations: Mapping[str, float], data_api: bool = True) -> float:
     """From the first request until the route reaches a ready task: the end of the last stage."""
     return stage_ends(durations, data_api)[wake_stages()[-1].id]
+
+
+def image_size_warning(compressed_bytes: int) -> str | None:
+    """What to tell at `pulumi up` when the copied image is larger than the image the documented pull time was
+    measured with: its wakes may take longer than the documented worst case."""
+    [measured_mb] = [stage.image_mb for stage in wake_stages() if stage.image_mb is not None]
+    megabytes = compressed_bytes / 1e6
+    if megabytes <= measured_mb:
+        return None
+    return (
+        f"the metadata-service image is {megabytes:.0f} MB compressed, larger than the {measured_mb:g} MB "
+        f"image the documented worst-case wake ({worst_wake_seconds():g} s) rests on: its pull, and so a wake, "
+        "may take longer (docs/scale-to-zero.md)"
+    )
 
 
 def best_wake_seconds(data_api: bool = True) -> float:

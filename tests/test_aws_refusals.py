@@ -111,9 +111,15 @@ def test_a_stack_name_ecr_cannot_take_in_the_repository_name_is_refused_with_ecr
     loads({}, "dev", stack=stack)  # without a repository, the name is fine
 
 
+@pytest.mark.parametrize("stack", ["dev_", "a..b"])
+def test_a_stack_name_ecr_cannot_take_is_refused_for_the_scale_to_zero_image_copy(stack: str) -> None:
+    message = problems({"metadata:scaleToZero": True}, "dev", stack=stack)
+    assert f"ECR repository name 'metaflow-{stack}/metadata-service' (metadata:scaleToZero)" in message
+
+
 @pytest.mark.parametrize("stack", ["dev", "team-a", "team.a", "team_a", "Prod"])
 def test_ordinary_stack_names_make_an_ecr_repository(stack: str) -> None:
-    loads({"ecr:enabled": True}, "dev", stack=stack)
+    loads({"ecr:enabled": True, "metadata:scaleToZero": True}, "dev", stack=stack)
 
 
 def test_a_stack_name_too_long_for_the_service_namespace_label_is_refused() -> None:

@@ -68,6 +68,8 @@ def billed_counts(run: OfflineRun) -> Counter[str]:
             continue  # S3 gateway endpoints are free
         if resource.type == "aws:ecs/service:Service" and resource.inputs.get("desiredCount") == 0:
             continue  # the private UI: runs only while someone has it open
+        if resource.type == "aws:ecr/repository:Repository" and resource.inputs["name"].endswith("/steps"):
+            continue  # holds what people push: usage
         counted[resource.type] += 1
     return counted
 

@@ -42,7 +42,7 @@ def test_dev_keeps_no_vcpus_running_either() -> None:
         assert environment.inputs["computeResources"]["minVcpus"] == 0
 
 
-def test_dev_with_scale_to_zero_keeps_only_storage_secrets_the_namespace_and_a_schedule() -> None:
+def test_dev_with_scale_to_zero_keeps_only_storage_secrets_the_namespace_a_schedule_and_the_image() -> None:
     run = offline("dev", {"metadata:scaleToZero": True})
     always_on = Counter(
         r.type
@@ -57,5 +57,6 @@ def test_dev_with_scale_to_zero_keeps_only_storage_secrets_the_namespace_and_a_s
             "aws:scheduler/schedule:Schedule": 1,  # the waker's check every minute
             "aws:secretsmanager/secret:Secret": 2,  # DB password, API key
             "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": 1,  # one Route 53 zone
+            "aws:ecr/repository:Repository": 1,  # the in-region copy of the service's image
         }
     )

@@ -13,6 +13,7 @@ from metaflow_infra.policies import (
     aws_managed_policy_arn,
     datastore_statements,
     foreach_table_task_policy,
+    image_mirror_policy,
     invoke_function_policy,
     read_secret_and_write_logs,
     scheduler_role_policy,
@@ -198,6 +199,49 @@ def test_a_task_execution_role_or_lambda_reads_one_secret_and_writes_one_log_gro
         allow(["secretsmanager:GetSecretValue"], ["secret-arn"]),
         allow(["logs:CreateLogStream", "logs:PutLogEvents"], ["group-arn:log-stream:*"]),
     ]
+
+
+def test_an_execution_role_given_a_repository_pulls_from_it_alone() -> None:
+    """ECR's sign-in takes no resource; the pull itself is scoped to the one repository."""
+    assert evaluated(read_secret_and_write_logs("secret-arn", "group-arn", "repo-arn"))["Statement"] == [
+        allow(["secretsmanager:GetSecretValue"], ["secret-arn"]),
+        allow(["logs:CreateLogStream", "logs:PutLogEvents"], ["group-arn:log-stream:*"]),
+        allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], ["repo-arn"]),
+        allow(["ecr:GetAuthorizationToken"], ["*"]),
+    ]
+
+
+def test_the_image_mirror_pushes_to_one_repository_and_writes_one_log_group() -> None:
+    push = [
+        "ecr:BatchGetImage",
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:InitiateLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload",
+        "ecr:PutImage",
+    ]
+    assert evaluated(image_mirror_policy("repo-arn", "group-arn"))["Statement"] == [
+        allow(push, ["repo-arn"]),
+        allow(["logs:CreateLogStream", "logs:PutLogEvents"], ["group-arn:log-stream:*"]),
+    ]
+
+
+def test_the_image_mirror_calls_nothing_its_policy_does_not_allow() -> None:
+    """Every ECR operation lambdas/mirror.py calls, named as IAM names it, is in the policy."""
+    import ast
+    from importlib import resources
+
+    source = resources.files("metaflow_infra").joinpath("lambdas", "mirror.py").read_text()
+    called = {
+        node.func.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "ecr"
+    }
+    actions = {"ecr:" + "".join(part.capitalize() for part in name.split("_")) for name in called}
+    assert actions == set(image_mirror_policy("r", "g")["Statement"][0]["Action"])
 
 
 @pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])

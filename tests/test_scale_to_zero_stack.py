@@ -252,10 +252,11 @@ def test_the_profile_keeps_the_retry_count_that_outlasts_a_wake(run: OfflineRun)
 
 def test_idle_cost_is_within_two_dollars_in_us_east_1(run: OfflineRun) -> None:
     estimate = run.outputs["estimatedMonthlyCost"]
-    assert estimate["totalUsd"] == 1.42
+    assert estimate["totalUsd"] == 1.45
     assert {line["item"].split(" (")[0].split(":")[0] for line in estimate["lines"]} == {
         "Aurora Serverless v2 compute",
         "Aurora storage",
+        "ECR copy of the metadata-service image",
         "Waker's idle check every minute",
         "Secrets Manager",
         "Cloud Map private DNS namespace",
@@ -290,3 +291,71 @@ def test_the_estimate_output_adds_what_an_awake_hour_costs(run: OfflineRun) -> N
     assert estimate["awakeHourUsd"] == 0.0802
     assert estimate["awakeHour"][0]["item"] == "Aurora Serverless v2 at 0.5 ACU"
     assert "awakeHourUsd" not in offline("dev").outputs["estimatedMonthlyCost"]
+
+
+def _named(run: OfflineRun, type_: str, name: str) -> Any:
+    [resource] = [r for r in run.of_type(type_) if r.name == name]
+    return resource
+
+
+def test_the_image_is_copied_into_an_ecr_repository_of_the_stack_when_pulumi_up_runs(run: OfflineRun) -> None:
+    repository = run.one("aws:ecr/repository:Repository")
+    assert repository.inputs["name"] == "metaflow-dev/metadata-service" and "name" in repository.ignore_changes
+    assert repository.inputs["imageTagMutability"] == "IMMUTABLE"
+    assert repository.inputs["forceDelete"] is True  # copies of a public image only
+    function = _named(run, "aws:lambda/function:Function", "metaflow-image-mirror")
+    assert function.inputs["handler"] == "mirror.handler" and function.inputs["timeout"] == 900
+    copy = run.one("aws:lambda/invocation:Invocation")
+    assert copy.inputs["functionName"] == function.state["name"]
+    assert json.loads(copy.inputs["input"]) == {
+        "image": "netflixoss/metaflow_metadata_service:v2.5.1",
+        "repository": repository.state["name"],
+    }
+    # The function pushes at once: its role's policy must exist before the invocation.
+    policy = _named(run, "aws:iam/rolePolicy:RolePolicy", "metaflow-image-mirror")
+    assert policy.urn in copy.dependencies
+
+
+def test_the_mirror_may_push_to_its_repository_only(run: OfflineRun) -> None:
+    repository = run.one("aws:ecr/repository:Repository")
+    statements = {
+        s["Sid"]: s
+        for s in policy_of(_named(run, "aws:iam/rolePolicy:RolePolicy", "metaflow-image-mirror").inputs)["Statement"]
+    }
+    assert statements["PushToOneRepository"]["Resource"] == [repository.state["arn"]]
+    assert "ecr:PutImage" in statements["PushToOneRepository"]["Action"]
+    assert set(statements) == {"PushToOneRepository", "WriteOneLogGroup"}
+
+
+def test_the_service_and_the_ui_run_the_copy_by_the_digest_the_mirror_answered() -> None:
+    run = offline("dev", {**ON, "ui:enabled": True})
+    repository = run.one("aws:ecr/repository:Repository")
+    answer = json.loads(run.one("aws:lambda/invocation:Invocation").state["result"])
+    expected = f"{repository.state['repositoryUrl']}@{answer['digest']}"
+    tasks = run.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    assert len(tasks) == 2
+    for task in tasks:
+        assert {container["image"] for container in json.loads(task.inputs["containerDefinitions"])} == {expected}
+    # Each task's execution role may pull from that repository, and from no other.
+    for role_policy in ("metaflow-metadata-execution", "metaflow-ui-execution"):
+        statements = {
+            s["Sid"]: s
+            for s in policy_of(_named(run, "aws:iam/rolePolicy:RolePolicy", role_policy).inputs)["Statement"]
+        }
+        assert statements["PullFromOneRepository"]["Resource"] == [repository.state["arn"]]
+        assert statements["PullFromOneRepository"]["Action"] == ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+
+
+def test_without_scale_to_zero_tasks_pull_the_configured_image_and_roles_get_no_ecr_rights() -> None:
+    run = offline("dev", {"ui:enabled": True})
+    assert not any(r.type == "metaflow:infra:ImageMirror" for r in run.resources)
+    for task in run.of_type("aws:ecs/taskDefinition:TaskDefinition"):
+        images = {container["image"] for container in json.loads(task.inputs["containerDefinitions"])}
+        assert images == {"netflixoss/metaflow_metadata_service:v2.5.1"}
+    for role_policy in ("metaflow-metadata-execution", "metaflow-ui-execution"):
+        actions = [
+            a
+            for s in policy_of(_named(run, "aws:iam/rolePolicy:RolePolicy", role_policy).inputs)["Statement"]
+            for a in s["Action"]
+        ]
+        assert not any(action.startswith("ecr:") for action in actions)

@@ -398,21 +398,23 @@ def bucket_prefix_problems(key: str, prefix: str) -> list[str]:
     ] * bool(hits)
 
 
-def stack_name_problems(stack: str, prefix: str, scoped: str, *, ecr: bool, budget: bool, namespace: bool) -> list[str]:
+def stack_name_problems(
+    stack: str, scoped: str, *, repositories: Mapping[str, str], budget_name: str | None, namespace: bool
+) -> list[str]:
     """The names this program derives from the stack's name, for the features that create them, as AWS
-    accepts them: `scoped` is `<prefix>-<stack>` as a DNS label (the Cloud Map namespace)."""
+    accepts them: `scoped` is `<prefix>-<stack>` as a DNS label (the Cloud Map namespace); `repositories` the
+    ECR repositories' names by the key that creates each."""
     spec = rules()["derived_names"]
     label = f"the stack name {stack!r}"
     problems = []
-    repository = f"{prefix}-{stack.lower()}/steps"
-    # (Pulumi's 100-character stack names keep it far below ECR's 256.)
-    if ecr and not re.fullmatch(spec["ecr_repository_pattern"], repository):
-        problems.append(
-            f"{label} makes the ECR repository name {repository!r} (ecr:enabled), which ECR refuses: use a stack "
-            "whose name has letters and digits joined by single '-', '.' or '_'"
-        )
-    budget_name = f"{prefix}-{stack}-monthly"
-    if budget and len(budget_name) > spec["budget_name_max_length"]:
+    # (Pulumi's 100-character stack names keep repository names far below ECR's 256.)
+    for key, repository in repositories.items():
+        if not re.fullmatch(spec["ecr_repository_pattern"], repository):
+            problems.append(
+                f"{label} makes the ECR repository name {repository!r} ({key}), which ECR refuses: use a stack "
+                "whose name has letters and digits joined by single '-', '.' or '_'"
+            )
+    if budget_name is not None and len(budget_name) > spec["budget_name_max_length"]:
         problems.append(
             f"{label} makes the budget name {budget_name!r} (budget:monthlyUsd) {len(budget_name)} characters long; "
             f"AWS Budgets takes at most {spec['budget_name_max_length']}: use a shorter stack name or metaflow:prefix"

@@ -41,14 +41,18 @@ from .catalog import (
 )
 from .models import (
     CREATE_KEY,
+    MIRROR_REPOSITORY,
     NAMESPACES,
     NOT_AVAILABLE,
+    REGISTRY_REPOSITORY,
     ComputeType,
     DbSettings,
     MetadataSettings,
     Settings,
     UiAccess,
     UiAuth,
+    budget_name,
+    ecr_repository_name,
     is_available,
     key_fields,
     known_keys,
@@ -606,12 +610,19 @@ def _aws_value_problems(settings: Settings) -> list[str]:
     problems = region_problems(REGION_KEY, settings.region)
     prefix = settings.metaflow.prefix
     problems += bucket_prefix_problems("metaflow:prefix", prefix)
+    repositories = {
+        key: ecr_repository_name(prefix, settings.stack, purpose)
+        for key, purpose, created in (
+            ("ecr:enabled", REGISTRY_REPOSITORY, settings.ecr.enabled),
+            ("metadata:scaleToZero", MIRROR_REPOSITORY, settings.metadata.enabled and settings.metadata.scale_to_zero),
+        )
+        if created
+    }
     problems += stack_name_problems(
         settings.stack,
-        prefix,
         stack_scoped_name(prefix, settings.stack),
-        ecr=settings.ecr.enabled,
-        budget=settings.budget.monthly_usd is not None,
+        repositories=repositories,
+        budget_name=budget_name(prefix, settings.stack) if settings.budget.monthly_usd is not None else None,
         namespace=settings.metadata.enabled,
     )
     for index, role in enumerate(settings.aws.assume_roles or []):

@@ -533,6 +533,21 @@ def stack_scoped_name(prefix: str, stack: str) -> str:
     return f"{prefix}-{label}"
 
 
+REGISTRY_REPOSITORY = "steps"
+"""The repository of the images steps run in (`ecr:enabled`)."""
+MIRROR_REPOSITORY = "metadata-service"
+"""The in-region copy of the metadata-service image (`metadata:scaleToZero`)."""
+
+
+def ecr_repository_name(prefix: str, stack: str, purpose: str) -> str:
+    """`<prefix>-<stack>/<purpose>`: a stack's ECR repositories (ECR needs a name and takes no uppercase)."""
+    return f"{prefix}-{stack.lower()}/{purpose}"
+
+
+def budget_name(prefix: str, stack: str) -> str:
+    return f"{prefix}-{stack}-monthly"
+
+
 NAMESPACES: dict[str, type[Namespace]] = {
     "aws": AwsSettings,
     "metaflow": MetaflowSettings,

@@ -1,0 +1,440 @@
+"""The image mirror (lambdas/mirror.py) against a fake registry on loopback (the distribution API: bearer
+challenge, token endpoint, manifests, blobs redirected to another host) and ECR from moto, whose layer
+uploads check part order and compute digests from the bytes. No network beyond 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from metaflow_infra.lambdas import mirror
+from metaflow_infra.lambdas.mirror import MirrorError, Reference, Registry, parse_reference
+
+REPOSITORY = "metaflow-dev/metadata-service"
+NAME = "netflixoss/metaflow_metadata_service"
+MIB = 1024 * 1024
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Image:
+    """An image as a registry holds it: blobs by digest, the platform manifest, and an index over it."""
+
+    layers: list[bytes]
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    manifest: bytes = b""
+    index: bytes = b""
+
+    def __post_init__(self) -> None:
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
+        descriptors = []
+        for blob, media_type in [(config, "application/vnd.oci.image.config.v1+json")] + [
+            (layer, "application/vnd.oci.image.layer.v1.tar+gzip") for layer in self.layers
+        ]:
+            self.blobs[digest(blob)] = blob
+            descriptors.append({"mediaType": media_type, "digest": digest(blob), "size": len(blob)})
+        # Whitespace a re-serialisation would lose: the copy must keep the bytes, not the JSON.
+        self.manifest = json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptors[0], "layers": descriptors[1:]},
+            indent=3,
+        ).encode()
+        platforms = [
+            ("linux", "arm64", b"another image"),
+            ("linux", "amd64", self.manifest),
+            ("unknown", "unknown", b"an attestation"),
+        ]
+        entries = [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest(body),
+                "size": len(body),
+                "platform": {"os": os, "architecture": arch},
+            }
+            for os, arch, body in platforms
+        ]
+        self.index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+
+    @property
+    def digest(self) -> str:
+        return digest(self.manifest)
+
+    @property
+    def size(self) -> int:
+        return sum(len(blob) for blob in self.blobs.values())
+
+
+@dataclass
+class FakeRegistry:
+    """What the fake servers answer and what they were asked."""
+
+    tags: dict[str, Image] = field(default_factory=dict)
+    token: str = "t0k3n"
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    """(path, Authorization header) of every request to the registry and the blob host."""
+    failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    """Answers (status, headers) given before any real one, in order."""
+    corrupt: set[str] = field(default_factory=set)
+    """Blobs served with one byte changed."""
+    serve_single_manifest: bool = False
+    blob_host: str = ""
+
+    def manifests(self) -> dict[str, tuple[bytes, str]]:
+        found: dict[str, tuple[bytes, str]] = {}
+        for tag, image in self.tags.items():
+            if self.serve_single_manifest:
+                found[tag] = (image.manifest, OCI_MANIFEST)
+            else:
+                found[tag] = (image.index, OCI_INDEX)
+                found[digest(image.index)] = (image.index, OCI_INDEX)
+            found[image.digest] = (image.manifest, OCI_MANIFEST)
+        return found
+
+    def blob(self, wanted: str) -> bytes | None:
+        for image in self.tags.values():
+            if wanted in image.blobs:
+                data = image.blobs[wanted]
+                return data[:-1] + bytes([data[-1] ^ 1]) if wanted in self.corrupt else data
+        return None
+
+
+def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            fake.requests.append((self.path, self.headers.get("Authorization")))
+            if role == "cdn":
+                data = fake.blob(url.path.rsplit("/", 1)[-1])
+                return self.answer(200 if data else 404, data or b"")
+            if url.path == "/token":
+                query = urllib.parse.parse_qs(url.query)
+                assert query == {"scope": [f"repository:{NAME}:pull"], "service": ["registry.test"]}
+                return self.answer(200, json.dumps({"token": fake.token}).encode())
+            if fake.failures:
+                status, headers = fake.failures.pop(0)
+                return self.answer(status, b"", headers)
+            if self.headers.get("Authorization") != f"Bearer {fake.token}":
+                realm = f"http://{self.headers['Host']}/token"
+                challenge = f'Bearer realm="{realm}",service="registry.test",scope="repository:{NAME}:pull"'
+                return self.answer(401, b"", {"WWW-Authenticate": challenge})
+            prefix = f"/v2/{NAME}/"
+            kind, _, reference = url.path.removeprefix(prefix).partition("/")
+            if kind == "manifests" and reference in fake.manifests():
+                body, media_type = fake.manifests()[reference]
+                return self.answer(200, body, {"Content-Type": media_type})
+            if kind == "blobs" and fake.blob(reference) is not None:
+                # Docker Hub sends blobs from a CDN with a signed URL; the token must not follow.
+                return self.answer(307, b"", {"Location": f"{fake.blob_host}/signed/{reference}?sig=abc"})
+            return self.answer(404)
+
+    return Handler
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRegistry]:
+    state = FakeRegistry()
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, role)) for role in ("registry", "cdn")]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    state.blob_host = f"http://127.0.0.1:{servers[1].server_address[1]}"
+    state.registry_url = f"http://127.0.0.1:{servers[0].server_address[1]}"  # type: ignore[attr-defined]
+    yield state
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def ecr() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("ecr", region_name="us-east-1")
+        client.create_repository(repositoryName=REPOSITORY, imageTagMutability="IMMUTABLE")
+        yield client
+
+
+class Recorder:
+    """Passes calls to the client and keeps (operation, arguments)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.calls = client, []
+        self.exceptions = client.exceptions
+
+    def __getattr__(self, name: str) -> Any:
+        def call(**arguments: Any) -> Any:
+            self.calls.append((name, arguments))
+            return getattr(self.client, name)(**arguments)
+
+        return call
+
+
+def run(fake: FakeRegistry, ecr: Any, tag: str = "v2.5.1", sleeps: list[float] | None = None) -> dict[str, Any]:
+    slept = sleeps if sleeps is not None else []
+    registry = Registry(fake.registry_url, NAME, sleep=slept.append)  # type: ignore[attr-defined]
+    return mirror.mirror(registry, Reference("registry.test", NAME, tag, tag), ecr, REPOSITORY, sleep=slept.append)
+
+
+PART = 64 * 1024
+"""The part size most tests copy with (`small_parts`): the same code path as ECR's 10 MiB, at a fraction of the
+time moto takes per byte."""
+
+
+@pytest.fixture(autouse=True)
+def small_parts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "real_part_size" not in request.keywords:
+        monkeypatch.setattr(mirror, "PART_BYTES", PART)
+
+
+def big_image(seed: bytes = b"base", part: int = PART) -> Image:
+    # Three parts (2.3 times the part size) and a small layer of one.
+    return Image(layers=[hashlib.sha256(seed).digest() * (23 * part // 320), b"small layer " + seed])
+
+
+def test_the_copy_keeps_the_manifest_bytes_so_ecr_gives_the_sources_digest(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    answer = run(fake, ecr)
+    assert answer == {"digest": image.digest, "compressedBytes": image.size, "copiedBytes": image.size}
+    stored = ecr.batch_get_image(repositoryName=REPOSITORY, imageIds=[{"imageDigest": image.digest}])["images"]
+    assert [entry["imageManifest"].encode() for entry in stored] == [image.manifest]
+    assert stored[0]["imageId"] == {"imageDigest": image.digest, "imageTag": "v2.5.1"}
+    layers = ecr.batch_check_layer_availability(repositoryName=REPOSITORY, layerDigests=list(image.blobs))["layers"]
+    assert {(layer["layerDigest"], layer["layerSize"]) for layer in layers} == {
+        (name, len(blob)) for name, blob in image.blobs.items()
+    }
+
+
+def test_an_index_resolves_to_its_linux_amd64_image(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    assert run(fake, ecr)["digest"] == image.digest
+    assert any(path.endswith(f"/manifests/{image.digest}") for path, _ in fake.requests)
+
+
+def test_a_single_platform_manifest_is_copied_as_it_is(fake: FakeRegistry, ecr: Any) -> None:
+    fake.serve_single_manifest = True
+    image = fake.tags["v2.5.1"] = big_image()
+    assert run(fake, ecr)["digest"] == image.digest
+
+
+def test_an_image_without_linux_amd64_is_refused(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    index = json.loads(image.index)
+    index["manifests"] = [entry for entry in index["manifests"] if entry["platform"]["architecture"] != "amd64"]
+    image.index = json.dumps(index).encode()
+    with pytest.raises(MirrorError, match="has no linux/amd64 image"):
+        run(fake, ecr)
+
+
+@pytest.mark.real_part_size
+def test_every_part_is_within_ecrs_part_sizes_and_in_order(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image(part=10 * MIB)
+    recorder = Recorder(ecr)
+    run(fake, recorder)
+    parts = [arguments for name, arguments in recorder.calls if name == "upload_layer_part"]
+    by_upload: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        by_upload.setdefault(part["uploadId"], []).append(part)
+    assert sorted(len(uploads) for uploads in by_upload.values()) == [1, 1, 3]
+    for uploads in by_upload.values():
+        sizes = [len(part["layerPartBlob"]) for part in uploads]
+        assert all(5 * MIB <= size <= 10 * MIB for size in sizes[:-1]) and sizes[-1] <= 10 * MIB
+        assert [part["partFirstByte"] for part in uploads] == [sum(sizes[:i]) for i in range(len(sizes))]
+        assert all(part["partLastByte"] == part["partFirstByte"] + len(part["layerPartBlob"]) - 1 for part in uploads)
+
+
+def test_a_second_run_finds_the_image_and_copies_nothing(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    run(fake, ecr)
+    fake.requests.clear()
+    assert run(fake, ecr) == {"digest": image.digest, "compressedBytes": image.size, "copiedBytes": 0}
+    assert not any("/blobs/" in path or "/signed/" in path for path, _ in fake.requests)
+
+
+def test_blobs_the_repository_has_are_not_copied_again(fake: FakeRegistry, ecr: Any) -> None:
+    first = fake.tags["v2.5.0"] = big_image()
+    run(fake, ecr, tag="v2.5.0")
+    # The next release shares the big base layer and config, and changes the small layer.
+    second = fake.tags["v2.5.1"] = Image(layers=[first.layers[0], b"small layer, next release"])
+    answer = run(fake, ecr)
+    assert answer["copiedBytes"] == len(b"small layer, next release")
+    assert answer["digest"] == second.digest
+
+
+def test_a_blob_that_does_not_match_its_digest_is_never_completed(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    bad = digest(image.layers[1])
+    fake.corrupt.add(bad)
+    recorder = Recorder(ecr)
+    with pytest.raises(MirrorError, match=f"blob {bad} arrived as .* with digest"):
+        run(fake, recorder)
+    completed = [arguments["layerDigests"] for name, arguments in recorder.calls if name == "complete_layer_upload"]
+    assert [bad] not in completed
+    assert not any(name == "put_image" for name, _ in recorder.calls)
+
+
+def test_the_token_comes_from_the_challenge_and_does_not_follow_blob_redirects(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    run(fake, ecr)
+    registry_calls = [(path, auth) for path, auth in fake.requests if path.startswith("/v2/")]
+    assert registry_calls[0] == (f"/v2/{NAME}/manifests/v2.5.1", None)  # answered by the challenge
+    assert all(auth == f"Bearer {fake.token}" for _, auth in registry_calls[1:])
+    cdn_calls = [auth for path, auth in fake.requests if path.startswith("/signed/")]
+    assert len(cdn_calls) == 3 and cdn_calls == [None] * 3
+
+
+def test_a_rate_limited_request_waits_as_long_as_retry_after_asks(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    fake.failures = [(429, {"Retry-After": "7"}), (503, {})]
+    sleeps: list[float] = []
+    assert run(fake, ecr, sleeps=sleeps)["digest"] == image.digest
+    assert sleeps == [7.0, 2.0]
+
+
+def test_a_registry_that_stays_down_fails_with_its_answer_after_six_attempts(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    fake.failures = [(503, {})] * 6
+    sleeps: list[float] = []
+    with pytest.raises(MirrorError, match=r"/manifests/v2\.5\.1 answered HTTP 503"):
+        run(fake, ecr, sleeps=sleeps)
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def test_a_refusal_other_than_a_token_is_not_retried(fake: FakeRegistry, ecr: Any) -> None:
+    with pytest.raises(MirrorError, match=r"/manifests/v9 answered HTTP 404"):
+        run(fake, ecr, tag="v9")
+
+
+def test_a_tag_the_source_moved_is_kept_untagged_in_the_immutable_repository(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    run(fake, ecr)
+    moved = fake.tags["v2.5.1"] = big_image(b"rebuilt")
+    assert run(fake, ecr)["digest"] == moved.digest
+    stored = ecr.batch_get_image(repositoryName=REPOSITORY, imageIds=[{"imageDigest": moved.digest}])["images"]
+    assert [entry["imageManifest"].encode() for entry in stored] == [moved.manifest]
+
+
+def test_a_new_roles_refusal_is_retried_while_its_policy_applies(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    refusals = 2
+
+    class NewRole(Recorder):
+        def __getattr__(self, name: str) -> Any:
+            nonlocal refusals
+            if name == "batch_get_image" and refusals:
+                refusals -= 1
+                error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
+                raise ClientError(error, "BatchGetImage")  # type: ignore[arg-type]
+            return super().__getattr__(name)
+
+    sleeps: list[float] = []
+    assert run(fake, NewRole(ecr), sleeps=sleeps)["digest"] == image.digest
+    assert sleeps == [5.0, 5.0]
+
+
+def test_a_refusal_that_outlasts_the_policy_wait_is_raised(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+
+    class Denied(Recorder):
+        def __getattr__(self, name: str) -> Any:
+            if name == "batch_get_image":
+                error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
+                raise ClientError(error, "BatchGetImage")  # type: ignore[arg-type]
+            return super().__getattr__(name)
+
+    sleeps: list[float] = []
+    with pytest.raises(ClientError, match="AccessDenied"):
+        run(fake, Denied(ecr), sleeps=sleeps)
+    assert sum(sleeps) == mirror.POLICY_WAIT_SECONDS
+
+
+def test_a_manifest_served_for_a_digest_must_have_that_digest(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    wrong = digest(b"something else")
+    fake.tags[wrong] = image  # served under a digest it does not have
+    fake.serve_single_manifest = True
+    with pytest.raises(MirrorError, match=f"served for {wrong} has digest {image.digest}"):
+        run(fake, ecr, tag=wrong)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (
+            "netflixoss/metaflow_metadata_service:v2.5.1",
+            Reference("registry-1.docker.io", "netflixoss/metaflow_metadata_service", "v2.5.1", "v2.5.1"),
+        ),
+        ("python:3.11-slim", Reference("registry-1.docker.io", "library/python", "3.11-slim", "3.11-slim")),
+        ("docker.io/library/python:3.11", Reference("registry-1.docker.io", "library/python", "3.11", "3.11")),
+        (
+            "public.ecr.aws/outerbounds/metaflow_metadata_service:2.3.3",
+            Reference("public.ecr.aws", "outerbounds/metaflow_metadata_service", "2.3.3", "2.3.3"),
+        ),
+        (
+            "localhost:5000/team/service@sha256:" + "a" * 64,
+            Reference("localhost:5000", "team/service", "sha256:" + "a" * 64, None),
+        ),
+        (
+            "ghcr.io/org/img:v1@sha256:" + "b" * 64,
+            Reference("ghcr.io", "org/img", "sha256:" + "b" * 64, "v1"),
+        ),
+    ],
+)
+def test_references_are_read_as_docker_pull_reads_them(image: str, expected: Reference) -> None:
+    assert parse_reference(image) == expected
+
+
+def test_an_unpinned_reference_is_refused() -> None:
+    with pytest.raises(MirrorError, match="not a pinned image reference"):
+        parse_reference("netflixoss/metaflow_metadata_service")
+
+
+def test_the_handler_copies_the_image_its_event_names(
+    fake: FakeRegistry, ecr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # as Lambda sets it
+    image = fake.tags["v2.5.1"] = big_image()
+    host = fake.registry_url.removeprefix("http://")  # type: ignore[attr-defined]
+    event = {"image": f"{host}/{NAME}:v2.5.1", "repository": REPOSITORY}
+    assert mirror.handler(event, None) == {
+        "digest": image.digest,
+        "compressedBytes": image.size,
+        "copiedBytes": image.size,
+    }
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("registry-1.docker.io", "https://registry-1.docker.io"),
+        ("public.ecr.aws", "https://public.ecr.aws"),
+        ("registry.example:5000", "https://registry.example:5000"),
+        ("localhost:5000", "http://localhost:5000"),
+        ("127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ],
+)
+def test_registries_are_reached_over_https_except_on_loopback(host: str, url: str) -> None:
+    assert mirror.registry_url(host) == url
