@@ -45,13 +45,22 @@ DB_WAIT_SECONDS = 120
 class HealthCheck:
     interval_seconds: int
     retries: int
+    connect_retries: int = 0
+    """Within one check, try a refused connection again each second this many times: a server that starts
+    listening just after a check began passes that check, not the next one an interval later."""
+
+    def command(self) -> list[str]:
+        retry = f"--retry {self.connect_retries} --retry-delay 1 --retry-connrefused " if self.connect_retries else ""
+        return ["CMD-SHELL", f"curl -fsS {retry}http://localhost:{METADATA_PORT}/ping || exit 1"]
 
 
 HEALTH_CHECK = HealthCheck(interval_seconds=30, retries=3)
-WAKING_HEALTH_CHECK = HealthCheck(interval_seconds=5, retries=6)
+WAKING_HEALTH_CHECK = HealthCheck(interval_seconds=5, retries=6, connect_retries=3)
 """With scale to zero every wake waits for the first passing check: check as often as ECS allows (5 s), and
-fail a serving task only after 30 s of failed checks, as when checks ran every 10 s (a stall as short as 15 s
-would otherwise replace the task, and the next request would wait for a whole wake)."""
+wait up to 3 s within it for the server to listen (it takes ~2-2.5 s at a quarter vCPU:
+docs/scale-to-zero.md), so the first check passes; fail a serving task only after 30 s of failed checks, as
+when checks ran every 10 s (a stall as short as 15 s would otherwise replace the task, and the next request
+would wait for a whole wake). The retries stay within ECS's 5 s check timeout."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ def container_definitions(
             "secrets": secrets,
             "dependsOn": [{"containerName": MIGRATION_CONTAINER, "condition": "SUCCESS"}],
             "healthCheck": {
-                "command": ["CMD-SHELL", f"curl -fsS http://localhost:{METADATA_PORT}/ping || exit 1"],
+                "command": health_check.command(),
                 "interval": health_check.interval_seconds,
                 "timeout": 5,
                 "retries": health_check.retries,

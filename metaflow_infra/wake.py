@@ -13,7 +13,8 @@ from functools import cache
 from importlib import resources
 
 WAKE_GOAL_SECONDS = 90
-"""Issue 17's goal for the documented worst case; not met (docs/scale-to-zero.md says why and what would)."""
+"""Issue 17's goal for the documented worst case: met where the stack uses the RDS Data API, missed where it
+cannot (docs/scale-to-zero.md)."""
 
 
 @dataclass(frozen=True)

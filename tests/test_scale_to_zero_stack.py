@@ -133,6 +133,13 @@ def test_the_task_connects_to_the_aurora_endpoint_and_checks_its_health_often(ru
     assert check["interval"] == WAKING_HEALTH_CHECK.interval_seconds == 5  # ECS's least
     # A serving task is replaced only after 30 s of failed checks, not 15 s: a short stall costs no new wake.
     assert check["interval"] * check["retries"] == 30 and check["retries"] <= 10  # ECS allows 1-10 retries
+    # The first check waits for a server still starting: a refused connection is tried again each second,
+    # three times, within ECS's 5 s check timeout.
+    assert check["command"] == [
+        "CMD-SHELL",
+        "curl -fsS --retry 3 --retry-delay 1 --retry-connrefused http://localhost:8080/ping || exit 1",
+    ]
+    assert check["timeout"] == 5 > WAKING_HEALTH_CHECK.connect_retries
 
 
 def test_without_scale_to_zero_the_health_check_is_unchanged() -> None:

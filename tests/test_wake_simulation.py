@@ -1,10 +1,10 @@
 """A scale-to-zero wake, simulated offline and met by Metaflow's real client.
 
 The model: the first request reaches the waker (503); the service goes from 0 tasks to 1; the task is placed
-and pulls its image (from the stack's ECR copy) while, side by side, the watcher's Data API call takes the database from paused to
-available (where the stack has no Data API, the migrator's connection does, after the pull); the migrator
-runs once both are done; the server passes its health check; the watcher switches the route; from then on
-requests get 200. Stage timings are the documented ranges of `metaflow_infra/data/wake_timings.toml`, and the
+and pulls its image (from the stack's ECR copy) while, side by side, the watcher's Data API call takes the
+database from paused to available (where the stack has no Data API, the migrator's connection does, after the
+task has started); the migrator runs once both are done; the server passes its health check; the watcher
+switches the route; from then on requests get 200. Stage timings are the documented ranges of `metaflow_infra/data/wake_timings.toml`, and the
 wake lasts as long as its critical path (`metaflow_infra.wake`).
 
 The client: `ServiceMetadataProvider._request` and `_version` from the installed metaflow, unchanged, with the
@@ -124,9 +124,9 @@ def worst() -> dict[str, float]:
     return {stage.id: stage.worst for stage in wake_stages()}
 
 
-def test_the_documented_stages_give_a_27_to_92_second_wake_and_122_without_the_data_api() -> None:
-    assert [best_wake_seconds(), worst_wake_seconds()] == [27.5, 92]
-    assert [best_wake_seconds(data_api=False), worst_wake_seconds(data_api=False)] == [42.5, 122]
+def test_the_documented_stages_give_a_27_to_86_second_wake_and_116_without_the_data_api() -> None:
+    assert [best_wake_seconds(), worst_wake_seconds()] == [27.5, 86]
+    assert [best_wake_seconds(data_api=False), worst_wake_seconds(data_api=False)] == [42.5, 116]
     assert len(wake_stages()) == 8 and all(stage.source and stage.best <= stage.worst for stage in wake_stages())
 
 
@@ -141,14 +141,17 @@ def test_the_database_resumes_beside_the_task_start_and_off_its_critical_path() 
     assert (ends["resume"], ends["start"]) == (36, 65)
     assert wake_seconds({**worst(), "resume": 0.0}) == worst_wake_seconds()
     # An instant start leaves the resume as the longer branch.
-    assert wake_seconds({**worst(), "start": 0.0}) == ends["resume"] + 5 + 10 + 2 + 10
+    assert wake_seconds({**worst(), "start": 0.0}) == ends["resume"] + 3 + 7 + 1 + 10
 
 
-def test_the_documented_worst_case_still_misses_the_90_second_goal() -> None:
-    """Said plainly in docs/scale-to-zero.md: a task start of 60 s at worst would meet it."""
-    assert worst_wake_seconds() > WAKE_GOAL_SECONDS
-    assert best_wake_seconds() <= WAKE_GOAL_SECONDS
-    assert wake_seconds({**worst(), "start": 60}) == WAKE_GOAL_SECONDS
+def test_the_documented_worst_case_meets_the_90_second_goal_with_the_stacks_data_api() -> None:
+    """With 4 s to spare, the task start (others' measurement) being most of it: a start 4 s slower than its
+    worst would use the margin up. Where the stack has no Data API the migrator resumes the database after
+    the start, and the goal is missed (docs/scale-to-zero.md)."""
+    assert best_wake_seconds() <= worst_wake_seconds() <= WAKE_GOAL_SECONDS
+    stages = {stage.id: stage for stage in wake_stages()}
+    assert wake_seconds({**worst(), "start": stages["start"].worst + 4}) == WAKE_GOAL_SECONDS
+    assert worst_wake_seconds(data_api=False) > WAKE_GOAL_SECONDS
 
 
 @pytest.mark.parametrize(
@@ -157,9 +160,9 @@ def test_the_documented_worst_case_still_misses_the_90_second_goal() -> None:
         (15, "ok"),
         (27.5, "ok"),  # the documented best case
         (90, "ok"),
-        (92, "ok"),  # the documented worst case
+        (86, "ok"),  # the documented worst case
         (127, "ok"),  # the 8th attempt
-        (122, "ok"),  # the documented worst case where the stack has no Data API
+        (116, "ok"),  # the documented worst case where the stack has no Data API
         (255, "ok"),  # the 9th and last attempt
         (256, "failed: ServiceException"),
     ],
@@ -176,7 +179,7 @@ def test_start_delays_the_profile_outlasts_and_the_first_it_does_not(
 
 def test_the_profile_covers_the_worst_wake_with_margin(client: Any) -> None:
     """The last attempt comes at least 60% later than the documented worst-case wake needs, with the Data API
-    (more than twice: 255 s for 92 s) or without it (255 s for 122 s)."""
+    (more than twice: 255 s for 86 s) or without it (255 s for 116 s)."""
     wake = Wake(one_stage(float("inf")))
     assert client(wake).startswith("failed")
     last_attempt = wake.attempts[-1]
@@ -218,7 +221,7 @@ def test_the_model_resumes_the_database_while_the_task_starts(client: Any) -> No
     client(wake)
     assert wake.tasks == [(0.0, 0), (3, 1)]
     assert wake.database == [(0.0, "paused"), (3 + 3 + 30, "available")]  # waker, watcher, resume
-    assert wake.routed_at == worst_wake_seconds() == 3 + 62 + 5 + 10 + 2 + 10
+    assert wake.routed_at == worst_wake_seconds() == 3 + 62 + 3 + 7 + 1 + 10
 
 
 def test_without_the_data_api_the_migrators_connection_resumes_it_after_the_pull(client: Any) -> None:

@@ -346,7 +346,7 @@ def test_the_watcher_routes_to_the_task_only_once_it_is_registered_and_healthy(w
     world.sleep = sleep_and_progress  # type: ignore[method-assign]
     assert world.run({"action": "watch"}) == "switched"
     assert world.on_service()
-    assert world.slept == [2.0, 2.0, 2.0]
+    assert world.slept == [1.0, 1.0, 1.0]
 
 
 def test_the_watcher_resumes_the_paused_database_before_the_task_is_up(world: World) -> None:
@@ -399,8 +399,8 @@ def test_without_the_data_api_the_watcher_leaves_the_database_to_the_migrator(wo
 
 
 def test_the_watcher_gives_up_after_its_deadline_and_stops_if_the_service_is_stopped(world: World) -> None:
-    # A 20 s deadline: the same loop as the default 600 s, in 10 polls instead of 300 (two moto calls each).
-    world.config = dataclasses.replace(world.config, watch_seconds=20.0)
+    # A 10 s deadline: the same loop as the default 600 s, in 10 polls instead of 600 (two moto calls each).
+    world.config = dataclasses.replace(world.config, watch_seconds=10.0)
     world.run(HTTP_REQUEST)
     assert world.run({"action": "watch"}) == "gave up"
     assert sum(world.slept) == world.config.watch_seconds

@@ -54,8 +54,9 @@ class Config:
     drain_seconds: float = 45.0
     """Longer than API Gateway's 30 s integration timeout: every request already on its way to the task ends."""
     watch_seconds: float = 600.0
-    poll_seconds: float = 2.0
-    """Each poll is three free describe/list calls; the watcher runs for the whole wake anyway."""
+    poll_seconds: float = 1.0
+    """Each poll is three free describe/list calls (well within ECS's and Cloud Map's request rates); the
+    watcher runs for the whole wake anyway, and a ready task waits at most one poll for the route."""
     database_cluster_arn: str | None = None
     """With the cluster's RDS Data API on: the watcher resumes the database at once, not when the migrator
     connects after the image pull."""
