@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,11 +34,17 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+DOCKER_INDEX = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
 @dataclass
 class Image:
     """An image as a registry holds it: blobs by digest, the platform manifest, and an index over it."""
 
     layers: list[bytes]
+    index_type: str = OCI_INDEX
+    manifest_type: str = OCI_MANIFEST
     blobs: dict[str, bytes] = field(default_factory=dict)
     manifest: bytes = b""
     index: bytes = b""
@@ -51,7 +59,7 @@ class Image:
             descriptors.append({"mediaType": media_type, "digest": digest(blob), "size": len(blob)})
         # Whitespace a re-serialisation would lose: the copy must keep the bytes, not the JSON.
         self.manifest = json.dumps(
-            {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptors[0], "layers": descriptors[1:]},
+            {"schemaVersion": 2, "mediaType": self.manifest_type, "config": descriptors[0], "layers": descriptors[1:]},
             indent=3,
         ).encode()
         platforms = [
@@ -61,14 +69,14 @@ class Image:
         ]
         entries = [
             {
-                "mediaType": OCI_MANIFEST,
+                "mediaType": self.manifest_type,
                 "digest": digest(body),
                 "size": len(body),
                 "platform": {"os": os, "architecture": arch},
             }
             for os, arch, body in platforms
         ]
-        self.index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+        self.index = json.dumps({"schemaVersion": 2, "mediaType": self.index_type, "manifests": entries}).encode()
 
     @property
     def digest(self) -> str:
@@ -98,11 +106,11 @@ class FakeRegistry:
         found: dict[str, tuple[bytes, str]] = {}
         for tag, image in self.tags.items():
             if self.serve_single_manifest:
-                found[tag] = (image.manifest, OCI_MANIFEST)
+                found[tag] = (image.manifest, image.manifest_type)
             else:
-                found[tag] = (image.index, OCI_INDEX)
-                found[digest(image.index)] = (image.index, OCI_INDEX)
-            found[image.digest] = (image.manifest, OCI_MANIFEST)
+                found[tag] = (image.index, image.index_type)
+                found[digest(image.index)] = (image.index, image.index_type)
+            found[image.digest] = (image.manifest, image.manifest_type)
         return found
 
     def blob(self, wanted: str) -> bytes | None:
@@ -147,7 +155,9 @@ def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
             kind, _, reference = url.path.removeprefix(prefix).partition("/")
             if kind == "manifests" and reference in fake.manifests():
                 body, media_type = fake.manifests()[reference]
-                return self.answer(200, body, {"Content-Type": media_type})
+                if media_type not in self.headers.get("Accept", ""):
+                    return self.answer(404)  # a registry serves only a form the client says it reads
+                return self.answer(200, body, {"Content-Type": f"{media_type}; charset=utf-8"})
             if kind == "blobs" and fake.blob(reference) is not None:
                 # Docker Hub sends blobs from a CDN with a signed URL; the token must not follow.
                 return self.answer(307, b"", {"Location": f"{fake.blob_host}/signed/{reference}?sig=abc"})
@@ -438,3 +448,134 @@ def test_the_handler_copies_the_image_its_event_names(
 )
 def test_registries_are_reached_over_https_except_on_loopback(host: str, url: str) -> None:
     assert mirror.registry_url(host) == url
+
+
+def test_docker_manifest_lists_and_manifests_are_read_as_oci_ones_are(fake: FakeRegistry, ecr: Any) -> None:
+    """What Docker's own builds push (and Docker Hub serves): the Docker media types."""
+    image = fake.tags["v2.5.1"] = Image(
+        layers=big_image().layers, index_type=DOCKER_INDEX, manifest_type=DOCKER_MANIFEST
+    )
+    assert run(fake, ecr)["digest"] == image.digest
+    [stored] = ecr.batch_get_image(repositoryName=REPOSITORY, imageIds=[{"imageDigest": image.digest}])["images"]
+    assert stored["imageManifestMediaType"] == DOCKER_MANIFEST
+
+
+def test_a_manifest_without_a_media_type_field_takes_its_content_type(fake: FakeRegistry, ecr: Any) -> None:
+    """OCI makes the field optional; the registry's Content-Type then says what it is."""
+    image = fake.tags["v2.5.1"] = big_image()
+    body = json.loads(image.manifest)
+    del body["mediaType"]
+    image.manifest = json.dumps(body).encode()
+    fake.serve_single_manifest = True
+    assert run(fake, ecr)["digest"] == digest(image.manifest)
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_transient_answers_are_retried(fake: FakeRegistry, ecr: Any, status: int) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    fake.failures = [(status, {})]
+    sleeps: list[float] = []
+    assert run(fake, ecr, sleeps=sleeps)["digest"] == image.digest
+    assert sleeps == [1.0]
+
+
+@pytest.mark.parametrize("status", [400, 403, 501])
+def test_other_refusals_fail_at_once(fake: FakeRegistry, ecr: Any, status: int) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    fake.failures = [(status, {})]
+    sleeps: list[float] = []
+    with pytest.raises(MirrorError, match=f"answered HTTP {status}"):
+        run(fake, ecr, sleeps=sleeps)
+    assert sleeps == []
+
+
+def test_an_unreachable_registry_is_tried_six_times_then_named(ecr: Any) -> None:
+    attempts: list[Any] = []
+
+    def unreachable(request: Any, timeout: float) -> Any:
+        attempts.append((request.full_url, timeout))
+        raise urllib.error.URLError("Name or service not known")
+
+    sleeps: list[float] = []
+    registry = Registry("https://registry.invalid", NAME, open_url=unreachable, sleep=sleeps.append)
+    with pytest.raises(MirrorError, match=r"GET https://registry.invalid/v2/.*/manifests/v2\.5\.1 failed"):
+        mirror.mirror(registry, Reference("registry.invalid", NAME, "v2.5.1", "v2.5.1"), ecr, REPOSITORY)
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert len(attempts) == 6 and all(timeout > 0 for _, timeout in attempts)
+
+
+def test_a_passing_network_error_costs_one_wait(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    failed = []
+
+    def flaky(request: Any, timeout: float) -> Any:
+        if not failed:
+            failed.append(request.full_url)
+            raise TimeoutError("timed out")
+        return urllib.request.urlopen(request, timeout=timeout)
+
+    sleeps: list[float] = []
+    registry = Registry(fake.registry_url, NAME, open_url=flaky, sleep=sleeps.append)  # type: ignore[attr-defined]
+    reference = Reference("registry.test", NAME, "v2.5.1", "v2.5.1")
+    assert mirror.mirror(registry, reference, ecr, REPOSITORY)["digest"] == image.digest
+    assert sleeps == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("challenge", "message"),
+    [
+        ('Basic realm="registry"', "asks for Basic authentication"),
+        ('Bearer service="registry.test"', "names no token realm"),
+    ],
+)
+def test_a_challenge_the_copy_cannot_answer_is_named(ecr: Any, challenge: str, message: str) -> None:
+    def challenging(request: Any, timeout: float) -> Any:
+        raise urllib.error.HTTPError(request.full_url, 401, "Unauthorized", {"WWW-Authenticate": challenge}, None)  # type: ignore[arg-type]
+
+    registry = Registry("https://registry.example", NAME, open_url=challenging, sleep=lambda _: None)
+    with pytest.raises(MirrorError, match=message):
+        mirror.mirror(registry, Reference("registry.example", NAME, "v1", "v1"), ecr, REPOSITORY)
+
+
+class PartSize(Recorder):
+    """ECR answering InitiateLayerUpload with another part size than moto's."""
+
+    def __init__(self, client: Any, part_size: int) -> None:
+        super().__init__(client)
+        self.part_size = part_size
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+        if name != "initiate_layer_upload":
+            return call
+        return lambda **arguments: {**call(**arguments), "partSize": self.part_size}
+
+
+def test_a_smaller_part_size_ecr_asks_for_is_used(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    recorder = PartSize(ecr, PART // 2)
+    run(fake, recorder)
+    sizes = [len(arguments["layerPartBlob"]) for name, arguments in recorder.calls if name == "upload_layer_part"]
+    assert max(sizes) == PART // 2
+
+
+@pytest.mark.real_part_size
+def test_parts_stay_within_ecrs_10_mib_quota_whatever_ecr_answers(fake: FakeRegistry, ecr: Any) -> None:
+    """InitiateLayerUpload may answer the API's 20 MiB; ECR's quota for a part is 10 MiB."""
+    fake.tags["v2.5.1"] = big_image(part=10 * MIB)
+    recorder = PartSize(ecr, 20 * MIB)
+    run(fake, recorder)
+    sizes = [len(arguments["layerPartBlob"]) for name, arguments in recorder.calls if name == "upload_layer_part"]
+    assert max(sizes) == 10 * MIB
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("localhost/team/service:v1", Reference("localhost", "team/service", "v1", "v1")),
+        ("index.docker.io/library/python:3", Reference("registry-1.docker.io", "library/python", "3", "3")),
+        ("team/service:v1", Reference("registry-1.docker.io", "team/service", "v1", "v1")),
+    ],
+)
+def test_the_registry_host_is_told_apart_from_a_repository_path(image: str, expected: Reference) -> None:
+    assert parse_reference(image) == expected

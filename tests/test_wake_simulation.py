@@ -4,8 +4,8 @@ The model: the first request reaches the waker (503); the service goes from 0 ta
 and pulls its image (from the stack's ECR copy) while, side by side, the watcher's Data API call takes the
 database from paused to available (where the stack has no Data API, the migrator's connection does, after the
 task has started); the migrator runs once both are done; the server passes its health check; the watcher
-switches the route; from then on requests get 200. Stage timings are the documented ranges of `metaflow_infra/data/wake_timings.toml`, and the
-wake lasts as long as its critical path (`metaflow_infra.wake`).
+switches the route; from then on requests get 200. Stage timings are the documented ranges of
+`metaflow_infra/data/wake_timings.toml`, and the wake lasts as long as its critical path (`metaflow_infra.wake`).
 
 The client: `ServiceMetadataProvider._request` and `_version` from the installed metaflow, unchanged, with the
 retry count the generated profile sets. Only its HTTP session (the endpoint) and `time.sleep` (a simulated
