@@ -92,6 +92,16 @@ class ImageMirror(Component):
         )
         answer = copy.result.apply(json.loads)
         answer.apply(_warn_if_too_large)
+        # Pulumi runs the copy only when it creates the invocation (AWS is never read back): a copy deleted
+        # since, by hand or with its repository, would leave every wake without an image. Every preview and
+        # `pulumi up` looks for it, once the copy has answered.
+        listed = aws.ecr.get_images_output(
+            repository_name=pulumi.Output.all(repository.name, answer).apply(lambda values: values[0]),
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        )
+        pulumi.Output.all(repository.name, answer, listed.image_ids, copy.urn).apply(
+            lambda values: _require_copy(values[0], values[1]["digest"], [_digest_of(i) for i in values[2]], values[3])
+        )
         self.image = ServiceImage(
             reference=pulumi.Output.all(repository.repository_url, answer).apply(
                 lambda values: f"{values[0]}@{values[1]['digest']}"
@@ -104,6 +114,31 @@ class ImageMirror(Component):
 def copy_request(image: str, repository: str) -> str:
     """The mirror function's event (lambdas/mirror.py)."""
     return json.dumps({"image": image, "repository": repository})
+
+
+class MissingCopyError(Exception):
+    """The image copy the tasks name is no longer in its repository."""
+
+
+def missing_copy_message(repository: str, digest: str, present: list[str], invocation_urn: str) -> str | None:
+    if digest in present:
+        return None
+    return (
+        f"the metadata-service image copy {digest} is missing from ECR repository {repository} (deleted since "
+        f"`pulumi up` made it?), and wakes cannot start the service without it: copy it again with "
+        f"`pulumi up --replace '{invocation_urn}'`"
+    )
+
+
+def _require_copy(repository: str, digest: str, present: list[str], invocation_urn: str) -> None:
+    message = missing_copy_message(repository, digest, present, invocation_urn)
+    if message:
+        raise MissingCopyError(message)
+
+
+def _digest_of(image_id: Any) -> str:
+    # Invoke results reach the program as dicts of Python names, whatever the result class says.
+    return image_id["image_digest"] if isinstance(image_id, dict) else image_id.image_digest
 
 
 def _warn_if_too_large(answer: dict[str, Any]) -> None:

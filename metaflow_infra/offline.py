@@ -170,6 +170,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         """Existing subnets nothing described: taken as given (in the VPC, public, in their own AZ)."""
         self.invented: set[str] = {ACCOUNT_ID}
         """What AWS would choose that these mocks made up: the account, ids, generated names."""
+        self.images: dict[str, list[str]] = {}
+        """Image digests in each ECR repository, as the image mirror's invocations put them."""
 
     def _subnet(self, subnet_id: str) -> SubnetFixture:
         if subnet_id not in self.subnets:
@@ -218,8 +220,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def _computed(self, type_: str, resource_id: str, arn: str, inputs: dict[str, Any]) -> dict[str, Any]:
         """Attributes AWS computes that the program wires into other resources."""
         if type_ == "aws:lambda/invocation:Invocation":
-            # The image mirror's answer (lambdas/mirror.py): a stand-in digest, no size known offline.
+            # The image mirror's answer (lambdas/mirror.py): a stand-in digest, no size known offline; the
+            # repository then holds it.
             stand_in = "sha256:" + hashlib.sha256(inputs["input"].encode()).hexdigest()
+            self.images.setdefault(json.loads(inputs["input"])["repository"], []).append(stand_in)
             return {"result": json.dumps({"digest": stand_in, "compressedBytes": 0, "copiedBytes": 0})}
         if type_ == "aws:ec2/launchTemplate:LaunchTemplate":
             return {"latestVersion": 1}
@@ -264,6 +268,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":  # the commercial regions' form
             name = next(f for f in a["filters"] if f["name"] == "service-name")["values"][0]
             return {"serviceName": name, "serviceType": a["serviceType"], "id": name}
+        if token == "aws:ecr/getImages:getImages":
+            ids = [{"imageDigest": digest, "imageTag": ""} for digest in self.images.get(a["repositoryName"], [])]
+            return {"repositoryName": a["repositoryName"], "imageIds": ids, "id": a["repositoryName"]}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": self.partition, "dnsSuffix": self.dns_suffix, "id": self.partition}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":

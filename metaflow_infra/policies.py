@@ -459,7 +459,7 @@ def image_mirror_policy(repository_arn: str, log_group_arn: str) -> Policy:
             "Sid": "PushToOneRepository",
             "Effect": "Allow",
             "Action": [
-                "ecr:BatchGetImage",
+                "ecr:DescribeImages",
                 "ecr:BatchCheckLayerAvailability",
                 "ecr:InitiateLayerUpload",
                 "ecr:UploadLayerPart",

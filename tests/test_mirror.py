@@ -97,6 +97,10 @@ class FakeRegistry:
     """(path, Authorization header) of every request to the registry and the blob host."""
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     """Answers (status, headers) given before any real one, in order."""
+    failures_after_token: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    """The same, given only to requests that carry the token (as Docker Hub challenges first)."""
+    token_failures: list[int] = field(default_factory=list)
+    """Statuses the token endpoint answers first."""
     corrupt: set[str] = field(default_factory=set)
     """Blobs served with one byte changed."""
     serve_single_manifest: bool = False
@@ -134,6 +138,10 @@ def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def challenge(self) -> str:
+            realm = f"http://{self.headers['Host']}/token"
+            return f'Bearer realm="{realm}",service="registry.test",scope="repository:{NAME}:pull"'
+
         def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             fake.requests.append((self.path, self.headers.get("Authorization")))
@@ -141,16 +149,21 @@ def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
                 data = fake.blob(url.path.rsplit("/", 1)[-1])
                 return self.answer(200 if data else 404, data or b"")
             if url.path == "/token":
+                if fake.token_failures:
+                    return self.answer(fake.token_failures.pop(0))
                 query = urllib.parse.parse_qs(url.query)
                 assert query == {"scope": [f"repository:{NAME}:pull"], "service": ["registry.test"]}
                 return self.answer(200, json.dumps({"token": fake.token}).encode())
             if fake.failures:
                 status, headers = fake.failures.pop(0)
                 return self.answer(status, b"", headers)
+            if fake.failures_after_token and self.headers.get("Authorization") == f"Bearer {fake.token}":
+                status, headers = fake.failures_after_token.pop(0)
+                if status == 401:
+                    headers = {**headers, "WWW-Authenticate": self.challenge()}
+                return self.answer(status, b"", headers)
             if self.headers.get("Authorization") != f"Bearer {fake.token}":
-                realm = f"http://{self.headers['Host']}/token"
-                challenge = f'Bearer realm="{realm}",service="registry.test",scope="repository:{NAME}:pull"'
-                return self.answer(401, b"", {"WWW-Authenticate": challenge})
+                return self.answer(401, b"", {"WWW-Authenticate": self.challenge()})
             prefix = f"/v2/{NAME}/"
             kind, _, reference = url.path.removeprefix(prefix).partition("/")
             if kind == "manifests" and reference in fake.manifests():
@@ -354,10 +367,10 @@ def test_a_new_roles_refusal_is_retried_while_its_policy_applies(fake: FakeRegis
     class NewRole(Recorder):
         def __getattr__(self, name: str) -> Any:
             nonlocal refusals
-            if name == "batch_get_image" and refusals:
+            if name == "describe_images" and refusals:
                 refusals -= 1
                 error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
-                raise ClientError(error, "BatchGetImage")  # type: ignore[arg-type]
+                raise ClientError(error, "DescribeImages")  # type: ignore[arg-type]
             return super().__getattr__(name)
 
     sleeps: list[float] = []
@@ -370,9 +383,9 @@ def test_a_refusal_that_outlasts_the_policy_wait_is_raised(fake: FakeRegistry, e
 
     class Denied(Recorder):
         def __getattr__(self, name: str) -> Any:
-            if name == "batch_get_image":
+            if name == "describe_images":
                 error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
-                raise ClientError(error, "BatchGetImage")  # type: ignore[arg-type]
+                raise ClientError(error, "DescribeImages")  # type: ignore[arg-type]
             return super().__getattr__(name)
 
     sleeps: list[float] = []
@@ -579,3 +592,101 @@ def test_parts_stay_within_ecrs_10_mib_quota_whatever_ecr_answers(fake: FakeRegi
 )
 def test_the_registry_host_is_told_apart_from_a_repository_path(image: str, expected: Reference) -> None:
     assert parse_reference(image) == expected
+
+
+def test_an_expired_token_is_fetched_again_once(fake: FakeRegistry, ecr: Any) -> None:
+    """Docker Hub's anonymous tokens last 300 s; a slow copy outlives one."""
+    image = fake.tags["v2.5.1"] = big_image()
+    registry = Registry(fake.registry_url, NAME)  # type: ignore[attr-defined]
+    registry._token = "expired"
+    reference = Reference("registry.test", NAME, "v2.5.1", "v2.5.1")
+    assert mirror.mirror(registry, reference, ecr, REPOSITORY)["digest"] == image.digest
+    assert [auth for path, auth in fake.requests if "/manifests/" in path][:2] == ["Bearer expired", "Bearer t0k3n"]
+    assert sum(1 for path, _ in fake.requests if path.startswith("/token")) == 1
+
+
+def test_a_token_refused_twice_in_a_row_is_a_refusal(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    fake.failures_after_token = [(401, {}), (401, {})]
+    with pytest.raises(MirrorError, match="answered HTTP 401"):
+        run(fake, ecr)
+
+
+def test_the_challenge_costs_no_retry(fake: FakeRegistry, ecr: Any) -> None:
+    """Docker Hub answers 401 first, then perhaps a 5xx: the waits are still 1, 2, 4, 8 and 16 s."""
+    fake.tags["v2.5.1"] = big_image()
+    fake.failures_after_token = [(503, {})] * 6
+    sleeps: list[float] = []
+    with pytest.raises(MirrorError, match="answered HTTP 503"):
+        run(fake, ecr, sleeps=sleeps)
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def test_a_transient_token_refusal_is_tried_again(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    fake.token_failures = [503]
+    sleeps: list[float] = []
+    assert run(fake, ecr, sleeps=sleeps)["digest"] == image.digest
+    assert sleeps == [1.0]
+
+
+def test_a_token_endpoint_that_refuses_is_named(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    fake.token_failures = [403]
+    with pytest.raises(MirrorError, match=r"no pull token: GET http://.*/token\?.* answered HTTP 403"):
+        run(fake, ecr)
+
+
+def test_the_pull_limit_is_named_with_what_to_do(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    fake.failures = [(429, {"Retry-After": "1"})] * 6
+    with pytest.raises(MirrorError, match=r"HTTP 429 .*pull limit for this address: run `pulumi up` again later"):
+        run(fake, ecr)
+
+
+def test_more_blobs_than_one_availability_check_takes_are_checked_in_batches(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = Image(layers=[f"layer {n}".encode() for n in range(150)])
+    recorder = Recorder(ecr)
+    assert run(fake, recorder)["digest"] == image.digest
+    checks = [args["layerDigests"] for name, args in recorder.calls if name == "batch_check_layer_availability"]
+    assert [len(batch) for batch in checks] == [100, 51]
+
+
+def test_an_index_served_for_a_digest_must_have_that_digest(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    wrong = digest(b"not the index")
+    fake.tags[wrong] = image
+    with pytest.raises(MirrorError, match=f"served for {wrong} has digest {digest(image.index)}"):
+        run(fake, ecr, tag=wrong)
+
+
+def test_an_image_pinned_by_its_index_digest_is_copied(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    assert run(fake, ecr, tag=digest(image.index))["digest"] == image.digest
+
+
+def test_a_run_beside_this_one_putting_the_image_first_is_no_failure(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+
+    class Raced(Recorder):
+        """The other run's put lands between this run's look and its own two puts."""
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "describe_images":
+
+                def not_yet(**arguments: Any) -> Any:
+                    raise self.exceptions.ImageNotFoundException({"Error": {"Code": "ImageNotFoundException"}}, name)
+
+                return not_yet
+            if name == "put_image":
+
+                def already(**arguments: Any) -> Any:
+                    self.calls.append((name, arguments))
+                    raise self.exceptions.ImageAlreadyExistsException({"Error": {"Code": "ImageAlreadyExists"}}, name)
+
+                return already
+            return super().__getattr__(name)
+
+    raced = Raced(ecr)
+    assert run(fake, raced)["digest"] == image.digest
+    assert [args.get("imageTag") for name, args in raced.calls if name == "put_image"] == ["v2.5.1", None]

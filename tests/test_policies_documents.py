@@ -213,7 +213,7 @@ def test_an_execution_role_given_a_repository_pulls_from_it_alone() -> None:
 
 def test_the_image_mirror_pushes_to_one_repository_and_writes_one_log_group() -> None:
     push = [
-        "ecr:BatchGetImage",
+        "ecr:DescribeImages",
         "ecr:BatchCheckLayerAvailability",
         "ecr:InitiateLayerUpload",
         "ecr:UploadLayerPart",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import offline, policy_of
 
+from metaflow_infra.image_mirror import MissingCopyError, _require_copy, missing_copy_message
 from metaflow_infra.metadata import WAKING_HEALTH_CHECK
 from metaflow_infra.offline import OfflineRun
 from metaflow_infra.scale_to_zero import TICK_SCHEDULE, WAKER_TIMEOUT_SECONDS, WATCH_SECONDS, waker_function_name
@@ -366,3 +367,13 @@ def test_without_scale_to_zero_tasks_pull_the_configured_image_and_roles_get_no_
             for a in s["Action"]
         ]
         assert not any(action.startswith("ecr:") for action in actions)
+
+
+def test_a_copy_deleted_since_pulumi_up_made_it_stops_the_next_preview_with_the_way_back() -> None:
+    urn = "urn:pulumi:dev::metaflow-infra::metaflow:infra:ImageMirror$aws:lambda/invocation:Invocation::mirror"
+    assert missing_copy_message("metaflow-dev/metadata-service", "sha256:aa", ["sha256:bb", "sha256:aa"], urn) is None
+    message = missing_copy_message("metaflow-dev/metadata-service", "sha256:aa", ["sha256:bb"], urn)
+    assert message is not None and "sha256:aa is missing from ECR repository metaflow-dev/metadata-service" in message
+    assert message.endswith(f"`pulumi up --replace '{urn}'`")
+    with pytest.raises(MissingCopyError, match="is missing"):
+        _require_copy("metaflow-dev/metadata-service", "sha256:aa", [], urn)

@@ -79,6 +79,9 @@ class Task:
     health: str = "UNKNOWN"
     desired_status: str = "RUNNING"
     started_at: datetime.datetime | None = None
+    created_at: datetime.datetime | None = None
+    pull_started_at: datetime.datetime | None = None
+    pull_stopped_at: datetime.datetime | None = None
 
 
 @dataclass
@@ -257,8 +260,14 @@ def world(account: Account) -> World:
                 "desiredStatus": task.desired_status,
                 "healthStatus": task.health,
             }
-            if task.started_at:
-                entry["startedAt"] = task.started_at
+            for key, value in (
+                ("startedAt", task.started_at),
+                ("createdAt", task.created_at),
+                ("pullStartedAt", task.pull_started_at),
+                ("pullStoppedAt", task.pull_stopped_at),
+            ):
+                if value:
+                    entry[key] = value
             described.append(entry)
         return {"tasks": described, "failures": []}
 
@@ -568,3 +577,35 @@ def test_the_waker_ships_as_one_file_needing_only_what_the_lambda_runtime_has() 
     }
     assert imported - sys.stdlib_module_names == {"boto3", "botocore"}
     assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree)), "no relative imports"
+
+
+def test_the_watcher_logs_how_long_each_stage_of_the_wake_took(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """ECS's own timestamps of the task, so that real wakes can be held against the documented stages."""
+    world.run(HTTP_REQUEST)
+    second = datetime.timedelta(seconds=1)
+    task = world.add_task("0")
+    task.created_at, task.pull_started_at, task.pull_stopped_at = (
+        START + 5 * second,
+        START + 7 * second,
+        START + 47 * second,
+    )
+    task.started_at = START + 57 * second
+    moments = iter([START.timestamp(), (START + 60 * second).timestamp()])  # the watcher starts; it switches
+    with caplog.at_level("INFO", logger=waker.__name__):
+        outcome = waker.dispatch(
+            {"action": "watch"}, FUNCTION_ARN, world.aws, world.config, lambda: next(moments), world.sleep
+        )
+    assert outcome == "switched"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wake timings ")]
+    assert json.loads(line.removeprefix("wake timings ")) == {
+        "scheduled": 5.0,
+        "pull": 40.0,
+        "taskStart": 52.0,
+        "toReady": 3.0,
+        "wake": 60.0,
+    }
+
+
+def test_stages_ecs_gave_no_timestamp_for_are_logged_as_unknown() -> None:
+    timings = waker.wake_timings({"startedAt": START}, START.timestamp() - 30, START.timestamp() + 10)
+    assert timings == {"scheduled": None, "pull": None, "taskStart": None, "toReady": 10.0, "wake": 40.0}

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -49,6 +49,8 @@ MANIFEST_TYPES = frozenset(
 TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
 ATTEMPTS = 6
 """Per registry request: waits of 1, 2, 4, 8 and 16 s (or what Retry-After asks, up to 60 s) in between."""
+CHECK_BATCH = 100
+"""BatchCheckLayerAvailability takes at most 100 digests (botocore's ECR model)."""
 POLICY_WAIT_SECONDS = 60.0
 """A role's new inline policy can take seconds to apply: ECR's first refusal is retried for this long."""
 
@@ -127,7 +129,8 @@ class Registry:
     @contextmanager
     def _get(self, path: str, accept: str | None = None) -> Iterator[Any]:
         url = self.base_url + path
-        for attempt in range(ATTEMPTS):
+        fetched = False
+        while True:
             request = urllib.request.Request(url)
             if accept:
                 request.add_header("Accept", accept)
@@ -135,24 +138,35 @@ class Registry:
                 # Not sent on to where a blob request is redirected (a CDN or a presigned URL).
                 request.add_unredirected_header("Authorization", f"Bearer {self._token}")
             try:
-                response = self._open(request, timeout=60)
+                response = self._send(request, timeout=60)
             except urllib.error.HTTPError as error:
-                if error.code == 401 and self._token is None:
+                if error.code == 401 and not fetched:
+                    # No token yet, or it expired (Docker Hub's anonymous ones last 300 s): ask for one, once.
                     self._token = self._fetch_token(error.headers.get("WWW-Authenticate", ""))
+                    fetched = True
                     continue
-                if error.code in TRANSIENT_HTTP and attempt < ATTEMPTS - 1:
-                    self._sleep(self._wait(attempt, error.headers.get("Retry-After")))
-                    continue
-                raise MirrorError(f"GET {url} answered HTTP {error.code} {error.reason}") from error
-            except (urllib.error.URLError, TimeoutError) as error:
-                if attempt < ATTEMPTS - 1:
-                    self._sleep(self._wait(attempt, None))
-                    continue
-                raise MirrorError(f"GET {url} failed: {error}") from error
+                raise MirrorError(_refusal(url, error)) from error
             with response:
                 yield response
             return
-        raise MirrorError(f"GET {url}: no answer after {ATTEMPTS} attempts")
+
+    def _send(self, request: urllib.request.Request, timeout: float) -> Any:
+        """Open `request`, trying again after a transient answer or a network error (waits of 1, 2, 4, 8 and
+        16 s, or what Retry-After asks); any other HTTP answer is raised as HTTPError."""
+        attempt = 0
+        while True:
+            try:
+                return self._open(request, timeout=timeout)
+            except urllib.error.HTTPError as error:
+                if error.code not in TRANSIENT_HTTP or attempt == ATTEMPTS - 1:
+                    raise
+                wait = self._wait(attempt, error.headers.get("Retry-After"))
+            except (urllib.error.URLError, TimeoutError) as error:
+                if attempt == ATTEMPTS - 1:
+                    raise MirrorError(f"GET {request.full_url} failed: {error}") from error
+                wait = self._wait(attempt, None)
+            self._sleep(wait)
+            attempt += 1
 
     @staticmethod
     def _wait(attempt: int, retry_after: str | None) -> float:
@@ -169,14 +183,22 @@ class Registry:
             query["service"] = params["service"]
         url = f"{params['realm']}?{urllib.parse.urlencode(query)}"
         try:
-            with self._open(urllib.request.Request(url), timeout=30) as response:
+            with self._send(urllib.request.Request(url), timeout=30) as response:
                 answer = json.loads(response.read())
-        except urllib.error.URLError as error:
-            raise MirrorError(f"no pull token from {params['realm']}: {error}") from error
+        except urllib.error.HTTPError as error:
+            raise MirrorError(f"no pull token: {_refusal(url, error)}") from error
         token = answer.get("token") or answer.get("access_token")
         if not token:
             raise MirrorError(f"{params['realm']} answered no token")
         return token
+
+
+def _refusal(url: str, error: urllib.error.HTTPError) -> str:
+    message = f"GET {url} answered HTTP {error.code} {error.reason}"
+    if error.code == 429:
+        # Docker Hub: 10 unauthenticated pulls an hour per address, and Lambda's addresses are shared.
+        message += " (the registry's pull limit for this address: run `pulumi up` again later)"
+    return message
 
 
 def sha256(data: bytes) -> str:
@@ -186,6 +208,8 @@ def sha256(data: bytes) -> str:
 def platform_manifest(registry: Registry, reference: str) -> tuple[bytes, str, str]:
     """The linux/amd64 image manifest (its bytes, media type and digest), through an index if there is one."""
     body, media_type = registry.manifest(reference)
+    if reference.startswith("sha256:") and sha256(body) != reference:
+        raise MirrorError(f"the manifest served for {reference} has digest {sha256(body)}")
     if media_type in INDEX_TYPES:
         wanted = [
             entry
@@ -200,8 +224,6 @@ def platform_manifest(registry: Registry, reference: str) -> tuple[bytes, str, s
             raise MirrorError(f"the manifest served for {digest} has digest {sha256(body)}")
     else:
         digest = sha256(body)
-        if reference.startswith("sha256:") and reference != digest:
-            raise MirrorError(f"the manifest served for {reference} has digest {digest}")
     if media_type not in MANIFEST_TYPES:
         raise MirrorError(f"{registry.repository}@{reference} is a {media_type or 'untyped'} manifest, not an image")
     return body, media_type, digest
@@ -221,7 +243,13 @@ def _with_policy_wait(call: Callable[[], Any], sleep: Callable[[float], None]) -
 
 
 def _has_image(ecr: Any, repository: str, digest: str) -> bool:
-    return bool(ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageDigest": digest}]).get("images"))
+    # DescribeImages, not BatchGetImage: by digest, the latter returns only the manifest formats it is told to
+    # accept.
+    try:
+        ecr.describe_images(repositoryName=repository, imageIds=[{"imageDigest": digest}])
+    except ecr.exceptions.ImageNotFoundException:
+        return False
+    return True
 
 
 def _read_part(stream: BinaryIO, size: int) -> bytes:
@@ -268,10 +296,13 @@ def mirror(
     if _with_policy_wait(lambda: _has_image(ecr, repository, digest), sleep):
         _log.info("%s is already in %s", digest, repository)
         return {"digest": digest, "compressedBytes": compressed, "copiedBytes": 0}
-    available = ecr.batch_check_layer_availability(
-        repositoryName=repository, layerDigests=[blob["digest"] for blob in blobs]
-    )
-    have = {layer["layerDigest"] for layer in available.get("layers", []) if layer["layerAvailability"] == "AVAILABLE"}
+    digests = [blob["digest"] for blob in blobs]
+    have = set()
+    for first in range(0, len(digests), CHECK_BATCH):
+        available = ecr.batch_check_layer_availability(
+            repositoryName=repository, layerDigests=digests[first : first + CHECK_BATCH]
+        )
+        have |= {layer["layerDigest"] for layer in available["layers"] if layer["layerAvailability"] == "AVAILABLE"}
     copied = 0
     for blob in blobs:
         if blob["digest"] not in have:
@@ -289,7 +320,8 @@ def mirror(
         # Either a concurrent run put it, or the repository's immutable tag names an image the source has since
         # replaced: then this one is kept untagged (tasks pull by digest).
         if not _has_image(ecr, repository, digest):
-            ecr.put_image(**put)
+            with suppress(ecr.exceptions.ImageAlreadyExistsException):  # put by a run beside this one
+                ecr.put_image(**put)
     _log.info("copied %s (%d of %d bytes) into %s", digest, copied, compressed, repository)
     return {"digest": digest, "compressedBytes": compressed, "copiedBytes": copied}
 

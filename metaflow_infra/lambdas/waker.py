@@ -106,6 +106,8 @@ class ServiceState:
     up_since: datetime.datetime | None
     """When the longest-running of its tasks started; with none started, when the service last changed (a
     task that never starts must not keep the service asking for one forever)."""
+    tasks: tuple[dict[str, Any], ...] = ()
+    """The registered tasks as ECS describes them."""
 
     def ready(self, excluding: str | None = None) -> bool:
         return any(task != excluding for task in self.ready_tasks)
@@ -132,7 +134,7 @@ def service_state(aws: Clients, config: Config) -> ServiceState:
     starts = starts or [
         deployment["updatedAt"] for deployment in service.get("deployments", []) if "updatedAt" in deployment
     ]
-    return ServiceState(desired, ready, min(starts) if starts else None)
+    return ServiceState(desired, ready, min(starts) if starts else None, tuple(tasks))
 
 
 def route_on_service(aws: Clients, config: Config) -> bool:
@@ -187,9 +189,38 @@ def resume_database(aws: Clients, config: Config) -> str:
     return "awake"
 
 
+WAKE_STAGES = (
+    ("scheduled", None, "createdAt"),
+    ("pull", "pullStartedAt", "pullStoppedAt"),
+    ("taskStart", "createdAt", "startedAt"),
+    ("toReady", "startedAt", None),
+)
+"""What the watcher logs of each wake (ECS's task timestamps, seconds), for comparing real wakes with the
+documented stages (docs/scale-to-zero.md): from the watcher's start (about the first request) to the task's
+creation, the image pull, the task's creation to its start, and its start to the route switch."""
+
+
+def wake_timings(task: dict[str, Any], watch_started: float, switched: float) -> dict[str, float | None]:
+    """Seconds of each stage of WAKE_STAGES (None where ECS gave no timestamp), and the whole wake."""
+
+    def at(field: str | None, default: float) -> float | None:
+        if field is None:
+            return default
+        value = task.get(field)
+        return value.timestamp() if isinstance(value, datetime.datetime) else None
+
+    timings: dict[str, float | None] = {}
+    for name, begin, end in WAKE_STAGES:
+        first, last = at(begin, watch_started), at(end, switched)
+        timings[name] = round(last - first, 1) if first is not None and last is not None else None
+    timings["wake"] = round(switched - watch_started, 1)
+    return timings
+
+
 def watch(aws: Clients, config: Config, clock: Callable[[], float], sleep: Callable[[float], None]) -> str:
     """Resume the database, wait for a ready task, then route to it; stop waiting if the service is stopped."""
-    deadline = clock() + config.watch_seconds
+    started = clock()
+    deadline = started + config.watch_seconds
     resume_database(aws, config)
     while True:
         state = service_state(aws, config)
@@ -197,6 +228,8 @@ def watch(aws: Clients, config: Config, clock: Callable[[], float], sleep: Calla
             return "stopped"
         if state.ready():
             switch_route(aws, config, to_service=True)
+            [task] = [t for t in state.tasks if t["taskArn"] == state.ready_tasks[0]]
+            _log.info("wake timings %s", json.dumps(wake_timings(task, started, clock())))
             return "switched"
         if clock() >= deadline:
             _log.warning("no ready task after %.0f s; the next request or tick looks again", config.watch_seconds)
