@@ -28,7 +28,7 @@ from .settings import MIRROR_REPOSITORY, ecr_repository_name
 from .wake import image_size_warning
 
 MIRROR_TIMEOUT_SECONDS = 900
-"""Lambda's longest run: a copy of ~1 GB takes a fraction of it."""
+"""Lambda's longest run: a copy of the ~330 MB image takes a fraction of it."""
 MIRROR_MEMORY_MB = 512
 """One 10 MiB part in memory at a time, base64-encoded once more for ECR's API."""
 

@@ -18,11 +18,11 @@ DISTRIBUTED_MAP_PREFIX = "sfn-distributed-map"
 from the artifacts, so the state machines' role may write there and nowhere else in the bucket."""
 TASK_REPLACEMENT_SECONDS = 180
 """Estimated longest gap without a metadata task: a Spot replacement starting cold (Fargate
-placement, ~1 GB pull from Docker Hub, migrator, health check), plus margin. Not measured."""
+placement, a ~330 MB pull from Docker Hub, migrator, health check), plus margin. Not measured."""
 SERVICE_RETRY_COUNT = 9
 """Metaflow retries a 503 after sleeping 1, 2, 4, ... s, so attempt N comes 2**(N-1) - 1 s after the
 first: 9 reach 255 s, the fewest that outlast TASK_REPLACEMENT_SECONDS (metaflow's 5 reach 15 s). With
-metadata:scaleToZero they also outlast the documented worst-case wake, 86 s (wake.worst_wake_seconds; 116 s
+metadata:scaleToZero they also outlast the documented worst-case wake, 92 s (wake.worst_wake_seconds; 122 s
 where the stack cannot use the Data API), more than twice over; tests/test_wake_simulation.py runs it through
 Metaflow's own client."""
 

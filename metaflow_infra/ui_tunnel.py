@@ -71,7 +71,7 @@ PULUMI_INSTALL_URL = "https://www.pulumi.com/docs/iac/download-install/"
 DOCUMENT = "AWS-StartPortForwardingSession"
 EXEC_AGENT = "ExecuteCommandAgent"
 READY_TIMEOUT = 300.0
-"""Seconds to wait for the task: a Fargate start of the ~1 GB image takes 1–3 min."""
+"""Seconds to wait for the task: a Fargate start of the ~330 MB (compressed) image takes 1–3 min."""
 POLL_INTERVAL = 5.0
 PAGE_TIMEOUT = 60.0
 """Seconds to wait for the page to answer through the tunnel before leaving the browser to the user."""

@@ -63,7 +63,8 @@ class Secret:
 def clients() -> Iterator[tuple[Any, Any, list[str], list[dict[str, Any]]]]:
     """One fake AWS for the module (clients are slow to build): the operator's client, the
     authorizer's client, and the Secrets Manager operations the latter makes, with parameters."""
-    with mock_aws():
+    # One boto3 session for every test: a new one reloads botocore's service models (most of the setup).
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         calls: list[str] = []
         requests: list[dict[str, Any]] = []
 

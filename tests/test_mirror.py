@@ -195,7 +195,8 @@ def fake() -> Iterator[FakeRegistry]:
 
 @pytest.fixture
 def ecr() -> Iterator[Any]:
-    with mock_aws():
+    # One boto3 session for every test: a new one reloads botocore's service models (most of the setup).
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         client = boto3.client("ecr", region_name="us-east-1")
         client.create_repository(repositoryName=REPOSITORY, imageTagMutability="IMMUTABLE")
         yield client
@@ -644,12 +645,19 @@ def test_the_pull_limit_is_named_with_what_to_do(fake: FakeRegistry, ecr: Any) -
         run(fake, ecr)
 
 
-def test_more_blobs_than_one_availability_check_takes_are_checked_in_batches(fake: FakeRegistry, ecr: Any) -> None:
-    image = fake.tags["v2.5.1"] = Image(layers=[f"layer {n}".encode() for n in range(150)])
+def test_availability_is_checked_in_batches_no_larger_than_ecr_takes(
+    fake: FakeRegistry, ecr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operation = ecr.meta.service_model.operation_model("BatchCheckLayerAvailability")
+    assert mirror.CHECK_BATCH == operation.input_shape.members["layerDigests"].metadata["max"] == 100
+    # Batches of 4 over 6 layers and the config: the same loop as 100 over 151, without copying 150 blobs.
+    monkeypatch.setattr(mirror, "CHECK_BATCH", 4)
+    image = fake.tags["v2.5.1"] = Image(layers=[f"layer {n}".encode() for n in range(6)])
     recorder = Recorder(ecr)
     assert run(fake, recorder)["digest"] == image.digest
     checks = [args["layerDigests"] for name, args in recorder.calls if name == "batch_check_layer_availability"]
-    assert [len(batch) for batch in checks] == [100, 51]
+    assert [len(batch) for batch in checks] == [4, 3]
+    assert sorted(digest for batch in checks for digest in batch) == sorted(image.blobs)
 
 
 def test_an_index_served_for_a_digest_must_have_that_digest(fake: FakeRegistry, ecr: Any) -> None:

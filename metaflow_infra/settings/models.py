@@ -331,8 +331,8 @@ class MetadataSettings(Namespace):
     scale_to_zero: Bool = setting(
         False,
         "Aurora Serverless v2 at 0 ACU and the service at 0 tasks while idle (~$1.45/month in us-east-1); the first "
-        "request starts both (under 1.5 minutes, answered 503 meanwhile, which Metaflow retries); a new stack only: an "
-        "existing database is not converted",
+        "request starts both (about 1.5 minutes at worst, answered 503 meanwhile, which Metaflow retries); a new "
+        "stack only: an existing database is not converted",
     )
     idle_minutes: Annotated[int, BeforeValidator(parse_int), Field(ge=5, le=1440)] = setting(
         15,
