@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
+from .lambdas.waker import READY_PROBE_PATH
 from .policies import read_secret_and_write_logs
 
 API_KEY_HEADER = "x-api-key"
@@ -39,12 +40,22 @@ class EndpointArgs:
 
 
 @dataclass(frozen=True)
+class ReadyProbe:
+    """With scale to zero: the waker's way to ask the task for `/ping` exactly as clients reach it."""
+
+    url: pulumi.Output[str]
+    route_arn: pulumi.Output[str]
+    """What `execute-api:Invoke` names to allow the one route."""
+
+
+@dataclass(frozen=True)
 class Endpoint:
     url: pulumi.Output[str]
     api: aws.apigatewayv2.Api
     route: aws.apigatewayv2.Route
     service_integration: aws.apigatewayv2.Integration
     waker_integration: aws.apigatewayv2.Integration | None
+    probe: ReadyProbe | None
 
 
 def log_group(owner: Component, purpose: str) -> aws.cloudwatch.LogGroup:
@@ -129,17 +140,7 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
     link = aws.apigatewayv2.VpcLink(
         name, subnet_ids=args.subnet_ids, security_group_ids=[args.security_group_id], opts=owner.child()
     )
-    integration = aws.apigatewayv2.Integration(
-        name,
-        api_id=api.id,
-        integration_type="HTTP_PROXY",
-        integration_method="ANY",
-        connection_type="VPC_LINK",
-        connection_id=link.id,
-        integration_uri=args.discovery_service_arn,
-        payload_format_version="1.0",
-        opts=owner.child(),
-    )
+    integration = _to_the_service(owner, name, api, link, args.discovery_service_arn, "ANY")
     function = _authorizer_function(owner, args)
     authorizer = aws.apigatewayv2.Authorizer(
         owner.named("api-key"),
@@ -155,8 +156,9 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
     allow_api_to_invoke(
         owner, "authorizer", function, pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id)
     )
-    waker_integration = None
+    waker_integration = probe = None
     if args.waker_function_arn is not None:
+        probe = _ready_probe(owner, link, args.discovery_service_arn)
         # Named by ARN, not by the function resource: the function's settings name the route, which needs this.
         waker_integration = aws.apigatewayv2.Integration(
             owner.named("waker"),
@@ -182,7 +184,62 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
     # account's API Gateway limits still apply, and requests without the key never pass.
     stage = aws.apigatewayv2.Stage(name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child())
     url = pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0])
-    return Endpoint(url, api, route, integration, waker_integration)
+    return Endpoint(url, api, route, integration, waker_integration, probe)
+
+
+def _to_the_service(
+    owner: Component,
+    name: str,
+    api: aws.apigatewayv2.Api,
+    link: aws.apigatewayv2.VpcLink,
+    discovery_service_arn: pulumi.Input[str],
+    method: str,
+    request_parameters: dict[str, str] | None = None,
+) -> aws.apigatewayv2.Integration:
+    """An integration through the VPC link to the tasks Cloud Map lists."""
+    return aws.apigatewayv2.Integration(
+        name,
+        api_id=api.id,
+        integration_type="HTTP_PROXY",
+        integration_method=method,
+        connection_type="VPC_LINK",
+        connection_id=link.id,
+        integration_uri=discovery_service_arn,
+        payload_format_version="1.0",
+        request_parameters=request_parameters,
+        opts=owner.child(),
+    )
+
+
+def _ready_probe(
+    owner: Component, link: aws.apigatewayv2.VpcLink, discovery_service_arn: pulumi.Input[str]
+) -> ReadyProbe:
+    """An API of its own on the same VPC link and Cloud Map service, with one IAM-authorized route to `/ping`:
+    the waker's probe travels the clients' way to the task, without counting among the main API's requests
+    (which decide when the service is idle) and without a path the metadata service might one day use."""
+    name = owner.named("ready-probe")
+    api = aws.apigatewayv2.Api(
+        name,
+        protocol_type="HTTP",
+        description="Metaflow metadata service: the waker's readiness probe",
+        opts=owner.child(),
+    )
+    integration = _to_the_service(
+        owner, name, api, link, discovery_service_arn, "GET", request_parameters={"overwrite:path": "/ping"}
+    )
+    aws.apigatewayv2.Route(
+        name,
+        api_id=api.id,
+        route_key=f"GET {READY_PROBE_PATH}",
+        target=pulumi.Output.concat("integrations/", integration.id),
+        authorization_type="AWS_IAM",
+        opts=owner.child(),
+    )
+    stage = aws.apigatewayv2.Stage(name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child())
+    return ReadyProbe(
+        url=pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0] + READY_PROBE_PATH),
+        route_arn=pulumi.Output.concat(api.execution_arn, "/$default/GET", READY_PROBE_PATH),
+    )
 
 
 def allow_api_to_invoke(

@@ -217,10 +217,8 @@ class MetadataService(Component):
         self.url, self.api_id = endpoint.url, endpoint.api.id
         self.waker: WakerArgs | None = waker
         """With scale to zero: the waker (the private UI's command calls it too)."""
-        if waker is not None and endpoint.waker_integration is not None:
-            declare_waker(
-                self, waker, endpoint.api, endpoint.route, endpoint.waker_integration, endpoint.service_integration
-            )
+        if waker is not None:
+            declare_waker(self, waker, endpoint)
         self.register_outputs({"url": self.url})
 
     def _api_keys(self, rotation: int) -> tuple[pulumi.Output[str], pulumi.Input[str | None]]:

@@ -1,6 +1,7 @@
 """The waker's resources (`metadata:scaleToZero`; docs/scale-to-zero.md, path D), declared as children of
-the MetadataService: the waker Lambda (`lambdas/waker.py`) and its role, the API integration that answers
-through it while the service sleeps, the once-a-minute schedule that stops an idle service, and the
+the MetadataService: the waker Lambda (`lambdas/waker.py`) and its role (the API's integrations, the one
+that answers through it while the service sleeps and the readiness probe, are the endpoint's), the
+once-a-minute schedule that stops an idle service, and the
 EventBridge rule that puts the waker in front of a task being stopped.
 """
 
@@ -14,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .base import Component
-from .endpoint import allow_api_to_invoke, log_group, python_function
+from .endpoint import Endpoint, allow_api_to_invoke, log_group, python_function
 from .policies import invoke_function_policy, waker_policy
 
 TICK_SCHEDULE = "rate(1 minute)"
@@ -56,15 +57,11 @@ def waker_function_arn(owner: Component, args: WakerArgs) -> str:
     return f"arn:{owner.partition}:lambda:{args.region}:{owner.account}:function:{args.function_name}"
 
 
-def declare_waker(
-    owner: Component,
-    args: WakerArgs,
-    api: aws.apigatewayv2.Api,
-    route: aws.apigatewayv2.Route,
-    waker_integration: aws.apigatewayv2.Integration,
-    service_integration: aws.apigatewayv2.Integration,
-) -> aws.lambda_.Function:
+def declare_waker(owner: Component, args: WakerArgs, endpoint: Endpoint) -> aws.lambda_.Function:
     """The waker function, allowed to be run by the API (on its route), the schedule and the ECS rule."""
+    api, route, waker_integration, probe = endpoint.api, endpoint.route, endpoint.waker_integration, endpoint.probe
+    if waker_integration is None or probe is None:
+        raise ValueError("the endpoint was declared without the waker's integration and probe")
     logs = log_group(owner, "waker")
     function_arn = waker_function_arn(owner, args)
     database = args.database
@@ -77,6 +74,7 @@ def declare_waker(
         logs.arn,
         database.cluster_arn if database else None,
         database.secret_arn if database else None,
+        probe.route_arn,
     ).apply(
         lambda values: waker_policy(
             partition=owner.partition,
@@ -91,6 +89,7 @@ def declare_waker(
             log_group_arn=values[5],
             database_cluster_arn=values[6],
             database_secret_arn=values[7],
+            probe_route_arn=values[8],
         )
     )
     role = owner.service_role("waker", "lambda.amazonaws.com", inline=policy)
@@ -110,7 +109,8 @@ def declare_waker(
                 "API_ID": api.id,
                 "ROUTE_ID": route.id,
                 "WAKER_INTEGRATION_ID": waker_integration.id,
-                "SERVICE_INTEGRATION_ID": service_integration.id,
+                "SERVICE_INTEGRATION_ID": endpoint.service_integration.id,
+                "PROBE_URL": probe.url,
                 "DISCOVERY_SERVICE_ID": args.discovery_service_id,
                 "IDLE_MINUTES": str(args.idle_minutes),
                 "WATCH_SECONDS": str(WATCH_SECONDS),

@@ -11,6 +11,7 @@ import pytest
 from conftest import offline, policy_of
 
 from metaflow_infra.image_mirror import MissingCopyError, _require_copy, missing_copy_message
+from metaflow_infra.lambdas.waker import READY_PROBE_PATH
 from metaflow_infra.metadata import WAKING_HEALTH_CHECK
 from metaflow_infra.offline import OfflineRun
 from metaflow_infra.scale_to_zero import TICK_SCHEDULE, WAKER_TIMEOUT_SECONDS, WATCH_SECONDS, waker_function_name
@@ -154,8 +155,12 @@ def integrations(run: OfflineRun) -> dict[str, Any]:
     return {i.name: i for i in run.of_type("aws:apigatewayv2/integration:Integration")}
 
 
+def routes(run: OfflineRun) -> dict[str, Any]:
+    return {r.name: r for r in run.of_type("aws:apigatewayv2/route:Route")}
+
+
 def test_the_route_starts_at_the_waker_and_pulumi_never_moves_it(run: OfflineRun) -> None:
-    route = run.one("aws:apigatewayv2/route:Route")
+    route = routes(run)["metaflow-metadata"]
     waker = integrations(run)["metaflow-waker"]
     assert route.inputs["routeKey"] == "$default"
     assert route.inputs["target"].startswith("integrations/metaflow-waker-")
@@ -169,13 +174,14 @@ def test_without_scale_to_zero_the_route_goes_to_the_service_and_pulumi_owns_it(
     route = dev.one("aws:apigatewayv2/route:Route")
     assert route.ignore_changes == []
     assert list(integrations(dev)) == ["metaflow-metadata"]
+    assert len(dev.of_type("aws:apigatewayv2/api:Api")) == 1, "no readiness probe without a waker"
     assert dev.of_type("aws:scheduler/schedule:Schedule") == []
 
 
 def test_the_waker_is_wired_to_this_stacks_api_route_service_and_cloud_map(run: OfflineRun) -> None:
     [waker] = [f.inputs for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
     variables = waker["environment"]["variables"]
-    route = run.one("aws:apigatewayv2/route:Route")
+    route = routes(run)["metaflow-metadata"]
     service = run.one("aws:ecs/service:Service")
     waker_integration = integrations(run)["metaflow-waker"]
     assert waker["name"] == waker_function_name("metaflow-dev") == "metaflow-dev-waker"
@@ -191,6 +197,41 @@ def test_the_waker_is_wired_to_this_stacks_api_route_service_and_cloud_map(run: 
     assert variables["SERVICE_INTEGRATION_ID"] != variables["WAKER_INTEGRATION_ID"]
     assert variables["IDLE_MINUTES"] == "15" and variables["WATCH_SECONDS"] == str(WATCH_SECONDS)
     assert waker["timeout"] == WAKER_TIMEOUT_SECONDS > WATCH_SECONDS
+
+
+def test_the_waker_probes_the_task_the_way_clients_reach_it_on_an_api_of_its_own(run: OfflineRun) -> None:
+    """Same VPC link, same Cloud Map service, the service's /ping; one IAM-authorized route only the waker may
+    call; a separate API, so its requests never count among the main API's (which decide idleness)."""
+    apis = {a.name: a for a in run.of_type("aws:apigatewayv2/api:Api")}
+    assert set(apis) == {"metaflow-metadata", "metaflow-ready-probe"}
+    probe_api, main_api = apis["metaflow-ready-probe"], apis["metaflow-metadata"]
+    probe_api_id, main_api_id = (f"{api.state['name']}-id" for api in (probe_api, main_api))  # the mocks' ids
+    probe, service = integrations(run)["metaflow-ready-probe"], integrations(run)["metaflow-metadata"]
+    assert probe.inputs["apiId"] == probe_api_id != main_api_id == service.inputs["apiId"]
+    assert probe.inputs["connectionType"] == service.inputs["connectionType"] == "VPC_LINK"
+    assert probe.inputs["connectionId"] == service.inputs["connectionId"]
+    assert probe.inputs["integrationUri"] == service.inputs["integrationUri"]  # the Cloud Map service
+    assert probe.inputs["requestParameters"] == {"overwrite:path": "/ping"}
+    route = routes(run)["metaflow-ready-probe"]
+    assert (route.inputs["apiId"], route.inputs["routeKey"]) == (probe_api_id, f"GET {READY_PROBE_PATH}")
+    assert route.inputs["target"] == f"integrations/{probe.state['name']}-id"
+    assert route.inputs["authorizationType"] == "AWS_IAM" and "authorizerId" not in route.inputs
+    stages = {s.inputs["apiId"]: s.inputs for s in run.of_type("aws:apigatewayv2/stage:Stage")}
+    assert stages[probe_api_id]["name"] == "$default" and stages[probe_api_id]["autoDeploy"] is True
+    main_routes = [r for r in routes(run).values() if r.inputs["apiId"] == main_api_id]
+    assert [r.inputs["authorizationType"] for r in main_routes] == ["CUSTOM"], "clients' routes all need the key"
+    [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
+    assert waker.inputs["environment"]["variables"]["PROBE_URL"] == probe_api.state["apiEndpoint"] + "/ready"
+    policies = {p.name: policy_of(p.inputs) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    invoking = [s for s in policies["metaflow-waker"]["Statement"] if "execute-api:Invoke" in s["Action"]]
+    assert invoking == [
+        {
+            "Sid": "ProbeTheTaskAsClientsReachIt",
+            "Effect": "Allow",
+            "Action": ["execute-api:Invoke"],
+            "Resource": [probe_api.state["executionArn"] + "/$default/GET/ready"],
+        }
+    ]
 
 
 def test_idle_minutes_reach_the_waker() -> None:
@@ -236,7 +277,7 @@ def test_the_waker_may_touch_only_this_service_and_this_route(run: OfflineRun) -
     statements = {s["Sid"]: s for s in policies["metaflow-waker"]["Statement"]}
     service = run.one("aws:ecs/service:Service")
     cluster = service.inputs["cluster"].rsplit("/", 1)[-1]
-    route = run.one("aws:apigatewayv2/route:Route")
+    route = routes(run)["metaflow-metadata"]
     assert statements["StartAndStopTheService"]["Resource"] == [
         f"arn:aws:ecs:us-east-1:123456789012:service/{cluster}/{service.state['name']}"
     ]

@@ -124,10 +124,10 @@ def worst() -> dict[str, float]:
     return {stage.id: stage.worst for stage in wake_stages()}
 
 
-def test_the_documented_stages_give_a_28_to_92_second_wake_and_122_without_the_data_api() -> None:
-    assert [best_wake_seconds(), worst_wake_seconds()] == [28.5, 92]
-    assert [best_wake_seconds(data_api=False), worst_wake_seconds(data_api=False)] == [43.5, 122]
-    assert len(wake_stages()) == 9 and all(stage.source and stage.best <= stage.worst for stage in wake_stages())
+def test_the_documented_stages_give_a_29_to_93_second_wake_and_123_without_the_data_api() -> None:
+    assert [best_wake_seconds(), worst_wake_seconds()] == [28.6, 93]
+    assert [best_wake_seconds(data_api=False), worst_wake_seconds(data_api=False)] == [43.6, 123]
+    assert len(wake_stages()) == 10 and all(stage.source and stage.best <= stage.worst for stage in wake_stages())
 
 
 def test_the_database_resumes_beside_the_task_start_and_off_its_critical_path() -> None:
@@ -141,15 +141,15 @@ def test_the_database_resumes_beside_the_task_start_and_off_its_critical_path() 
     assert (ends["resume"], ends["start"]) == (36, 70)
     assert wake_seconds({**worst(), "resume": 0.0}) == worst_wake_seconds()
     # An instant start leaves the resume as the longer branch.
-    assert wake_seconds({**worst(), "start": 0.0}) == ends["resume"] + 3 + 8 + 1 + 10
+    assert wake_seconds({**worst(), "start": 0.0}) == ends["resume"] + 3 + 8 + 1 + 1 + 10
 
 
-def test_the_documented_worst_case_misses_the_90_second_goal_by_two_seconds() -> None:
-    """Said plainly in docs/scale-to-zero.md: a task start 2 s faster at worst than others' measurement would
+def test_the_documented_worst_case_misses_the_90_second_goal_by_three_seconds() -> None:
+    """Said plainly in docs/scale-to-zero.md: a task start 3 s faster at worst than others' measurement would
     meet it; where the stack has no Data API the migrator resumes the database after the start, 30 s more."""
     assert best_wake_seconds() <= WAKE_GOAL_SECONDS < worst_wake_seconds()
     stages = {stage.id: stage for stage in wake_stages()}
-    assert wake_seconds({**worst(), "start": stages["start"].worst - 2}) == WAKE_GOAL_SECONDS
+    assert wake_seconds({**worst(), "start": stages["start"].worst - 3}) == WAKE_GOAL_SECONDS
     assert worst_wake_seconds(data_api=False) == worst_wake_seconds() + 30
 
 
@@ -157,11 +157,11 @@ def test_the_documented_worst_case_misses_the_90_second_goal_by_two_seconds() ->
     "start_delay, outcome",
     [
         (15, "ok"),
-        (28.5, "ok"),  # the documented best case
+        (28.6, "ok"),  # the documented best case
         (90, "ok"),
-        (92, "ok"),  # the documented worst case
+        (93, "ok"),  # the documented worst case
         (127, "ok"),  # the 8th attempt
-        (122, "ok"),  # the documented worst case where the stack has no Data API
+        (123, "ok"),  # the documented worst case where the stack has no Data API
         (255, "ok"),  # the 9th and last attempt
         (256, "failed: ServiceException"),
     ],
@@ -178,7 +178,7 @@ def test_start_delays_the_profile_outlasts_and_the_first_it_does_not(
 
 def test_the_profile_covers_the_worst_wake_with_margin(client: Any) -> None:
     """The last attempt comes at least 60% later than the documented worst-case wake needs, with the Data API
-    (more than twice: 255 s for 92 s) or without it (255 s for 122 s)."""
+    (more than twice: 255 s for 93 s) or without it (255 s for 123 s)."""
     wake = Wake(one_stage(float("inf")))
     assert client(wake).startswith("failed")
     last_attempt = wake.attempts[-1]
@@ -220,7 +220,7 @@ def test_the_model_resumes_the_database_while_the_task_starts(client: Any) -> No
     client(wake)
     assert wake.tasks == [(0.0, 0), (3, 1)]
     assert wake.database == [(0.0, "paused"), (3 + 3 + 30, "available")]  # waker, watcher, resume
-    assert wake.routed_at == worst_wake_seconds() == 3 + 5 + 62 + 3 + 8 + 1 + 10
+    assert wake.routed_at == worst_wake_seconds() == 3 + 5 + 62 + 3 + 8 + 1 + 1 + 10
 
 
 def test_without_the_data_api_the_migrators_connection_resumes_it_after_the_pull(client: Any) -> None:

@@ -9,12 +9,19 @@ import datetime
 import functools
 import itertools
 import json
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.validate import ParamValidator, validate_parameters
 from moto import mock_aws
@@ -101,6 +108,18 @@ class World:
     slept: list[float] = field(default_factory=list)
     database: str = "paused"
     """The Aurora database as the Data API finds it: paused, resuming, available, or an error code it answers."""
+    link_failures: list[int | None] = field(default_factory=list)
+    """What the probe gets instead of the task's answer, one per probe, while AWS rebuilds an inactive VPC link
+    (None: no answer at all)."""
+
+    def probe(self, url: str) -> int | None:
+        """API Gateway's way to the task: 200 from a task ECS and Cloud Map see ready, once the link carries."""
+        assert url == self.config.probe_url
+        self.calls.append("probe")
+        if self.link_failures:
+            return self.link_failures.pop(0)
+        ready = [t for t in self.tasks if t.last_status == "RUNNING" and t.health == "HEALTHY"]
+        return 200 if ready else 503
 
     def desired(self) -> int:
         return self.ecs.describe_services(cluster=self.config.cluster, services=[self.config.service])["services"][0][
@@ -232,6 +251,7 @@ def world(account: Account) -> World:
         database_cluster_arn=CLUSTER_ARN,
         database_secret_arn=SECRET_ARN,
         database_name="metaflow",
+        probe_url="https://pr0be1d.execute-api.us-east-1.amazonaws.com/ready",
     )
     calls: list[str] = []
     state: dict[str, World] = {}
@@ -288,6 +308,7 @@ def world(account: Account) -> World:
         servicediscovery=ModelChecked("servicediscovery", {}, calls, account.servicediscovery),
         lambda_=ModelChecked("lambda", {"invoke": invoke}, calls),
         rds_data=ModelChecked("rds-data", {"execute_statement": execute_statement}, calls),
+        probe=lambda url: state["world"].probe(url),
     )
     world = World(config, aws, account.ecs, account.cloudwatch, account.servicediscovery, config.target(False), calls)
     state["world"] = world
@@ -551,9 +572,11 @@ def test_config_comes_from_the_functions_environment() -> None:
         "SERVICE_INTEGRATION_ID": "v",
         "DISCOVERY_SERVICE_ID": "srv-1",
         "IDLE_MINUTES": "30",
+        "PROBE_URL": "https://p.execute-api.us-east-1.amazonaws.com/ready",
     }
     config = Config.from_env(env)
     assert config.idle_minutes == 30 and config.drain_seconds == 45 and config.watch_seconds == 600
+    assert config.probe_url == env["PROBE_URL"]
     assert config.database_cluster_arn is None, "no Data API unless the stack turned it on"
     with_data_api = Config.from_env({**env, "DB_CLUSTER_ARN": CLUSTER_ARN, "DB_SECRET_ARN": SECRET_ARN, "DB_NAME": "m"})
     assert (with_data_api.database_cluster_arn, with_data_api.database_secret_arn) == (CLUSTER_ARN, SECRET_ARN)
@@ -609,3 +632,123 @@ def test_the_watcher_logs_how_long_each_stage_of_the_wake_took(world: World, cap
 def test_stages_ecs_gave_no_timestamp_for_are_logged_as_unknown() -> None:
     timings = waker.wake_timings({"startedAt": START}, START.timestamp() - 30, START.timestamp() + 10)
     assert timings == {"scheduled": None, "pull": None, "taskStart": None, "toReady": 10.0, "wake": 40.0}
+
+
+def test_the_watcher_keeps_the_waker_in_front_until_the_probe_through_the_api_answers(world: World) -> None:
+    """ECS and Cloud Map see a ready task, but API Gateway's way to it (a VPC link AWS rebuilds after 60 days
+    without traffic) fails: clients keep getting the waker's 503, which they retry, never those failures."""
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.link_failures = [None, 500, 504, None]  # the watcher's first probe, then three polls
+    original_sleep = world.sleep
+
+    def sleep_checking(seconds: float) -> None:
+        assert not world.on_service(), "routed before a probe through the API answered 200"
+        original_sleep(seconds)
+
+    world.sleep = sleep_checking  # type: ignore[method-assign]
+    assert world.run({"action": "watch"}) == "switched"
+    assert world.on_service() and world.slept == [1.0, 1.0, 1.0]
+    assert world.calls.count("probe") == 5
+    assert world.calls.index("update_route") > len(world.calls) - 1 - world.calls[::-1].index("probe")
+
+
+def test_the_watcher_sends_traffic_through_the_link_before_the_task_has_started(world: World) -> None:
+    """An inactive VPC link is rebuilt on traffic: the watcher's first probe starts that beside the task's start
+    and the database's resume (its answer, 503 here with no task, is not waited for)."""
+    world.run(HTTP_REQUEST)
+    world.calls.clear()
+    original_sleep = world.sleep
+
+    def sleep_then_start(seconds: float) -> None:
+        original_sleep(seconds)
+        if not world.tasks:
+            world.task_ready()
+
+    world.sleep = sleep_then_start  # type: ignore[method-assign]
+    assert world.run({"action": "watch"}) == "switched"
+    assert world.calls[:2] == ["execute_statement", "probe"]
+    assert world.calls.index("probe") < world.calls.index("list_instances")
+
+
+def test_neither_a_request_nor_a_tick_routes_to_a_task_the_probe_cannot_reach(world: World) -> None:
+    world.set_desired(1)
+    world.task_ready()
+    world.link_failures = [502, None]
+    assert world.run(HTTP_REQUEST)["statusCode"] == 503
+    assert world.run({"action": "tick"}) == "starting"
+    assert not world.on_service() and "update_route" not in world.calls
+    assert world.run({"action": "tick"}) == "switched"
+    assert world.on_service()
+
+
+class Probed(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        server: Any = self.server
+        server.seen.append((self.path, dict(self.headers.items())))
+        time.sleep(server.delay)
+        self.send_response(server.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def probed() -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Probed)
+    server.seen, server.status, server.delay = [], 200, 0.0
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_probe_is_signed_for_api_gateway_with_the_functions_own_credentials(
+    probed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Lambda gives them: keys and a session token in the environment. botocore's signer, given the same
+    credentials, must compute the signature the probe sent, for service execute-api in the function's region."""
+    key, secret, token = "AKIDPROBE", "probe-secret", "probe-session-token"
+    for name, value in (("AWS_ACCESS_KEY_ID", key), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_SESSION_TOKEN", token)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    url = f"http://127.0.0.1:{probed.server_address[1]}{waker.READY_PROBE_PATH}"
+    assert waker.signed_get(url) == 200
+    [(path, headers)] = probed.seen
+    assert path == "/ready"
+    scheme, _, fields = headers["Authorization"].partition(" ")
+    parts = dict(field.strip().split("=", 1) for field in fields.split(","))
+    assert scheme == "AWS4-HMAC-SHA256"
+    assert parts["Credential"] == f"{key}/{headers['X-Amz-Date'][:8]}/eu-west-1/execute-api/aws4_request"
+    signed = parts["SignedHeaders"].split(";")
+    assert {"host", "x-amz-date", "x-amz-security-token"} <= set(signed)
+    assert headers["X-Amz-Security-Token"] == token
+    request = AWSRequest(method="GET", url=url, headers={k: v for k, v in headers.items() if k.lower() in signed})
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(Credentials(key, secret, token), "execute-api", "eu-west-1")
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    assert parts["Signature"] == expected
+
+
+@pytest.mark.parametrize("status", [403, 500, 503, 504])
+def test_the_probe_answers_the_status_it_got(probed: Any, status: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDPROBE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "probe-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    probed.status = status
+    assert waker.signed_get(f"http://127.0.0.1:{probed.server_address[1]}/ready") == status
+
+
+def test_a_probe_nobody_answers_in_time_or_at_all_is_none(probed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDPROBE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "probe-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(waker, "PROBE_TIMEOUT_SECONDS", 0.1)
+    probed.delay = 0.5
+    assert waker.signed_get(f"http://127.0.0.1:{probed.server_address[1]}/ready") is None
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert waker.signed_get(f"http://127.0.0.1:{port}/ready") is None

@@ -4,8 +4,10 @@ Lambda's Python runtime (boto3 included). docs/scale-to-zero.md explains the des
 
 The route is the switch. While it targets this function, every authorized request lands here and gets a
 503 — the one answer Metaflow's client always retries — and starts the service. It targets the service's
-VPC-link integration only while a task is RUNNING, HEALTHY and registered in Cloud Map, so no request ever
-meets an empty Cloud Map service (whose answer AWS does not document). One function, five events:
+VPC-link integration only while a task is RUNNING, HEALTHY and registered in Cloud Map, and has answered a
+probe sent the way clients' requests go (API Gateway, the VPC link, Cloud Map, the task), so no request ever
+meets an empty Cloud Map service or a VPC link AWS is still rebuilding (answers AWS does not document). One
+function, five events:
 
 - an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503;
 - `{"action": "watch"}` (started by a wake, asynchronously): resume the paused database through the RDS Data
@@ -28,6 +30,8 @@ import json
 import logging
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,11 @@ _log = logging.getLogger(__name__)
 _log.setLevel(logging.INFO)
 
 RETRY_AFTER_SECONDS = 5
+READY_PROBE_PATH = "/ready"
+"""The one route of the probe API: IAM-authorized (only the waker may call it) and sent to the service's `/ping`
+through the same VPC link and Cloud Map service as every client request. An API of its own, so that probes
+never count among the requests that keep the service awake."""
+PROBE_TIMEOUT_SECONDS = 3.0
 WAKING_BODY = json.dumps(
     {"message": "The Metaflow metadata service is starting (scale to zero); retry in a few seconds."}
 )
@@ -62,6 +71,8 @@ class Config:
     connects after the image pull."""
     database_secret_arn: str | None = None
     database_name: str | None = None
+    probe_url: str = ""
+    """The probe API's READY_PROBE_PATH: a task is routed to only once a probe through it answers 200."""
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Config:
@@ -79,6 +90,7 @@ class Config:
             database_cluster_arn=env.get("DB_CLUSTER_ARN"),
             database_secret_arn=env.get("DB_SECRET_ARN"),
             database_name=env.get("DB_NAME"),
+            probe_url=env["PROBE_URL"],
         )
 
     def target(self, to_service: bool) -> str:
@@ -95,6 +107,9 @@ class Clients:
     servicediscovery: Any
     lambda_: Any
     rds_data: Any
+    probe: Callable[[str], int | None]
+    """GETs a URL signed with the function's own credentials (the probe API's route takes IAM authorization):
+    the status it answers, None when it could not be reached."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,39 @@ def service_state(aws: Clients, config: Config) -> ServiceState:
     return ServiceState(desired, ready, min(starts) if starts else None, tuple(tasks))
 
 
+def signed_get(url: str) -> int | None:
+    """The probe: a GET signed for API Gateway (SigV4, service `execute-api`) with the function's credentials."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    session = boto3.Session()
+    request = AWSRequest(method="GET", url=url)
+    SigV4Auth(session.get_credentials().get_frozen_credentials(), "execute-api", session.region_name).add_auth(request)
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=dict(request.headers.items())), timeout=PROBE_TIMEOUT_SECONDS
+        ) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:  # refused, reset, timed out (URLError and TimeoutError are OSErrors)
+        return None
+
+
+def routable(aws: Clients, config: Config, state: ServiceState) -> bool:
+    """A ready task that answers through API Gateway's way to it. ECS's health check and Cloud Map's listing
+    say the task serves; only a request through API Gateway and the VPC link says clients will reach it (a link
+    unused for 60 days is rebuilt on its next traffic, failing requests meanwhile with answers AWS does not
+    document). Nothing but a 200 counts."""
+    if not state.ready():
+        return False
+    status = aws.probe(config.probe_url)
+    if status != 200:
+        _log.info("a task is ready but the probe through the API answered %s; the waker stays in front", status)
+    return status == 200
+
+
 def route_on_service(aws: Clients, config: Config) -> bool:
     target = aws.apigatewayv2.get_route(ApiId=config.api_id, RouteId=config.route_id).get("Target")
     return target == config.target(True)
@@ -159,7 +207,7 @@ def wake(aws: Clients, config: Config, function_arn: str) -> str:
         start_watcher(aws, function_arn)
         _log.info("service started")
         return "starting"
-    if state.ready():  # a watcher was lost, or the route was switched away from a serving task
+    if routable(aws, config, state):  # a watcher was lost, or the route was switched away from a serving task
         switch_route(aws, config, to_service=True)
         return "ready"
     return "starting"
@@ -222,11 +270,14 @@ def watch(aws: Clients, config: Config, clock: Callable[[], float], sleep: Calla
     started = clock()
     deadline = started + config.watch_seconds
     resume_database(aws, config)
+    # Traffic through the VPC link while the task starts: a link gone inactive (60 days without traffic) is
+    # rebuilt on traffic, so the rebuild runs beside the task's start. The answer does not matter yet.
+    aws.probe(config.probe_url)
     while True:
         state = service_state(aws, config)
         if state.desired == 0:
             return "stopped"
-        if state.ready():
+        if routable(aws, config, state):
             switch_route(aws, config, to_service=True)
             [task] = [t for t in state.tasks if t["taskArn"] == state.ready_tasks[0]]
             _log.info("wake timings %s", json.dumps(wake_timings(task, started, clock())))
@@ -264,7 +315,7 @@ def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[
     up_long_enough = state.up_since is not None and now - state.up_since >= window
     idle = up_long_enough and requests_since(aws, config, now - window, now) == 0
     if not on_service:
-        if state.ready():
+        if routable(aws, config, state):
             switch_route(aws, config, to_service=True)
             return "switched"
         if not idle:
@@ -349,6 +400,7 @@ def _aws() -> Clients:
                 for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda")
             ),
             rds_data=boto3.client("rds-data", config=once),
+            probe=signed_get,
         )
     return _clients
 
