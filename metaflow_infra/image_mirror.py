@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_aws as aws
@@ -88,17 +88,22 @@ class ImageMirror(Component):
             self.named("image-mirror"),
             function_name=function.name,
             input=repository.name.apply(lambda repository_name: copy_request(args.image, repository_name)),
-            opts=self.child(self.role_policies["image-mirror"]),
+            # A new repository (one a future change of its settings replaces) starts empty: copy again.
+            opts=self.child(self.role_policies["image-mirror"], replace_with=[repository]),
         )
         answer = copy.result.apply(json.loads)
         answer.apply(_warn_if_too_large)
         # Pulumi runs the copy only when it creates the invocation (AWS is never read back): a copy deleted
         # since, by hand or with its repository, would leave every wake without an image. Every preview and
-        # `pulumi up` looks for it, once the copy has answered.
-        listed = aws.ecr.get_images_output(
-            repository_name=pulumi.Output.all(repository.name, answer).apply(lambda values: values[0]),
-            opts=pulumi.InvokeOutputOptions(parent=self),
+        # `pulumi up` looks for the repository and then the copy, once the copy has answered (the first
+        # `pulumi up` creates both). Listing repositories never fails on a missing one, as listing its images would.
+        repositories = aws.ecr.get_repositories_output(
+            region=answer.apply(lambda _: cast(str | None, None)), opts=pulumi.InvokeOutputOptions(parent=self)
         )
+        present = pulumi.Output.all(repository.name, repositories.names, copy.urn).apply(
+            lambda values: _require_repository(values[0], values[1], values[2])
+        )
+        listed = aws.ecr.get_images_output(repository_name=present, opts=pulumi.InvokeOutputOptions(parent=self))
         pulumi.Output.all(repository.name, answer, listed.image_ids, copy.urn).apply(
             lambda values: _require_copy(values[0], values[1]["digest"], [_digest_of(i) for i in values[2]], values[3])
         )
@@ -116,8 +121,8 @@ def copy_request(image: str, repository: str) -> str:
     return json.dumps({"image": image, "repository": repository})
 
 
-class MissingCopyError(Exception):
-    """The image copy the tasks name is no longer in its repository."""
+class MissingCopyError(pulumi.RunError):
+    """The image copy the tasks name is no longer in its repository (a RunError: reported without a traceback)."""
 
 
 def missing_copy_message(repository: str, digest: str, present: list[str], invocation_urn: str) -> str | None:
@@ -128,6 +133,23 @@ def missing_copy_message(repository: str, digest: str, present: list[str], invoc
         f"`pulumi up` made it?), and wakes cannot start the service without it: copy it again with "
         f"`pulumi up --replace '{invocation_urn}'`"
     )
+
+
+def missing_repository_message(repository: str, names: list[str], invocation_urn: str) -> str | None:
+    if repository in names:
+        return None
+    return (
+        f"ECR repository {repository}, which holds the metadata-service image copy, is gone (deleted since "
+        "`pulumi up` made it?), and wakes cannot start the service without it: let Pulumi see that with "
+        f"`pulumi refresh`, then create it and copy the image again with `pulumi up --replace '{invocation_urn}'`"
+    )
+
+
+def _require_repository(repository: str, names: list[str], invocation_urn: str) -> str:
+    message = missing_repository_message(repository, names, invocation_urn)
+    if message:
+        raise MissingCopyError(message)
+    return repository
 
 
 def _require_copy(repository: str, digest: str, present: list[str], invocation_urn: str) -> None:

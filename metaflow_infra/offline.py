@@ -22,7 +22,7 @@ from typing import Any
 import pulumi
 import pulumi_aws
 from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime.settings import ROOT
+from pulumi.runtime.settings import ROOT, SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 from pydantic.alias_generators import to_camel
@@ -110,6 +110,8 @@ class DeclaredResource:
     protect: bool = False
     retain_on_delete: bool = False
     ignore_changes: list[str] = field(default_factory=list)
+    replace_with: list[str] = field(default_factory=list)
+    """URNs whose replacement replaces this resource too (`ResourceOptions.replace_with`)."""
 
     @property
     def is_component(self) -> bool:
@@ -268,6 +270,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":  # the commercial regions' form
             name = next(f for f in a["filters"] if f["name"] == "service-name")["values"][0]
             return {"serviceName": name, "serviceType": a["serviceType"], "id": name}
+        if token == "aws:ecr/getRepositories:getRepositories":
+            return {"names": sorted(self.images), "id": self.region}
         if token == "aws:ecr/getImages:getImages":
             ids = [{"imageDigest": digest, "imageTag": ""} for digest in self.images.get(a["repositoryName"], [])]
             return {"repositoryName": a["repositoryName"], "imageIds": ids, "id": a["repositoryName"]}
@@ -376,6 +380,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     protect=bool(request.protect),
                     retain_on_delete=bool(request.retainOnDelete),
                     ignore_changes=list(request.ignoreChanges),
+                    replace_with=list(request.replace_with),
                 )
             )
         return response
@@ -520,6 +525,16 @@ def run_offline(
         with _collector_paused():
             _sync_await(run_pulumi_func(lambda: _sync_await(declare_and_resolve())))
     finally:
+        # A run the program failed leaves registrations and applies pending, and Pulumi's process-wide lists
+        # of outputs and RPCs still naming them (the next run in this process would wait on them, on this closed
+        # loop): they are cancelled here and the lists emptied.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        process_wide: Any = SETTINGS  # its context properties are invisible to type checkers
+        process_wide.outputs.clear()
+        process_wide.rpc_manager.clear()
         loop.run_until_complete(loop.shutdown_default_executor())
         monitor.close_thread_loops()
         loop.close()

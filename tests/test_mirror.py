@@ -4,9 +4,11 @@ uploads check part order and compute digests from the bytes. No network beyond 1
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -103,6 +105,9 @@ class FakeRegistry:
     """Statuses the token endpoint answers first."""
     corrupt: set[str] = field(default_factory=set)
     """Blobs served with one byte changed."""
+    breaks: list[str] = field(default_factory=list)
+    """How the next manifests and blobs are broken off, in order: "close" (the connection closes before any
+    answer) or "short" (half the body, then the connection closes)."""
     serve_single_manifest: bool = False
     blob_host: str = ""
 
@@ -138,6 +143,24 @@ def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def deliver(self, body: bytes, headers: dict[str, str] | None = None) -> None:
+            """A 200 with its body, unless the next break says otherwise."""
+            kind = fake.breaks.pop(0) if fake.breaks else None
+            if kind == "close":
+                self.close_connection = True
+                return
+            if kind == "short":
+                self.send_response(200)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.answer(200, body, headers)
+
         def challenge(self) -> str:
             realm = f"http://{self.headers['Host']}/token"
             return f'Bearer realm="{realm}",service="registry.test",scope="repository:{NAME}:pull"'
@@ -147,7 +170,7 @@ def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
             fake.requests.append((self.path, self.headers.get("Authorization")))
             if role == "cdn":
                 data = fake.blob(url.path.rsplit("/", 1)[-1])
-                return self.answer(200 if data else 404, data or b"")
+                return self.deliver(data) if data else self.answer(404)
             if url.path == "/token":
                 if fake.token_failures:
                     return self.answer(fake.token_failures.pop(0))
@@ -170,7 +193,7 @@ def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
                 body, media_type = fake.manifests()[reference]
                 if media_type not in self.headers.get("Accept", ""):
                     return self.answer(404)  # a registry serves only a form the client says it reads
-                return self.answer(200, body, {"Content-Type": f"{media_type}; charset=utf-8"})
+                return self.deliver(body, {"Content-Type": f"{media_type}; charset=utf-8"})
             if kind == "blobs" and fake.blob(reference) is not None:
                 # Docker Hub sends blobs from a CDN with a signed URL; the token must not follow.
                 return self.answer(307, b"", {"Location": f"{fake.blob_host}/signed/{reference}?sig=abc"})
@@ -237,6 +260,14 @@ def small_parts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 def big_image(seed: bytes = b"base", part: int = PART) -> Image:
     # Three parts (2.3 times the part size) and a small layer of one.
     return Image(layers=[hashlib.sha256(seed).digest() * (23 * part // 320), b"small layer " + seed])
+
+
+@dataclass
+class LambdaContext:
+    remaining_ms: int
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 def test_the_copy_keeps_the_manifest_bytes_so_ecr_gives_the_sources_digest(fake: FakeRegistry, ecr: Any) -> None:
@@ -443,7 +474,7 @@ def test_the_handler_copies_the_image_its_event_names(
     image = fake.tags["v2.5.1"] = big_image()
     host = fake.registry_url.removeprefix("http://")  # type: ignore[attr-defined]
     event = {"image": f"{host}/{NAME}:v2.5.1", "repository": REPOSITORY}
-    assert mirror.handler(event, None) == {
+    assert mirror.handler(event, LambdaContext(900_000)) == {
         "digest": image.digest,
         "compressedBytes": image.size,
         "copiedBytes": image.size,
@@ -606,11 +637,14 @@ def test_an_expired_token_is_fetched_again_once(fake: FakeRegistry, ecr: Any) ->
     assert sum(1 for path, _ in fake.requests if path.startswith("/token")) == 1
 
 
-def test_a_token_refused_twice_in_a_row_is_a_refusal(fake: FakeRegistry, ecr: Any) -> None:
+def test_a_401_to_a_token_just_fetched_is_a_refusal_not_a_loop(fake: FakeRegistry, ecr: Any) -> None:
+    """One token fetch per request: after the challenge's, a second 401 ends the copy."""
     fake.tags["v2.5.1"] = big_image()
     fake.failures_after_token = [(401, {}), (401, {})]
     with pytest.raises(MirrorError, match="answered HTTP 401"):
         run(fake, ecr)
+    assert len([path for path, _ in fake.requests if path.startswith("/token")]) == 1
+    assert len(fake.failures_after_token) == 1, "the request was not sent a third time"
 
 
 def test_the_challenge_costs_no_retry(fake: FakeRegistry, ecr: Any) -> None:
@@ -668,9 +702,14 @@ def test_an_index_served_for_a_digest_must_have_that_digest(fake: FakeRegistry, 
         run(fake, ecr, tag=wrong)
 
 
-def test_an_image_pinned_by_its_index_digest_is_copied(fake: FakeRegistry, ecr: Any) -> None:
+def test_an_image_pinned_by_its_index_digest_is_copied_untagged(fake: FakeRegistry, ecr: Any) -> None:
     image = fake.tags["v2.5.1"] = big_image()
-    assert run(fake, ecr, tag=digest(image.index))["digest"] == image.digest
+    source = parse_reference(f"registry.test/{NAME}@{digest(image.index)}")
+    assert source.tag is None
+    registry = Registry(fake.registry_url, NAME, sleep=lambda _: None)  # type: ignore[attr-defined]
+    assert mirror.mirror(registry, source, ecr, REPOSITORY)["digest"] == image.digest
+    [stored] = ecr.describe_images(repositoryName=REPOSITORY)["imageDetails"]
+    assert stored["imageDigest"] == image.digest and "imageTags" not in stored
 
 
 def test_a_run_beside_this_one_putting_the_image_first_is_no_failure(fake: FakeRegistry, ecr: Any) -> None:
@@ -698,3 +737,70 @@ def test_a_run_beside_this_one_putting_the_image_first_is_no_failure(fake: FakeR
     raced = Raced(ecr)
     assert run(fake, raced)["digest"] == image.digest
     assert [args.get("imageTag") for name, args in raced.calls if name == "put_image"] == ["v2.5.1", None]
+
+
+def test_a_connection_dropped_before_the_answer_is_tried_again(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = big_image()
+    fake.breaks = ["close", "close"]  # the index, then the same request again
+    sleeps: list[float] = []
+    assert run(fake, ecr, sleeps=sleeps)["digest"] == image.digest
+    assert sleeps == [1.0, 2.0]
+
+
+def test_a_body_cut_short_is_fetched_again_into_a_new_upload(fake: FakeRegistry, ecr: Any) -> None:
+    """The manifest's read and a blob's stream break after the answer began: past urlopen, so the request and
+    its reading are repeated together; the half-sent blob is never completed in ECR."""
+    image = fake.tags["v2.5.1"] = big_image()
+    fake.breaks = ["short", "", "", "short"]  # the index; the manifest and the config; the big layer
+    recorder = Recorder(ecr)
+    sleeps: list[float] = []
+    assert run(fake, recorder, sleeps=sleeps)["digest"] == image.digest
+    assert sleeps == [1.0, 1.0]
+    uploads = [name for name, _ in recorder.calls if name == "initiate_layer_upload"]
+    completed = [args["layerDigests"] for name, args in recorder.calls if name == "complete_layer_upload"]
+    assert len(uploads) == len(image.blobs) + 1
+    assert sorted(digest for batch in completed for digest in batch) == sorted(image.blobs)
+
+
+def test_a_blob_cut_off_every_time_fails_after_six_tries_and_says_so(fake: FakeRegistry, ecr: Any) -> None:
+    image = fake.tags["v2.5.1"] = Image(layers=[b"one layer" * 1000])
+    fake.breaks = ["", "", ""] + ["short"] * 6  # index, manifest and config whole; the layer never
+    layer = digest(image.layers[0])
+    with pytest.raises(MirrorError, match=f"blob {layer}: cut off 6 times"):
+        run(fake, ecr)
+
+
+def test_a_copy_that_would_outlast_the_function_stops_with_a_message(
+    fake: FakeRegistry, ecr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker Hub failing for minutes must end as our message at `pulumi up`, not as Lambda's timeout."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    fake.tags["v2.5.1"] = big_image()
+    fake.failures = [(503, {})] * 6
+    host = fake.registry_url.removeprefix("http://")  # type: ignore[attr-defined]
+    event = {"image": f"{host}/{NAME}:v2.5.1", "repository": REPOSITORY}
+    with pytest.raises(MirrorError, match="would outlast the function's run time: run `pulumi up` again later"):
+        mirror.handler(event, LambdaContext(int((mirror.TIME_MARGIN_SECONDS + 0.5) * 1000)))
+    assert len(fake.requests) == 1, "no wait longer than the time left"
+
+
+@pytest.mark.parametrize(
+    "retry_after, seconds",
+    [("7", 7.0), ("0", 1.0), ("3600", 60.0), ("soon", 4.0), (None, 4.0)],
+)
+def test_retry_after_is_kept_within_one_second_and_a_minute(retry_after: str | None, seconds: float) -> None:
+    assert Registry._wait(2, retry_after) == seconds
+
+
+def test_retry_after_may_be_an_http_date() -> None:
+    in_ten_seconds = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8.0 <= Registry._wait(0, in_ten_seconds) <= 10.0
+    assert Registry._wait(0, email.utils.formatdate(time.time() - 100, usegmt=True)) == 1.0
+
+
+def test_an_empty_blob_is_refused_by_name(fake: FakeRegistry, ecr: Any) -> None:
+    """ECR completes only uploads of at least one part of at least one byte."""
+    image = fake.tags["v2.5.1"] = Image(layers=[b""])
+    with pytest.raises(MirrorError, match=f"blob {digest(b'')} is empty"):
+        run(fake, ecr)
+    assert image.layers == [b""]

@@ -8,12 +8,12 @@ import json
 from typing import Any
 
 import pytest
-from conftest import offline, policy_of
+from conftest import TODAY, offline, policy_of, stack_config
 
 from metaflow_infra.image_mirror import MissingCopyError, _require_copy, missing_copy_message
 from metaflow_infra.lambdas.waker import READY_PROBE_PATH
 from metaflow_infra.metadata import WAKING_HEALTH_CHECK
-from metaflow_infra.offline import OfflineRun
+from metaflow_infra.offline import OfflineRun, RecordingMocks, run_offline
 from metaflow_infra.scale_to_zero import TICK_SCHEDULE, WAKER_TIMEOUT_SECONDS, WATCH_SECONDS, waker_function_name
 
 ON = {"metadata:scaleToZero": True}
@@ -408,6 +408,41 @@ def test_without_scale_to_zero_tasks_pull_the_configured_image_and_roles_get_no_
             for a in s["Action"]
         ]
         assert not any(action.startswith("ecr:") for action in actions)
+
+
+@pytest.mark.parametrize(
+    "gone, message",
+    [
+        ("copy", "is missing from ECR repository metaflow-dev/metadata-service"),
+        ("repository", "ECR repository metaflow-dev/metadata-service, which holds .* is gone"),
+    ],
+)
+def test_the_program_stops_when_the_copy_or_its_repository_is_gone(
+    gone: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real program on mocks whose ECR no longer lists the copy, or the repository: the run fails with
+    the way back, before any task could be declared to pull an image that is not there."""
+    answer = RecordingMocks._answer
+
+    def without_it(self: RecordingMocks, token: str, args: dict[str, Any]) -> dict[str, Any]:
+        result = answer(self, token, args)
+        if gone == "copy" and token == "aws:ecr/getImages:getImages":
+            return {**result, "imageIds": []}
+        if gone == "repository" and token == "aws:ecr/getRepositories:getRepositories":
+            return {**result, "names": ["someone-elses/repository"]}
+        return result
+
+    monkeypatch.setattr(RecordingMocks, "_answer", without_it)
+    with pytest.raises(MissingCopyError, match=message):
+        run_offline(stack_config("dev", ON), today=TODAY)
+    monkeypatch.undo()
+    assert run_offline(stack_config("dev", ON), today=TODAY).outputs["metaflowProfile"], "later runs are unharmed"
+
+
+def test_a_new_repository_copies_the_image_again(run: OfflineRun) -> None:
+    [repository] = run.of_type("aws:ecr/repository:Repository")
+    [copy] = run.of_type("aws:lambda/invocation:Invocation")
+    assert copy.replace_with == [repository.urn]
 
 
 def test_a_copy_deleted_since_pulumi_up_made_it_stops_the_next_preview_with_the_way_back() -> None:

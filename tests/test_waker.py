@@ -319,8 +319,12 @@ HTTP_REQUEST = {
     "version": "2.0",
     "routeKey": "$default",
     "rawPath": "/flows/HelloFlow",
-    "requestContext": {"http": {"method": "GET", "path": "/flows/HelloFlow"}},
+    "requestContext": {
+        "http": {"method": "GET", "path": "/flows/HelloFlow"},
+        "timeEpoch": int(START.timestamp() * 1000) - 2000,  # API Gateway received it 2 s before the fake clock
+    },
 }
+WOKEN_AT = START.timestamp() - 2
 
 
 def test_a_request_while_asleep_starts_one_task_and_gets_a_503_to_retry(world: World) -> None:
@@ -329,7 +333,9 @@ def test_a_request_while_asleep_starts_one_task_and_gets_a_503_to_retry(world: W
     assert response["headers"]["Retry-After"] == "5"
     assert "starting" in json.loads(response["body"])["message"]
     assert world.desired() == 1
-    assert world.invocations == [{"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch"}}]
+    assert world.invocations == [
+        {"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch", "wokenAt": WOKEN_AT}}
+    ]
     assert not world.on_service()
 
 
@@ -513,6 +519,7 @@ def stopping(task_arn: str) -> dict[str, Any]:
     return {
         "source": "aws.ecs",
         "detail-type": "ECS Task State Change",
+        "time": "2026-12-01T09:30:00Z",
         "detail": {"taskArn": task_arn, "desiredStatus": "STOPPED", "lastStatus": "RUNNING"},
     }
 
@@ -526,7 +533,10 @@ def test_a_stopping_task_puts_the_waker_in_front_and_watches_its_replacement(wor
     interrupted.desired_status = "STOPPED"  # Spot or a crash: the service still wants one task
     assert world.run(stopping(interrupted.arn)) == "replacing"
     assert not world.on_service()
-    assert world.invocations == [{"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch"}}]
+    stopped_at = datetime.datetime(2026, 12, 1, 9, 30, tzinfo=datetime.UTC).timestamp()  # the event's time
+    assert world.invocations == [
+        {"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch", "wokenAt": stopped_at}}
+    ]
 
 
 def test_a_deploy_keeps_the_route_when_the_new_task_is_ready(world: World) -> None:
@@ -613,25 +623,49 @@ def test_the_watcher_logs_how_long_each_stage_of_the_wake_took(world: World, cap
         START + 47 * second,
     )
     task.started_at = START + 57 * second
-    moments = iter([START.timestamp(), (START + 60 * second).timestamp()])  # the watcher starts; it switches
+    # The watcher starts 3 s after the request; it switches at 60 s.
+    moments = iter([(START + 3 * second).timestamp(), (START + 60 * second).timestamp()])
+    event = {"action": "watch", "wokenAt": START.timestamp()}
     with caplog.at_level("INFO", logger=waker.__name__):
-        outcome = waker.dispatch(
-            {"action": "watch"}, FUNCTION_ARN, world.aws, world.config, lambda: next(moments), world.sleep
-        )
+        outcome = waker.dispatch(event, FUNCTION_ARN, world.aws, world.config, lambda: next(moments), world.sleep)
     assert outcome == "switched"
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wake timings ")]
     assert json.loads(line.removeprefix("wake timings ")) == {
         "scheduled": 5.0,
         "pull": 40.0,
-        "taskStart": 52.0,
+        "placedAndPulled": 42.0,
+        "toRunning": 10.0,
         "toReady": 3.0,
         "wake": 60.0,
+        "outcome": "switched",
     }
+
+
+def test_a_watcher_that_gives_up_logs_how_far_the_task_got(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """The slowest wakes belong in the distribution too."""
+    world.config = dataclasses.replace(world.config, watch_seconds=3.0)
+    world.run(HTTP_REQUEST)
+    task = world.add_task("0", "PENDING", "UNKNOWN")
+    task.started_at, task.created_at = None, START + datetime.timedelta(seconds=4)
+    with caplog.at_level("INFO", logger=waker.__name__):
+        assert world.run({"action": "watch", "wokenAt": WOKEN_AT}) == "gave up"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wake timings ")]
+    timings = json.loads(line.removeprefix("wake timings "))
+    assert timings["outcome"] == "gave up" and timings["scheduled"] == 6.0 and timings["toReady"] is None
+    assert timings["wake"] == 3.0 + 2.0  # the watch's 3 s, from the request 2 s before it
 
 
 def test_stages_ecs_gave_no_timestamp_for_are_logged_as_unknown() -> None:
     timings = waker.wake_timings({"startedAt": START}, START.timestamp() - 30, START.timestamp() + 10)
-    assert timings == {"scheduled": None, "pull": None, "taskStart": None, "toReady": 10.0, "wake": 40.0}
+    assert timings == {
+        "scheduled": None,
+        "pull": None,
+        "placedAndPulled": None,
+        "toRunning": None,
+        "toReady": 10.0,
+        "wake": 40.0,
+    }
+    assert waker.wake_timings(None, START.timestamp(), START.timestamp() + 5)["wake"] == 5.0
 
 
 def test_the_watcher_keeps_the_waker_in_front_until_the_probe_through_the_api_answers(world: World) -> None:

@@ -18,7 +18,9 @@ A failure raises, and `pulumi up` shows the message.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import http.client
 import json
 import logging
 import re
@@ -29,7 +31,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from email.utils import parsedate_to_datetime
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
 
@@ -48,7 +51,10 @@ MANIFEST_TYPES = frozenset(
 )
 TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
 ATTEMPTS = 6
-"""Per registry request: waits of 1, 2, 4, 8 and 16 s (or what Retry-After asks, up to 60 s) in between."""
+"""Per registry request: waits of 1, 2, 4, 8 and 16 s (or what Retry-After asks, 1 to 60 s) in between."""
+RETRY_AFTER_CAP_SECONDS = 60.0
+TIME_MARGIN_SECONDS = 30.0
+"""Kept from the function's run time: a copy that would outlast it stops with a message instead."""
 CHECK_BATCH = 100
 """BatchCheckLayerAvailability takes at most 100 digests (botocore's ECR model)."""
 POLICY_WAIT_SECONDS = 60.0
@@ -57,6 +63,13 @@ POLICY_WAIT_SECONDS = 60.0
 
 class MirrorError(Exception):
     """The image cannot be copied; the message says why."""
+
+
+class ShortBody(Exception):
+    """A blob's body ended before its size: the connection was cut."""
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,18 +121,46 @@ class Registry:
         repository: str,
         open_url: Callable[..., Any] = urllib.request.urlopen,
         sleep: Callable[[float], None] = time.sleep,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url, self.repository = base_url.rstrip("/"), repository
-        self._open, self._sleep = open_url, sleep
+        self._open, self._sleep, self._deadline, self._clock = open_url, sleep, deadline, clock
         self._token: str | None = None
 
     def manifest(self, reference: str) -> tuple[bytes, str]:
         """The manifest's exact bytes and its media type."""
         accept = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
-        with self._get(f"/v2/{self.repository}/manifests/{reference}", accept) as response:
-            body = response.read()
-            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+
+        def fetch() -> tuple[bytes, str]:
+            with self._get(f"/v2/{self.repository}/manifests/{reference}", accept) as response:
+                return response.read(), response.headers.get("Content-Type", "").split(";")[0].strip()
+
+        body, media_type = self.again_if_cut(f"the manifest {reference}", fetch)
         return body, json.loads(body).get("mediaType") or media_type
+
+    def again_if_cut(self, what: str, action: Callable[[], T]) -> T:
+        """Run `action` (a request and the reading of its answer) again when the connection breaks once the
+        answer has begun, or its body comes short: urllib raises those as they are, past `_send`'s retries."""
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except urllib.error.HTTPError:
+                raise
+            except (http.client.HTTPException, OSError, ShortBody) as error:
+                if attempt == ATTEMPTS - 1:
+                    raise MirrorError(f"{what}: cut off {ATTEMPTS} times, the last: {error!r}") from error
+                self._pause(float(2**attempt))
+                attempt += 1
+
+    def _pause(self, seconds: float) -> None:
+        if self._deadline is not None and self._clock() + seconds > self._deadline:
+            raise MirrorError(
+                "the registry is still failing and the copy would outlast the function's run time: "
+                "run `pulumi up` again later"
+            )
+        self._sleep(seconds)
 
     @contextmanager
     def blob(self, digest: str) -> Iterator[BinaryIO]:
@@ -161,18 +202,25 @@ class Registry:
                 if error.code not in TRANSIENT_HTTP or attempt == ATTEMPTS - 1:
                     raise
                 wait = self._wait(attempt, error.headers.get("Retry-After"))
-            except (urllib.error.URLError, TimeoutError) as error:
+            except (http.client.HTTPException, OSError) as error:  # refused, reset, cut, timed out, TLS
                 if attempt == ATTEMPTS - 1:
-                    raise MirrorError(f"GET {request.full_url} failed: {error}") from error
+                    raise MirrorError(f"GET {request.full_url} failed: {error!r}") from error
                 wait = self._wait(attempt, None)
-            self._sleep(wait)
+            self._pause(wait)
             attempt += 1
 
     @staticmethod
     def _wait(attempt: int, retry_after: str | None) -> float:
-        if retry_after and retry_after.isdigit():
-            return min(float(retry_after), 60.0)
-        return float(2**attempt)
+        """Retry-After in seconds or as an HTTP date, kept within 1 to 60 s; without it, 2**attempt."""
+        seconds = None
+        if retry_after and retry_after.strip().isdigit():
+            seconds = float(retry_after)
+        elif retry_after:
+            with suppress(TypeError, ValueError):
+                seconds = (parsedate_to_datetime(retry_after) - datetime.datetime.now(datetime.UTC)).total_seconds()
+        if seconds is None:
+            return float(2**attempt)
+        return min(max(seconds, 1.0), RETRY_AFTER_CAP_SECONDS)
 
     def _fetch_token(self, header: str) -> str:
         params = _challenge(header)
@@ -264,7 +312,17 @@ def _read_part(stream: BinaryIO, size: int) -> bytes:
 
 
 def copy_blob(registry: Registry, ecr: Any, repository: str, descriptor: dict[str, Any]) -> int:
-    """Stream one blob into ECR part by part; ECR is told it is complete only if digest and size match."""
+    """Stream one blob into ECR part by part; ECR is told it is complete only if digest and size match. A
+    download cut short starts again, in a new upload."""
+    if descriptor["size"] == 0:
+        # ECR completes an upload of at least one part, and a part has at least one byte.
+        raise MirrorError(f"blob {descriptor['digest']} is empty, which ECR's layer upload cannot store")
+    return registry.again_if_cut(
+        f"blob {descriptor['digest']}", lambda: _upload_blob(registry, ecr, repository, descriptor)
+    )
+
+
+def _upload_blob(registry: Registry, ecr: Any, repository: str, descriptor: dict[str, Any]) -> int:
     digest, size = descriptor["digest"], descriptor["size"]
     upload = ecr.initiate_layer_upload(repositoryName=repository)
     part_bytes = min(int(upload.get("partSize") or PART_BYTES), PART_BYTES)
@@ -280,6 +338,8 @@ def copy_blob(registry: Registry, ecr: Any, repository: str, descriptor: dict[st
                 layerPartBlob=part,
             )
             offset += len(part)
+    if offset < size:
+        raise ShortBody(f"{offset} of {size} bytes")
     if offset != size or f"sha256:{hasher.hexdigest()}" != digest:
         raise MirrorError(f"blob {digest} arrived as {offset} bytes with digest sha256:{hasher.hexdigest()}")
     ecr.complete_layer_upload(repositoryName=repository, uploadId=upload["uploadId"], layerDigests=[digest])
@@ -333,7 +393,8 @@ def registry_url(host: str) -> str:
     return f"{'http' if loopback else 'https'}://{host}"
 
 
-def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     source = parse_reference(event["image"])
-    registry = Registry(registry_url(source.host), source.repository)
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - TIME_MARGIN_SECONDS
+    registry = Registry(registry_url(source.host), source.repository, deadline=deadline)
     return mirror(registry, source, boto3.client("ecr"), event["repository"])

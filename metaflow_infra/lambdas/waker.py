@@ -10,8 +10,9 @@ meets an empty Cloud Map service or a VPC link AWS is still rebuilding (answers 
 function, five events:
 
 - an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503;
-- `{"action": "watch"}` (started by a wake, asynchronously): resume the paused database through the RDS Data
-  API while the task starts, poll until a task is ready, then switch the route to the service;
+- `{"action": "watch", "wokenAt": <epoch seconds>}` (started by a wake, asynchronously): resume the paused
+  database through the RDS Data API while the task starts, poll until a task is ready, then switch the route
+  to the service;
 - `{"action": "tick"}` (EventBridge Scheduler, every minute): while the service serves, stop it after
   IDLE_MINUTES without a request — route to this function first, drain, then desired count 0; also repair
   a route a lost watcher never switched;
@@ -195,16 +196,18 @@ def switch_route(aws: Clients, config: Config, to_service: bool) -> None:
     _log.info("route switched to the %s", "service" if to_service else "waker")
 
 
-def start_watcher(aws: Clients, function_arn: str) -> None:
-    aws.lambda_.invoke(FunctionName=function_arn, InvocationType="Event", Payload=json.dumps({"action": "watch"}))
+def start_watcher(aws: Clients, function_arn: str, woken_at: float) -> None:
+    """`woken_at`: when the request (or event) that started the wake arrived, for the logged timings."""
+    payload = json.dumps({"action": "watch", "wokenAt": woken_at})
+    aws.lambda_.invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
 
 
-def wake(aws: Clients, config: Config, function_arn: str) -> str:
+def wake(aws: Clients, config: Config, function_arn: str, woken_at: float) -> str:
     """Ask for one task (idempotent) and watch it start; if one is ready already, route to it."""
     state = service_state(aws, config)
     if state.desired == 0:
         aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=1)
-        start_watcher(aws, function_arn)
+        start_watcher(aws, function_arn, woken_at)
         _log.info("service started")
         return "starting"
     if routable(aws, config, state):  # a watcher was lost, or the route was switched away from a serving task
@@ -240,32 +243,38 @@ def resume_database(aws: Clients, config: Config) -> str:
 WAKE_STAGES = (
     ("scheduled", None, "createdAt"),
     ("pull", "pullStartedAt", "pullStoppedAt"),
-    ("taskStart", "createdAt", "startedAt"),
+    ("placedAndPulled", "createdAt", "pullStoppedAt"),
+    ("toRunning", "pullStoppedAt", "startedAt"),
     ("toReady", "startedAt", None),
 )
-"""What the watcher logs of each wake (ECS's task timestamps, seconds), for comparing real wakes with the
-documented stages (docs/scale-to-zero.md): from the watcher's start (about the first request) to the task's
-creation, the image pull, the task's creation to its start, and its start to the route switch."""
+"""What the watcher logs of each wake (seconds, from ECS's task timestamps), to hold real wakes against the
+documented stages (docs/scale-to-zero.md): from the first request to the task's creation (the model's waker
+and schedule), the image pull, the task's creation to the pull's end (the model's start, but the container's
+own start), then to the task's RUNNING (its containers starting; ECS may count the migrator in), and from
+there to the route switch (health check, notice, probe). `wake` is the first request to the UpdateRoute call:
+all of the model's stages but the route's deployment."""
 
 
-def wake_timings(task: dict[str, Any], watch_started: float, switched: float) -> dict[str, float | None]:
-    """Seconds of each stage of WAKE_STAGES (None where ECS gave no timestamp), and the whole wake."""
+def wake_timings(task: dict[str, Any] | None, woken_at: float, switched: float) -> dict[str, Any]:
+    """Seconds of each stage of WAKE_STAGES (None where ECS gave no timestamp, or no task), and the whole wake."""
 
     def at(field: str | None, default: float) -> float | None:
         if field is None:
             return default
-        value = task.get(field)
+        value = (task or {}).get(field)
         return value.timestamp() if isinstance(value, datetime.datetime) else None
 
-    timings: dict[str, float | None] = {}
+    timings: dict[str, Any] = {}
     for name, begin, end in WAKE_STAGES:
-        first, last = at(begin, watch_started), at(end, switched)
+        first, last = at(begin, woken_at), at(end, switched)
         timings[name] = round(last - first, 1) if first is not None and last is not None else None
-    timings["wake"] = round(switched - watch_started, 1)
+    timings["wake"] = round(switched - woken_at, 1)
     return timings
 
 
-def watch(aws: Clients, config: Config, clock: Callable[[], float], sleep: Callable[[float], None]) -> str:
+def watch(
+    aws: Clients, config: Config, clock: Callable[[], float], sleep: Callable[[float], None], woken_at: float
+) -> str:
     """Resume the database, wait for a ready task, then route to it; stop waiting if the service is stopped."""
     started = clock()
     deadline = started + config.watch_seconds
@@ -280,10 +289,16 @@ def watch(aws: Clients, config: Config, clock: Callable[[], float], sleep: Calla
         if routable(aws, config, state):
             switch_route(aws, config, to_service=True)
             [task] = [t for t in state.tasks if t["taskArn"] == state.ready_tasks[0]]
-            _log.info("wake timings %s", json.dumps(wake_timings(task, started, clock())))
+            _log.info("wake timings %s", json.dumps({**wake_timings(task, woken_at, clock()), "outcome": "switched"}))
             return "switched"
         if clock() >= deadline:
             _log.warning("no ready task after %.0f s; the next request or tick looks again", config.watch_seconds)
+            # The slowest wakes count too: how far the furthest task got (the route switch is not yet).
+            progress = ("startedAt", "pullStoppedAt", "pullStartedAt", "createdAt")
+            furthest = max(state.tasks, key=lambda t: [field in t for field in progress], default=None)
+            _log.info(
+                "wake timings %s", json.dumps({**wake_timings(furthest, woken_at, clock()), "outcome": "gave up"})
+            )
             return "gave up"
         sleep(config.poll_seconds)
 
@@ -333,7 +348,15 @@ def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[
     return "stopped"
 
 
-def task_stopping(aws: Clients, config: Config, event: dict[str, Any], function_arn: str) -> str:
+def _event_time(event: dict[str, Any], default: float) -> float:
+    """An EventBridge event's `time` (ISO 8601, UTC), in epoch seconds."""
+    try:
+        return datetime.datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+    except (KeyError, AttributeError, ValueError):
+        return default
+
+
+def task_stopping(aws: Clients, config: Config, event: dict[str, Any], function_arn: str, now: float) -> str:
     """A task of the service is being stopped: keep the route only if another task is ready."""
     state = service_state(aws, config)
     if state.ready(excluding=event["detail"]["taskArn"]):
@@ -341,7 +364,7 @@ def task_stopping(aws: Clients, config: Config, event: dict[str, Any], function_
     if route_on_service(aws, config):
         switch_route(aws, config, to_service=False)
     if state.desired > 0:  # ECS replaces it (crash, Spot, deploy): route back once the new one is ready
-        start_watcher(aws, function_arn)
+        start_watcher(aws, function_arn, _event_time(event, now))
         return "replacing"
     return "waker in front"
 
@@ -364,19 +387,22 @@ def dispatch(
 ) -> Any:
     if "requestContext" in event:  # an API request reached the waker: the service is not routed to
         try:
-            wake(aws, config, function_arn)
+            # HTTP API payload 2.0: when API Gateway received the request (milliseconds).
+            arrived = event["requestContext"].get("timeEpoch")
+            wake(aws, config, function_arn, arrived / 1000 if isinstance(arrived, int | float) else clock())
         except Exception:  # the client retries a 503, never a 500: answer it whatever went wrong
             _log.exception("wake failed; answering 503 anyway")
         return waking_response()
     if event.get("source") == "aws.ecs":
-        return task_stopping(aws, config, event, function_arn)
+        return task_stopping(aws, config, event, function_arn, clock())
     action = event.get("action")
     if action == "watch":
-        return watch(aws, config, clock, sleep)
+        woken_at = event.get("wokenAt")
+        return watch(aws, config, clock, sleep, woken_at if isinstance(woken_at, int | float) else clock())
     if action == "tick":
         return tick(aws, config, datetime.datetime.fromtimestamp(clock(), datetime.UTC), sleep)
     if action == "wake":
-        return wake(aws, config, function_arn)
+        return wake(aws, config, function_arn, clock())
     raise ValueError(f"unknown event: {sorted(event)}")
 
 
