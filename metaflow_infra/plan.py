@@ -21,8 +21,9 @@ from .costs import (
     unpriced_partition,
 )
 from .offline import ACCOUNT_ID, OfflineRun, run_offline
-from .profile import SECRET_KEYS
-from .settings import ConfigError, available_presets, load_settings, presets
+from .profile import SECRET_KEYS, SERVICE_RETRY_COUNT
+from .settings import ConfigError, available_presets, data_api_regions, load_settings, presets
+from .wake import WAKE_GOAL_SECONDS, best_wake_seconds, worst_wake_seconds
 
 
 def stack_config(stack: str, directory: Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -400,6 +401,25 @@ def scale_to_zero_document(region: str) -> dict[str, Any]:
         "wakeTailUsd": comparison.wake_tail_usd,
         "idleMinutes": comparison.idle_minutes,
         "breakEvenAwakeHours": comparison.break_even_awake_hours,
+        "idleGoalUsd": IDLE_GOAL_USD,
+        "wake": wake_document(region in data_api_regions()),
+    }
+
+
+IDLE_GOAL_USD = 2.0
+"""Issue 17's goal for the idle month in us-east-1."""
+
+
+def wake_document(data_api: bool) -> dict[str, Any]:
+    """How long a first request after idle waits, by the documented stage ranges (wake.py), against the goal;
+    and what the profile's retries outlast."""
+    return {
+        "dataApi": data_api,
+        "bestSeconds": best_wake_seconds(data_api),
+        "worstSeconds": worst_wake_seconds(data_api),
+        "goalSeconds": WAKE_GOAL_SECONDS,
+        "retriesOutlastSeconds": 2 ** (SERVICE_RETRY_COUNT - 1) - 1,
+        "warmRequestAddedMs": 0,
     }
 
 
@@ -424,7 +444,26 @@ def render_scale_to_zero(estimate: Mapping[str, Any]) -> list[str]:
         f"(${estimate['devMonthlyUsd']:.2f} a month). After the last request the service stays up "
         f"{estimate['idleMinutes']} minutes and the database 5 more: ${estimate['wakeTailUsd']:.4f} a wake. It costs "
         f"as much as `dev` at {estimate['breakEvenAwakeHours']:.0f} awake hours a month.",
+        "",
+        _render_goals(estimate),
     ]
+
+
+def _render_goals(estimate: Mapping[str, Any]) -> str:
+    wake, idle, idle_goal = estimate["wake"], estimate["totalUsd"], estimate["idleGoalUsd"]
+    worst, goal = wake["worstSeconds"], wake["goalSeconds"]
+    verdict = f"met, {goal - worst:g} s to spare" if worst <= goal else f"missed by {worst - goal:g} s"
+    where = (
+        ""
+        if wake["dataApi"]
+        else " (this region's RDS Data API is not confirmed: the database resumes after the task starts)"
+    )
+    return (
+        f"Goals: idle ${idle:.2f} against ${idle_goal:.2f} ({'met' if idle <= idle_goal else 'missed'}); a first "
+        f"request after idle waits {wake['bestSeconds']:g}-{worst:g} s by the documented stage ranges{where}, against "
+        f"{goal} s at worst ({verdict}; the profile retries for {wake['retriesOutlastSeconds']} s); warm requests "
+        f"take today's path, {wake['warmRequestAddedMs']} ms added (docs/scale-to-zero.md)."
+    )
 
 
 def render_comparison(document: Mapping[str, Mapping[str, Any]]) -> str:

@@ -14,7 +14,8 @@ from test_docs import README, readme_section
 
 from metaflow_infra.__main__ import main
 from metaflow_infra.costs import price_table
-from metaflow_infra.plan import comparison_document, render_comparison
+from metaflow_infra.plan import SCALE_TO_ZERO, comparison_document, render_comparison
+from metaflow_infra.wake import best_wake_seconds, worst_wake_seconds
 
 PROJECT = README.parent
 
@@ -119,6 +120,34 @@ def test_compare_lists_every_preset_and_the_terraform_defaults(capsys: pytest.Ca
     assert code == 0
     for label in ("`minimal` preset | 0.00", "`dev` preset", "`production` preset", "terraform-aws-metaflow defaults"):
         assert label in out
+
+
+@pytest.mark.parametrize(
+    "region, data_api, wake",
+    [
+        ("us-east-1", True, "28.6-93 s"),
+        ("eu-west-1", False, "43.6-123 s by the documented stage ranges (this region's RDS Data API is not"),
+    ],
+)
+def test_compare_holds_scale_to_zero_to_its_goals(
+    capsys: pytest.CaptureFixture[str], region: str, data_api: bool, wake: str
+) -> None:
+    """Issue 17's goals where it asked for them: the idle month, the documented worst wake, warm latency."""
+    document = comparison_document(region)[SCALE_TO_ZERO]
+    assert document["wake"] == {
+        "dataApi": data_api,
+        "bestSeconds": best_wake_seconds(data_api),
+        "worstSeconds": worst_wake_seconds(data_api),
+        "goalSeconds": 90,
+        "retriesOutlastSeconds": 255,
+        "warmRequestAddedMs": 0,
+    }
+    code, out, _ = plan(capsys, "--compare", "--region", region)
+    assert code == 0
+    [goals] = [line for line in out.splitlines() if line.startswith("Goals: ")]
+    assert goals.startswith(f"Goals: idle ${document['totalUsd']:.2f} against $2.00 (met)")
+    assert f"waits {wake}" in goals and "against 90 s at worst (missed by " in goals
+    assert "the profile retries for 255 s" in goals and "0 ms added" in goals
 
 
 def test_readme_cost_table_is_generated_by_compare() -> None:
