@@ -11,7 +11,7 @@ import pytest
 from conftest import TODAY, offline, policy_of, stack_config
 
 from metaflow_infra.image_mirror import MissingCopyError, _require_copy, missing_copy_message
-from metaflow_infra.lambdas.waker import READY_PROBE_PATH
+from metaflow_infra.lambdas.waker import READY_PROBE_PATH, Config
 from metaflow_infra.metadata import WAKING_HEALTH_CHECK
 from metaflow_infra.offline import OfflineRun, RecordingMocks, run_offline
 from metaflow_infra.scale_to_zero import TICK_SCHEDULE, WAKER_TIMEOUT_SECONDS, WATCH_SECONDS, waker_function_name
@@ -232,6 +232,38 @@ def test_the_waker_probes_the_task_the_way_clients_reach_it_on_an_api_of_its_own
             "Resource": [probe_api.state["executionArn"] + "/$default/GET/ready"],
         }
     ]
+
+
+class Reads(dict[str, str]):
+    """An environment that remembers which variables were read."""
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        super().__init__(variables)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_the_waker_reads_every_setting_the_stack_gives_it_and_nothing_else(run: OfflineRun) -> None:
+    """The contract between scale_to_zero.py and lambdas/waker.py: a name misspelt on either side would fall
+    back to a default or fail only on AWS."""
+    [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
+    variables = Reads(waker.inputs["environment"]["variables"])
+    config = Config.from_env(variables)
+    assert variables.read >= set(variables), f"set but never read: {set(variables) - variables.read}"
+    assert config.watch_seconds == WATCH_SECONDS and config.idle_minutes == 15
+    assert (config.database_cluster_arn, config.database_secret_arn, config.database_name) == (
+        variables["DB_CLUSTER_ARN"],
+        variables["DB_SECRET_ARN"],
+        "metaflow",
+    )
+    assert config.probe_url.endswith(READY_PROBE_PATH)
 
 
 def test_idle_minutes_reach_the_waker() -> None:

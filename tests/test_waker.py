@@ -113,13 +113,14 @@ class World:
     (None: no answer at all)."""
 
     def probe(self, url: str) -> int | None:
-        """API Gateway's way to the task: 200 from a task ECS and Cloud Map see ready, once the link carries."""
+        """API Gateway's way to the task, once the link carries: 200 from any running task, healthy or not yet
+        (whether API Gateway reaches a task before ECS reports it healthy is not documented: the waker must not
+        take a 200 for readiness on its own)."""
         assert url == self.config.probe_url
         self.calls.append("probe")
         if self.link_failures:
             return self.link_failures.pop(0)
-        ready = [t for t in self.tasks if t.last_status == "RUNNING" and t.health == "HEALTHY"]
-        return 200 if ready else 503
+        return 200 if any(t.last_status == "RUNNING" for t in self.tasks) else 503
 
     def desired(self) -> int:
         return self.ecs.describe_services(cluster=self.config.cluster, services=[self.config.service])["services"][0][
@@ -668,7 +669,9 @@ def test_stages_ecs_gave_no_timestamp_for_are_logged_as_unknown() -> None:
     assert waker.wake_timings(None, START.timestamp(), START.timestamp() + 5)["wake"] == 5.0
 
 
-def test_the_watcher_keeps_the_waker_in_front_until_the_probe_through_the_api_answers(world: World) -> None:
+def test_the_watcher_keeps_the_waker_in_front_until_the_probe_through_the_api_answers(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     """ECS and Cloud Map see a ready task, but API Gateway's way to it (a VPC link AWS rebuilds after 60 days
     without traffic) fails: clients keep getting the waker's 503, which they retry, never those failures."""
     world.run(HTTP_REQUEST)
@@ -681,9 +684,12 @@ def test_the_watcher_keeps_the_waker_in_front_until_the_probe_through_the_api_an
         original_sleep(seconds)
 
     world.sleep = sleep_checking  # type: ignore[method-assign]
-    assert world.run({"action": "watch"}) == "switched"
+    with caplog.at_level("INFO", logger=waker.__name__):
+        assert world.run({"action": "watch"}) == "switched"
     assert world.on_service() and world.slept == [1.0, 1.0, 1.0]
     assert world.calls.count("probe") == 5
+    said = [r.getMessage() for r in caplog.records if "the probe through the API answered" in r.getMessage()]
+    assert [message.split("answered ")[1].split(";")[0] for message in said] == ["500", "504", "None"]
     assert world.calls.index("update_route") > len(world.calls) - 1 - world.calls[::-1].index("probe")
 
 
