@@ -693,6 +693,21 @@ def test_the_watcher_keeps_the_waker_in_front_until_the_probe_through_the_api_an
     assert world.calls.index("update_route") > len(world.calls) - 1 - world.calls[::-1].index("probe")
 
 
+@pytest.mark.parametrize("refusal", [401, 403, 404])
+def test_a_probe_refused_by_its_own_route_or_permission_falls_back_to_ecs_health(
+    world: World, refusal: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Those answers say the probe is broken (a permission not yet applied after a deploy, a wrong route), not
+    the way to the task: routing as before the probe beats keeping a serving task from every client."""
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.link_failures = [refusal, refusal]  # the watcher's first probe, then the one that decides
+    with caplog.at_level("ERROR", logger=waker.__name__):
+        assert world.run({"action": "watch"}) == "switched"
+    assert world.on_service()
+    assert [r.levelname for r in caplog.records if "readiness probe was refused" in r.getMessage()] == ["ERROR"]
+
+
 def test_the_watcher_sends_traffic_through_the_link_before_the_task_has_started(world: World) -> None:
     """An inactive VPC link is rebuilt on traffic: the watcher's first probe starts that beside the task's start
     and the database's resume (its answer, 503 here with no task, is not waited for)."""

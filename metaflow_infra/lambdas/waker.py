@@ -173,14 +173,26 @@ def signed_get(url: str) -> int | None:
         return None
 
 
+PROBE_REFUSED = frozenset({401, 403, 404})
+"""Answers about the probe itself (its route, or the waker's right to call it), not about the way to the task."""
+
+
 def routable(aws: Clients, config: Config, state: ServiceState) -> bool:
     """A ready task that answers through API Gateway's way to it. ECS's health check and Cloud Map's listing
     say the task serves; only a request through API Gateway and the VPC link says clients will reach it (a link
     unused for 60 days is rebuilt on its next traffic, failing requests meanwhile with answers AWS does not
-    document). Nothing but a 200 counts."""
+    document). Nothing but a 200 counts, except a refusal of the probe itself: a broken probe must not keep a
+    serving task from every client, so the route then follows ECS's health alone, as it did before the probe."""
     if not state.ready():
         return False
     status = aws.probe(config.probe_url)
+    if status in PROBE_REFUSED:
+        _log.error(
+            "the readiness probe was refused (%s): its route or the waker's permission to call it is wrong; "
+            "routing on ECS's health alone",
+            status,
+        )
+        return True
     if status != 200:
         _log.info("a task is ready but the probe through the API answered %s; the waker stays in front", status)
     return status == 200
