@@ -419,6 +419,7 @@ def wake_document(data_api: bool) -> dict[str, Any]:
         "worstSeconds": worst_wake_seconds(data_api),
         "goalSeconds": WAKE_GOAL_SECONDS,
         "retriesOutlastSeconds": 2 ** (SERVICE_RETRY_COUNT - 1) - 1,
+        # The awake route is dev's own integration and authorizer, input for input (tests/test_scale_to_zero_stack.py).
         "warmRequestAddedMs": 0,
     }
 

@@ -266,6 +266,23 @@ def test_the_waker_reads_every_setting_the_stack_gives_it_and_nothing_else(run: 
     assert config.probe_url.endswith(READY_PROBE_PATH)
 
 
+def test_awake_requests_take_the_same_path_as_devs_so_they_pay_nothing_more(run: OfflineRun) -> None:
+    """What `plan --compare`'s "0 ms added" rests on: the route's awake target is the integration `dev` has,
+    the same in every input (no proxy, no mapping), behind the same authorizer."""
+    awake, always_on = integrations(run)["metaflow-metadata"], integrations(offline("dev"))["metaflow-metadata"]
+    assert {k: v for k, v in awake.inputs.items() if k not in ("apiId", "connectionId", "integrationUri")} == {
+        k: v for k, v in always_on.inputs.items() if k not in ("apiId", "connectionId", "integrationUri")
+    }
+    assert "requestParameters" not in awake.inputs and awake.inputs["integrationType"] == "HTTP_PROXY"
+    authorizers = [
+        run.one("aws:apigatewayv2/authorizer:Authorizer"),
+        offline("dev").one("aws:apigatewayv2/authorizer:Authorizer"),
+    ]
+    assert {k: v for k, v in authorizers[0].inputs.items() if k not in ("apiId", "authorizerUri")} == {
+        k: v for k, v in authorizers[1].inputs.items() if k not in ("apiId", "authorizerUri")
+    }
+
+
 def test_idle_minutes_reach_the_waker() -> None:
     run = offline("dev", {**ON, "metadata:idleMinutes": 45})
     [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]

@@ -135,15 +135,24 @@ class World:
         return self.route_target == self.config.target(True)
 
     def add_task(self, task_id: str, last_status: str = "RUNNING", health: str = "HEALTHY") -> Task:
-        """A task ECS started and registered in Cloud Map (under its id, as ECS does)."""
+        """A task ECS created; registered in Cloud Map (under its id, as ECS does) if it already runs."""
         task = Task(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/metaflow/{task_id}", last_status, health, started_at=self.now)
         self.tasks.append(task)
+        if last_status == "RUNNING":
+            self.register(task)
+        return task
+
+    def start(self, task: Task) -> None:
+        """The task runs: ECS registers it in Cloud Map (after ACTIVATING, before its health is known)."""
+        task.last_status, task.started_at = "RUNNING", self.now
+        self.register(task)
+
+    def register(self, task: Task) -> None:
         self.servicediscovery.register_instance(
             ServiceId=self.config.discovery_service_id,
-            InstanceId=task_id,
+            InstanceId=task.arn.rsplit("/", 1)[-1],
             Attributes={"AWS_INSTANCE_IPV4": "10.0.0.5", "AWS_INSTANCE_PORT": "8080"},
         )
-        return task
 
     def task_ready(self, task_id: str = "1") -> Task:
         return self.add_task(task_id)
@@ -369,8 +378,8 @@ def test_the_watcher_routes_to_the_task_only_once_it_is_registered_and_healthy(w
     original_sleep = world.sleep
     steps = iter(
         [
-            lambda: world.add_task("0", "PENDING", "UNKNOWN"),  # registered, still starting
-            lambda: setattr(world.tasks[0], "last_status", "RUNNING"),  # running, first health check pending
+            lambda: world.add_task("0", "PENDING", "UNKNOWN"),  # created, pulling: not in Cloud Map yet
+            lambda: world.start(world.tasks[0]),  # running and registered, first health check pending
             lambda: setattr(world.tasks[0], "health", "HEALTHY"),
         ]
     )
@@ -642,18 +651,83 @@ def test_the_watcher_logs_how_long_each_stage_of_the_wake_took(world: World, cap
     }
 
 
-def test_a_watcher_that_gives_up_logs_how_far_the_task_got(world: World, caplog: pytest.LogCaptureFixture) -> None:
-    """The slowest wakes belong in the distribution too."""
+def test_a_watcher_that_gives_up_logs_how_far_the_furthest_task_got(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The slowest wakes belong in the distribution too: here two tasks run whose health never passes; the
+    line times the one ECS has the most timestamps for, and says what the probe last answered."""
     world.config = dataclasses.replace(world.config, watch_seconds=3.0)
     world.run(HTTP_REQUEST)
-    task = world.add_task("0", "PENDING", "UNKNOWN")
-    task.started_at, task.created_at = None, START + datetime.timedelta(seconds=4)
+    second = datetime.timedelta(seconds=1)
+    behind = world.add_task("0", "RUNNING", "UNHEALTHY")
+    behind.created_at = START + 9 * second
+    ahead = world.add_task("1", "RUNNING", "UNKNOWN")
+    ahead.created_at, ahead.pull_started_at, ahead.pull_stopped_at = START + 4 * second, START + 5 * second, START
+    ahead.started_at = START + 1 * second
     with caplog.at_level("INFO", logger=waker.__name__):
         assert world.run({"action": "watch", "wokenAt": WOKEN_AT}) == "gave up"
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wake timings ")]
     timings = json.loads(line.removeprefix("wake timings "))
-    assert timings["outcome"] == "gave up" and timings["scheduled"] == 6.0 and timings["toReady"] is None
+    assert (timings["outcome"], timings["probe"]) == ("gave up", 200)  # the first probe reached a running task
+    assert timings["scheduled"] == 6.0 and timings["pull"] == -5.0 and timings["toReady"] is not None
     assert timings["wake"] == 3.0 + 2.0  # the watch's 3 s, from the request 2 s before it
+
+
+def test_a_task_stopped_as_the_route_reached_it_puts_the_waker_back_and_the_watch_goes_on(world: World) -> None:
+    """Its stop event came while it was probed and found the waker still in front: nothing else would."""
+    world.run(HTTP_REQUEST)
+    dying = world.task_ready("0")
+    probe = world.probe
+
+    def probe_then_stop(url: str) -> int | None:
+        answer = probe(url)
+        if world.calls.count("probe") == 2:  # the probe that decides, after the watcher's first
+            dying.desired_status = "STOPPED"
+        return answer
+
+    original_sleep = world.sleep
+
+    def sleep_then_replace(seconds: float) -> None:
+        original_sleep(seconds)
+        if len(world.tasks) == 1:
+            world.task_ready("1")
+
+    world.aws = dataclasses.replace(world.aws, probe=probe_then_stop)
+    world.sleep = sleep_then_replace  # type: ignore[method-assign]
+    assert world.run({"action": "watch"}) == "switched"
+    assert world.calls.count("update_route") == 3  # to the dying task, back to the waker, to its replacement
+    assert world.on_service()
+
+
+def test_a_tick_puts_the_waker_in_front_of_a_route_with_no_ready_task_behind_it(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.tasks[0].health = "UNHEALTHY"
+    assert world.run({"action": "tick"}) == "waker in front"
+    assert not world.on_service()
+
+
+def test_only_the_stop_event_that_takes_the_route_starts_a_watcher(world: World) -> None:
+    """ECS reports each step of a stop (deactivating, stopping, stopped): one replacement, one watcher."""
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.invocations.clear()
+    world.tasks[0].desired_status = "STOPPED"
+    assert [world.run(stopping(world.tasks[0].arn)) for _ in range(3)] == ["replacing"] + ["waker in front"] * 2
+    assert len(world.invocations) == 1
+
+
+def test_a_probe_that_cannot_be_sent_withholds_the_route_and_ends_nothing(world: World) -> None:
+    def broken(url: str) -> int | None:
+        raise RuntimeError("no credentials")
+
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.aws = dataclasses.replace(world.aws, probe=broken)
+    assert world.run({"action": "tick"}) == "starting"
+    assert not world.on_service()
 
 
 def test_stages_ecs_gave_no_timestamp_for_are_logged_as_unknown() -> None:

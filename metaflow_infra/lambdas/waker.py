@@ -27,6 +27,7 @@ harmless: setting a desired count of 1 twice starts one task, switching a route 
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import logging
 import os
@@ -169,7 +170,7 @@ def signed_get(url: str) -> int | None:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
-    except OSError:  # refused, reset, timed out (URLError and TimeoutError are OSErrors)
+    except (OSError, http.client.HTTPException):  # refused, reset, cut off, timed out (URLError is an OSError)
         return None
 
 
@@ -177,15 +178,18 @@ PROBE_REFUSED = frozenset({401, 403, 404})
 """Answers about the probe itself (its route, or the waker's right to call it), not about the way to the task."""
 
 
-def routable(aws: Clients, config: Config, state: ServiceState) -> bool:
-    """A ready task that answers through API Gateway's way to it. ECS's health check and Cloud Map's listing
-    say the task serves; only a request through API Gateway and the VPC link says clients will reach it (a link
-    unused for 60 days is rebuilt on its next traffic, failing requests meanwhile with answers AWS does not
-    document). Nothing but a 200 counts, except a refusal of the probe itself: a broken probe must not keep a
-    serving task from every client, so the route then follows ECS's health alone, as it did before the probe."""
-    if not state.ready():
-        return False
-    status = aws.probe(config.probe_url)
+def probe_status(aws: Clients, config: Config) -> int | None:
+    """The probe's answer; None when it got none, or could not be sent at all (the error is logged)."""
+    try:
+        return aws.probe(config.probe_url)
+    except Exception:  # a probe must never end a wake or a tick: it only withholds the route
+        _log.exception("the readiness probe could not be sent")
+        return None
+
+
+def probe_allows(status: int | None) -> bool:
+    """Nothing but a 200 counts, except a refusal of the probe itself: a broken probe must not keep a serving
+    task from every client, so the route then follows ECS's health alone, as it did before the probe."""
     if status in PROBE_REFUSED:
         _log.error(
             "the readiness probe was refused (%s): its route or the waker's permission to call it is wrong; "
@@ -196,6 +200,14 @@ def routable(aws: Clients, config: Config, state: ServiceState) -> bool:
     if status != 200:
         _log.info("a task is ready but the probe through the API answered %s; the waker stays in front", status)
     return status == 200
+
+
+def routable(aws: Clients, config: Config, state: ServiceState) -> bool:
+    """A ready task that answers through API Gateway's way to it. ECS's health check and Cloud Map's listing
+    say the task serves; only a request through API Gateway and the VPC link says clients will reach it (a link
+    unused for 60 days is rebuilt on its next traffic, failing requests meanwhile with answers AWS does not
+    document)."""
+    return state.ready() and probe_allows(probe_status(aws, config))
 
 
 def route_on_service(aws: Clients, config: Config) -> bool:
@@ -293,24 +305,32 @@ def watch(
     resume_database(aws, config)
     # Traffic through the VPC link while the task starts: a link gone inactive (60 days without traffic) is
     # rebuilt on traffic, so the rebuild runs beside the task's start. The answer does not matter yet.
-    aws.probe(config.probe_url)
+    last_probe = probe_status(aws, config)
     while True:
         state = service_state(aws, config)
         if state.desired == 0:
             return "stopped"
-        if routable(aws, config, state):
-            switch_route(aws, config, to_service=True)
-            [task] = [t for t in state.tasks if t["taskArn"] == state.ready_tasks[0]]
-            _log.info("wake timings %s", json.dumps({**wake_timings(task, woken_at, clock()), "outcome": "switched"}))
-            return "switched"
+        if state.ready():
+            last_probe = probe_status(aws, config)
+            if probe_allows(last_probe):
+                switch_route(aws, config, to_service=True)
+                # The task may have been stopped while it was probed, its stop event finding the waker still in
+                # front: then the waker goes back in front, and the watch goes on.
+                if service_state(aws, config).ready():
+                    [task] = [t for t in state.tasks if t["taskArn"] == state.ready_tasks[0]]
+                    timings = {**wake_timings(task, woken_at, clock()), "outcome": "switched"}
+                    _log.info("wake timings %s", json.dumps(timings))
+                    return "switched"
+                switch_route(aws, config, to_service=False)
+                _log.warning("the task stopped as the route reached it; the waker is in front again")
         if clock() >= deadline:
             _log.warning("no ready task after %.0f s; the next request or tick looks again", config.watch_seconds)
-            # The slowest wakes count too: how far the furthest task got (the route switch is not yet).
+            # The slowest wakes count too: how far the furthest registered task got (Cloud Map lists a task once
+            # it runs: one stuck before, in its pull say, leaves the stages empty), and what the probe last said.
             progress = ("startedAt", "pullStoppedAt", "pullStartedAt", "createdAt")
-            furthest = max(state.tasks, key=lambda t: [field in t for field in progress], default=None)
-            _log.info(
-                "wake timings %s", json.dumps({**wake_timings(furthest, woken_at, clock()), "outcome": "gave up"})
-            )
+            furthest = max(state.tasks, key=lambda t: [f in t for f in progress], default=None)
+            timings = {**wake_timings(furthest, woken_at, clock()), "outcome": "gave up", "probe": last_probe}
+            _log.info("wake timings %s", json.dumps(timings))
             return "gave up"
         sleep(config.poll_seconds)
 
@@ -338,6 +358,10 @@ def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[
             switch_route(aws, config, to_service=False)
         return "asleep"
     state = service_state(aws, config)
+    if on_service and not state.ready():
+        # Nothing serves behind the route (a task stopped as a watcher switched to it): the waker answers.
+        switch_route(aws, config, to_service=False)
+        return "waker in front"
     window = datetime.timedelta(minutes=config.idle_minutes)
     up_long_enough = state.up_since is not None and now - state.up_since >= window
     idle = up_long_enough and requests_since(aws, config, now - window, now) == 0
@@ -373,8 +397,10 @@ def task_stopping(aws: Clients, config: Config, event: dict[str, Any], function_
     state = service_state(aws, config)
     if state.ready(excluding=event["detail"]["taskArn"]):
         return "another task serves"
-    if route_on_service(aws, config):
-        switch_route(aws, config, to_service=False)
+    if not route_on_service(aws, config):
+        # ECS reports each step of a stop: only the event that takes the route from the task starts a watcher.
+        return "waker in front"
+    switch_route(aws, config, to_service=False)
     if state.desired > 0:  # ECS replaces it (crash, Spot, deploy): route back once the new one is ready
         start_watcher(aws, function_arn, _event_time(event, now))
         return "replacing"
