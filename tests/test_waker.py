@@ -398,6 +398,9 @@ def test_the_watcher_routes_to_the_task_only_once_it_is_registered_and_healthy(w
 def test_the_watcher_resumes_the_paused_database_before_the_task_is_up(world: World) -> None:
     """The Data API call answers at once (DatabaseResumingException) and the database resumes while Fargate
     places the task and pulls its image: the migrator later finds it available."""
+    assert waker.resume_database(world.aws, world.config) == "resuming"  # the request itself resumes it
+    world.database = "paused"
+    world.calls.clear()
     world.run(HTTP_REQUEST)
     world.task_ready()
     assert world.run({"action": "watch"}) == "switched"
@@ -442,6 +445,7 @@ def test_without_the_data_api_the_watcher_leaves_the_database_to_the_migrator(wo
     world.task_ready()
     assert waker.dispatch({"action": "watch"}, FUNCTION_ARN, world.aws, config, world.clock, world.sleep) == "switched"
     assert "execute_statement" not in world.calls and world.database == "paused"
+    assert waker.resume_database(world.aws, config) == "no data api"
 
 
 def test_the_watcher_gives_up_after_its_deadline_and_stops_if_the_service_is_stopped(world: World) -> None:
@@ -459,6 +463,34 @@ def test_a_tick_while_asleep_reads_no_metrics_and_changes_nothing(world: World) 
     assert world.run({"action": "tick"}) == "asleep"
     assert "get_metric_statistics" not in world.calls and "update_route" not in world.calls
     assert world.calls == ["describe_services", "get_route"]
+
+
+def test_a_tick_puts_the_waker_back_in_front_of_a_service_stopped_from_outside(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.set_desired(0)  # the console, or a deploy that set the count
+    assert world.run({"action": "tick"}) == "asleep"
+    assert not world.on_service()
+
+
+def test_requests_to_another_api_do_not_keep_this_service_awake(world: World) -> None:
+    world.now = max(START, datetime.datetime.now(datetime.UTC)) + datetime.timedelta(minutes=16)
+    world.cloudwatch.put_metric_data(
+        Namespace="AWS/ApiGateway",
+        MetricData=[
+            {
+                "MetricName": "Count",
+                "Dimensions": [{"Name": "ApiId", "Value": "an0ther"}],
+                "Value": 50,
+                "Timestamp": world.now - datetime.timedelta(minutes=2),
+            }
+        ],
+    )
+    since = world.now - datetime.timedelta(minutes=15)
+    assert waker.requests_since(world.aws, world.config, since, world.now) == 0
+    other = dataclasses.replace(world.config, api_id="an0ther")
+    assert waker.requests_since(world.aws, other, since, world.now) == 50  # they were in the window
 
 
 def test_a_tick_keeps_a_service_that_had_a_request_within_the_idle_time(world: World) -> None:

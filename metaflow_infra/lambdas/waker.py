@@ -387,7 +387,7 @@ def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[
 def _event_time(event: dict[str, Any], default: float) -> float:
     """An EventBridge event's `time` (ISO 8601, UTC), in epoch seconds."""
     try:
-        return datetime.datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+        return datetime.datetime.fromisoformat(event["time"]).timestamp()  # Python 3.11+ reads the "Z"
     except (KeyError, AttributeError, ValueError):
         return default
 
