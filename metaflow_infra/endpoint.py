@@ -3,7 +3,8 @@ with every route behind a Lambda authorizer that checks the `x-api-key` header.
 
 No always-on load balancer: the HTTP API and its VPC link bill per request only. The integration
 maps no headers, so the service's `METADATA_SERVICE_VERSION` response header (which
-`step-functions create` checks) reaches the client untouched.
+`step-functions create` checks) reaches the client untouched. With scale to zero, a second API on the same
+VPC link carries only the waker's IAM-signed readiness probe (docs/scale-to-zero.md).
 """
 
 from __future__ import annotations
