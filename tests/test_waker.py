@@ -340,7 +340,7 @@ WOKEN_AT = START.timestamp() - 2
 def test_a_request_while_asleep_starts_one_task_and_gets_a_503_to_retry(world: World) -> None:
     response = world.run(HTTP_REQUEST)
     assert response["statusCode"] == 503
-    assert response["headers"]["Retry-After"] == "5"
+    assert response["headers"] == {"Content-Type": "application/json", "Retry-After": "5"}
     assert "starting" in json.loads(response["body"])["message"]
     assert world.desired() == 1
     assert world.invocations == [
@@ -361,6 +361,41 @@ def test_a_failing_wake_still_answers_503(world: World) -> None:
     broken = Clients(**{**world.aws.__dict__, "ecs": None})  # every ECS call raises
     response = waker.dispatch(HTTP_REQUEST, FUNCTION_ARN, broken, world.config)
     assert response == waker.waking_response()
+
+
+def test_the_handler_wakes_with_the_functions_settings_and_clients(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda's entry point: settings from the environment, the clients `_aws` builds, the function's own ARN."""
+    variables = {
+        "CLUSTER": world.config.cluster,
+        "SERVICE": world.config.service,
+        "API_ID": world.config.api_id,
+        "ROUTE_ID": world.config.route_id,
+        "WAKER_INTEGRATION_ID": world.config.waker_integration_id,
+        "SERVICE_INTEGRATION_ID": world.config.service_integration_id,
+        "DISCOVERY_SERVICE_ID": world.config.discovery_service_id,
+        "IDLE_MINUTES": "15",
+        "PROBE_URL": world.config.probe_url,
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(waker, "_aws", lambda: world.aws)
+    context = type("Context", (), {"invoked_function_arn": FUNCTION_ARN})()
+    assert waker.handler(HTTP_REQUEST, context)["statusCode"] == 503
+    assert world.desired() == 1
+    assert world.invocations[0]["function"] == FUNCTION_ARN
+
+
+def test_a_stop_event_without_a_time_is_timed_from_when_it_arrived(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.invocations.clear()
+    world.tasks[0].desired_status = "STOPPED"
+    event = {k: v for k, v in stopping(world.tasks[0].arn).items() if k != "time"}
+    assert world.run(event) == "replacing"
+    assert world.invocations[0]["payload"]["wokenAt"] == world.clock()
 
 
 def test_a_misconfigured_waker_still_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,6 +472,9 @@ def test_the_data_api_is_asked_once_and_the_services_apis_retried(monkeypatch: p
     assert clients.rds_data.meta.config.retries["total_max_attempts"] == 1
     assert clients.ecs.meta.config.retries["total_max_attempts"] == 4  # botocore counts the first one too
     assert clients.rds_data.meta.config.read_timeout == clients.ecs.meta.config.read_timeout == 5
+    assert clients.rds_data.meta.config.connect_timeout == clients.ecs.meta.config.connect_timeout == 2
+    assert clients.rds_data.meta.config.retries["mode"] == clients.ecs.meta.config.retries["mode"] == "standard"
+    assert clients.probe is waker.signed_get
 
 
 def test_without_the_data_api_the_watcher_leaves_the_database_to_the_migrator(world: World) -> None:
