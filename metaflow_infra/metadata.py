@@ -81,6 +81,8 @@ class MetadataServiceArgs:
     region: str
     stack: str
     image: ServiceImage
+    job_queue_arns: tuple[pulumi.Input[str], ...] = ()
+    """The stack's Batch queues: with scale to zero, a run's start step queued on one wakes the service."""
 
 
 API_KEY_SLOTS = ("api-key", "api-key-b")
@@ -192,6 +194,7 @@ class MetadataService(Component):
                 discovery_service_id=discovery.id,
                 discovery_service_arn=discovery.arn,
                 idle_minutes=settings.idle_minutes,
+                job_queue_arns=args.job_queue_arns,
                 database=WakerDatabase(
                     cluster_arn=args.database.data_api_cluster_arn,
                     secret_arn=args.database.password_secret_arn,

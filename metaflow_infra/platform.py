@@ -121,6 +121,7 @@ def build(settings: Settings) -> dict[str, pulumi.Output[Any]]:
                 region=settings.region,
                 stack=settings.stack,
                 image=image,
+                job_queue_arns=tuple(compute.queue_arns.values()),
             ),
             opts=opts,
         )

@@ -36,6 +36,8 @@ class WakerArgs:
     discovery_service_id: pulumi.Input[str]
     discovery_service_arn: pulumi.Input[str]
     idle_minutes: int
+    job_queue_arns: tuple[pulumi.Input[str], ...] = ()
+    """Batch queues whose runs' start steps wake the service (scheduled runs' steps do not read the profile)."""
     database: WakerDatabase | None = None
     """The database the watcher resumes through the RDS Data API; None where the Data API is off."""
 
@@ -130,6 +132,8 @@ def declare_waker(owner: Component, args: WakerArgs, endpoint: Endpoint) -> aws.
     allow_api_to_invoke(owner, "waker-api", function, pulumi.Output.concat(api.execution_arn, "/*/$default"))
     _schedule_ticks(owner, function)
     _watch_stopping_tasks(owner, args, function)
+    if args.job_queue_arns:
+        _wake_for_queued_runs(owner, args, function)
     return function
 
 
@@ -153,6 +157,67 @@ def _schedule_ticks(owner: Component, function: aws.lambda_.Function) -> None:
     )
 
 
+START_STEP_JOB_NAMES = "*-start-*"
+"""Metaflow names a step's Batch job `<user>-<flow>-<run>-<step>-<task>-<retry>` (`SFN` for the user, and an
+empty run and task, when Step Functions runs it): every run begins with the step named `start`."""
+
+
+def _wake_for_queued_runs(owner: Component, args: WakerArgs, function: aws.lambda_.Function) -> None:
+    """A run's start step becoming RUNNABLE on one of the stack's queues wakes the service. Steps on Batch do not
+    read the profile (Metaflow's 5 retries, 31 s, on their first call), and a scheduled run has no client that
+    calls first; Batch's own start of an instance (minutes, from none) then runs beside the wake. One event per
+    run: the start step's (Batch sends no event for the submission itself; RUNNABLE comes first)."""
+    pattern = pulumi.Output.all(*args.job_queue_arns).apply(
+        lambda queues: json.dumps(
+            {
+                "source": ["aws.batch"],
+                "detail-type": ["Batch Job State Change"],
+                "detail": {
+                    "jobQueue": sorted(queues),
+                    "status": ["RUNNABLE"],
+                    "jobName": [{"wildcard": START_STEP_JOB_NAMES}],
+                },
+            }
+        )
+    )
+    _events_to_waker(
+        owner,
+        ("run-queued", "waker-runs"),
+        "Metaflow: a run's start step is queued on Batch; the waker wakes the metadata service",
+        pattern,
+        function,
+        # Only a prompt wake helps: a late one is dropped (the step's own call wakes the service anyway).
+        aws.cloudwatch.EventTargetRetryPolicyArgs(maximum_retry_attempts=0, maximum_event_age_in_seconds=60),
+    )
+
+
+def _events_to_waker(
+    owner: Component,
+    names: tuple[str, str],
+    description: str,
+    pattern: pulumi.Input[str],
+    function: aws.lambda_.Function,
+    retry_policy: aws.cloudwatch.EventTargetRetryPolicyArgs | None = None,
+) -> None:
+    """An EventBridge rule whose events run the waker, and the permission that lets that one rule run it.
+    `names`: the rule's and target's, then the permission's."""
+    rule_name, permission_name = names
+    rule = aws.cloudwatch.EventRule(
+        owner.named(rule_name), description=description, event_pattern=pattern, opts=owner.child()
+    )
+    aws.cloudwatch.EventTarget(
+        owner.named(rule_name), rule=rule.name, arn=function.arn, retry_policy=retry_policy, opts=owner.child()
+    )
+    aws.lambda_.Permission(
+        owner.named(permission_name),
+        action="lambda:InvokeFunction",
+        function=function.name,
+        principal="events.amazonaws.com",
+        source_arn=rule.arn,
+        opts=owner.child(),
+    )
+
+
 def _watch_stopping_tasks(owner: Component, args: WakerArgs, function: aws.lambda_.Function) -> None:
     """ECS reports a task being stopped (Spot, a crash, a deploy, the idle stop) before it leaves Cloud Map."""
     pattern = pulumi.Output.all(args.cluster_arn, args.service_name).apply(
@@ -168,18 +233,10 @@ def _watch_stopping_tasks(owner: Component, args: WakerArgs, function: aws.lambd
             }
         )
     )
-    rule = aws.cloudwatch.EventRule(
-        owner.named("task-stopping"),
-        description="Metaflow metadata service: a task is being stopped; the waker decides where requests go",
-        event_pattern=pattern,
-        opts=owner.child(),
-    )
-    aws.cloudwatch.EventTarget(owner.named("task-stopping"), rule=rule.name, arn=function.arn, opts=owner.child())
-    aws.lambda_.Permission(
-        owner.named("waker-events"),
-        action="lambda:InvokeFunction",
-        function=function.name,
-        principal="events.amazonaws.com",
-        source_arn=rule.arn,
-        opts=owner.child(),
+    _events_to_waker(
+        owner,
+        ("task-stopping", "waker-events"),
+        "Metaflow metadata service: a task is being stopped; the waker decides where requests go",
+        pattern,
+        function,
     )

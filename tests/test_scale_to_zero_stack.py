@@ -5,6 +5,7 @@ and the waker wired to exactly this stack's API, service and events."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -14,7 +15,13 @@ from metaflow_infra.image_mirror import MissingCopyError, _require_copy, missing
 from metaflow_infra.lambdas.waker import READY_PROBE_PATH, Config
 from metaflow_infra.metadata import WAKING_HEALTH_CHECK
 from metaflow_infra.offline import OfflineRun, RecordingMocks, run_offline
-from metaflow_infra.scale_to_zero import TICK_SCHEDULE, WAKER_TIMEOUT_SECONDS, WATCH_SECONDS, waker_function_name
+from metaflow_infra.scale_to_zero import (
+    START_STEP_JOB_NAMES,
+    TICK_SCHEDULE,
+    WAKER_TIMEOUT_SECONDS,
+    WATCH_SECONDS,
+    waker_function_name,
+)
 
 ON = {"metadata:scaleToZero": True}
 
@@ -155,6 +162,11 @@ def integrations(run: OfflineRun) -> dict[str, Any]:
     return {i.name: i for i in run.of_type("aws:apigatewayv2/integration:Integration")}
 
 
+def named(run: OfflineRun, type_: str, name: str) -> Any:
+    [found] = [r for r in run.of_type(type_) if r.name == name]
+    return found
+
+
 def routes(run: OfflineRun) -> dict[str, Any]:
     return {r.name: r for r in run.of_type("aws:apigatewayv2/route:Route")}
 
@@ -283,6 +295,52 @@ def test_awake_requests_take_the_same_path_as_devs_so_they_pay_nothing_more(run:
     }
 
 
+def test_a_runs_start_step_queued_on_the_stacks_batch_queues_wakes_the_service(run: OfflineRun) -> None:
+    """Steps on Batch keep Metaflow's 5 retries and a scheduled run has no client to wake the service first:
+    the start step's RUNNABLE event does, while Batch starts an instance. Late events are dropped."""
+    pattern = json.loads(named(run, "aws:cloudwatch/eventRule:EventRule", "metaflow-run-queued").inputs["eventPattern"])
+    queues = sorted(run.outputs[name] for name in ("jobQueueArn",))
+    assert pattern == {
+        "source": ["aws.batch"],
+        "detail-type": ["Batch Job State Change"],
+        "detail": {"jobQueue": queues, "status": ["RUNNABLE"], "jobName": [{"wildcard": START_STEP_JOB_NAMES}]},
+    }
+    target = named(run, "aws:cloudwatch/eventTarget:EventTarget", "metaflow-run-queued").inputs
+    assert target["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"
+    assert target["retryPolicy"] == {"maximumRetryAttempts": 0, "maximumEventAgeInSeconds": 60}
+    permission = named(run, "aws:lambda/permission:Permission", "metaflow-waker-runs").inputs
+    rule = named(run, "aws:cloudwatch/eventRule:EventRule", "metaflow-run-queued")
+    assert (permission["principal"], permission["sourceArn"]) == ("events.amazonaws.com", rule.state["arn"])
+
+
+def test_every_queue_of_the_stack_wakes_the_service() -> None:
+    run = offline("dev", {**ON, "compute:gpu": True})
+    pattern = json.loads(named(run, "aws:cloudwatch/eventRule:EventRule", "metaflow-run-queued").inputs["eventPattern"])
+    assert pattern["detail"]["jobQueue"] == sorted([run.outputs["jobQueueArn"], run.outputs["gpuJobQueue"]])
+
+
+@pytest.mark.parametrize(
+    "user, run_id, task_id, retry",
+    [("SFN", None, None, None), ("alice", "1733212345678901", "2", "0"), ("ci-bot", "argo-xyz", "17", "3")],
+)
+def test_the_pattern_matches_metaflows_own_job_names_for_the_start_step_only(
+    user: str, run_id: str | None, task_id: str | None, retry: str | None
+) -> None:
+    """Metaflow's own naming (as `step-functions create` and `run --with batch` name the jobs), matched with
+    EventBridge's wildcard semantics (`*` is any run of characters, everything else literal)."""
+    from metaflow.plugins.aws.batch.batch import Batch
+
+    def name(step: str) -> str:
+        return Batch._job_name(None, user, "HelloFlow", run_id, step, task_id, retry)  # type: ignore[arg-type]
+
+    def matches(job_name: str) -> bool:
+        pattern = "^" + ".*".join(re.escape(part) for part in START_STEP_JOB_NAMES.split("*")) + "$"
+        return re.match(pattern, job_name, re.DOTALL) is not None
+
+    assert matches(name("start"))
+    assert not any(matches(name(step)) for step in ("end", "train", "startup", "join", "restart"))
+
+
 def test_idle_minutes_reach_the_waker() -> None:
     run = offline("dev", {**ON, "metadata:idleMinutes": 45})
     [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
@@ -294,7 +352,9 @@ def test_a_schedule_checks_every_minute_and_an_ecs_rule_reports_stopping_tasks(r
     assert schedule["scheduleExpression"] == TICK_SCHEDULE == "rate(1 minute)"
     assert schedule["target"]["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"
     assert json.loads(schedule["target"]["input"]) == {"action": "tick"}
-    pattern = json.loads(run.one("aws:cloudwatch/eventRule:EventRule").inputs["eventPattern"])
+    pattern = json.loads(
+        named(run, "aws:cloudwatch/eventRule:EventRule", "metaflow-task-stopping").inputs["eventPattern"]
+    )
     service = run.one("aws:ecs/service:Service")
     assert pattern == {
         "source": ["aws.ecs"],
@@ -305,7 +365,7 @@ def test_a_schedule_checks_every_minute_and_an_ecs_rule_reports_stopping_tasks(r
             "desiredStatus": ["STOPPED"],
         },
     }
-    target = run.one("aws:cloudwatch/eventTarget:EventTarget")
+    target = named(run, "aws:cloudwatch/eventTarget:EventTarget", "metaflow-task-stopping")
     assert target.inputs["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:metaflow-dev-waker"
 
 

@@ -398,6 +398,36 @@ def test_a_stop_event_without_a_time_is_timed_from_when_it_arrived(world: World)
     assert world.invocations[0]["payload"]["wokenAt"] == world.clock()
 
 
+def queued(job_name: str = "SFN-HelloFlow--start--") -> dict[str, Any]:
+    """EventBridge's event for a Batch job turned RUNNABLE (the first Batch reports: none for the submission)."""
+    return {
+        "source": "aws.batch",
+        "detail-type": "Batch Job State Change",
+        "time": "2026-12-01T08:59:30Z",
+        "detail": {"jobName": job_name, "status": "RUNNABLE", "jobQueue": "arn:aws:batch:us-east-1:1:job-queue/q"},
+    }
+
+
+def test_a_runs_start_step_queued_on_batch_wakes_a_sleeping_service(world: World) -> None:
+    assert world.run(queued()) == "starting"
+    assert world.desired() == 1
+    queued_at = datetime.datetime(2026, 12, 1, 8, 59, 30, tzinfo=datetime.UTC).timestamp()
+    assert world.invocations == [
+        {"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch", "wokenAt": queued_at}}
+    ]
+
+
+def test_a_run_queued_while_the_service_serves_changes_nothing(world: World) -> None:
+    """One GetRoute and the service's state: no probe, no route update, no second task."""
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.run({"action": "watch"})
+    world.calls.clear()
+    assert world.run(queued()) == "ready"
+    assert not {"probe", "update_route", "update_service", "invoke"} & set(world.calls)
+    assert world.on_service() and world.desired() == 1
+
+
 def test_a_misconfigured_waker_still_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(waker, "_aws", lambda: None)
     for name in ("CLUSTER", "SERVICE", "API_ID"):

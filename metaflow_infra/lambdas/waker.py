@@ -18,7 +18,9 @@ function, five events:
   a route a lost watcher never switched;
 - an ECS task state change whose desired status is STOPPED (Spot, crash, deploy, the idle stop): unless
   another task is ready, route to this function before Cloud Map loses the instance;
-- `{"action": "wake"}` (the `ui` command, before it opens the UI): wake, answer the service's state.
+- `{"action": "wake"}` (the `ui` command, before it opens the UI): wake, answer the service's state;
+- a Batch job state change of a run's start step, RUNNABLE on the stack's queue: wake, before the step's
+  instance has started (steps on Batch keep Metaflow's 5 retries, and a scheduled run has no client).
 
 Every step is idempotent and derived from what AWS reports, so concurrent wakes and repeated events are
 harmless: setting a desired count of 1 twice starts one task, switching a route twice is one switch.
@@ -226,14 +228,17 @@ def start_watcher(aws: Clients, function_arn: str, woken_at: float) -> None:
     aws.lambda_.invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
 
 
-def wake(aws: Clients, config: Config, function_arn: str, woken_at: float) -> str:
-    """Ask for one task (idempotent) and watch it start; if one is ready already, route to it."""
+def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, routed_to_waker: bool = True) -> str:
+    """Ask for one task (idempotent) and watch it start; if one is ready already, route to it. `routed_to_waker`:
+    a request reached the waker, so the route targets it; an event (the UI, a queued run) looks first."""
     state = service_state(aws, config)
     if state.desired == 0:
         aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=1)
         start_watcher(aws, function_arn, woken_at)
         _log.info("service started")
         return "starting"
+    if not routed_to_waker and route_on_service(aws, config):
+        return "ready"
     if routable(aws, config, state):  # a watcher was lost, or the route was switched away from a serving task
         switch_route(aws, config, to_service=True)
         return "ready"
@@ -433,6 +438,8 @@ def dispatch(
         return waking_response()
     if event.get("source") == "aws.ecs":
         return task_stopping(aws, config, event, function_arn, clock())
+    if event.get("source") == "aws.batch":  # a run's start step is queued
+        return wake(aws, config, function_arn, _event_time(event, clock()), routed_to_waker=False)
     action = event.get("action")
     if action == "watch":
         woken_at = event.get("wokenAt")
@@ -440,7 +447,7 @@ def dispatch(
     if action == "tick":
         return tick(aws, config, datetime.datetime.fromtimestamp(clock(), datetime.UTC), sleep)
     if action == "wake":
-        return wake(aws, config, function_arn, clock())
+        return wake(aws, config, function_arn, clock(), routed_to_waker=False)
     raise ValueError(f"unknown event: {sorted(event)}")
 
 
