@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -95,6 +96,8 @@ class FakeRegistry:
 
     tags: dict[str, Image] = field(default_factory=dict)
     token: str = "t0k3n"
+    token_answer: dict[str, str] | None = None
+    """What the token endpoint answers instead of {"token": token}."""
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     """(path, Authorization header) of every request to the registry and the blob host."""
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
@@ -176,7 +179,8 @@ def _handler(fake: FakeRegistry, role: str) -> type[BaseHTTPRequestHandler]:
                     return self.answer(fake.token_failures.pop(0))
                 query = urllib.parse.parse_qs(url.query)
                 assert query == {"scope": [f"repository:{NAME}:pull"], "service": ["registry.test"]}
-                return self.answer(200, json.dumps({"token": fake.token}).encode())
+                answer = fake.token_answer if fake.token_answer is not None else {"token": fake.token}
+                return self.answer(200, json.dumps(answer).encode())
             if fake.failures:
                 status, headers = fake.failures.pop(0)
                 return self.answer(status, b"", headers)
@@ -325,8 +329,10 @@ def test_a_second_run_finds_the_image_and_copies_nothing(fake: FakeRegistry, ecr
     image = fake.tags["v2.5.1"] = big_image()
     run(fake, ecr)
     fake.requests.clear()
-    assert run(fake, ecr) == {"digest": image.digest, "compressedBytes": image.size, "copiedBytes": 0}
+    recorder = Recorder(ecr)
+    assert run(fake, recorder) == {"digest": image.digest, "compressedBytes": image.size, "copiedBytes": 0}
     assert not any("/blobs/" in path or "/signed/" in path for path, _ in fake.requests)
+    assert [name for name, _ in recorder.calls] == ["describe_images"], "found: nothing checked or put again"
 
 
 def test_blobs_the_repository_has_are_not_copied_again(fake: FakeRegistry, ecr: Any) -> None:
@@ -766,8 +772,11 @@ def test_a_blob_cut_off_every_time_fails_after_six_tries_and_says_so(fake: FakeR
     image = fake.tags["v2.5.1"] = Image(layers=[b"one layer" * 1000])
     fake.breaks = ["", "", ""] + ["short"] * 6  # index, manifest and config whole; the layer never
     layer = digest(image.layers[0])
+    sleeps: list[float] = []
     with pytest.raises(MirrorError, match=f"blob {layer}: cut off 6 times"):
-        run(fake, ecr)
+        run(fake, ecr, sleeps=sleeps)
+    assert len([path for path, _ in fake.requests if layer in path and "/signed/" in path]) == 6
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0]
 
 
 def test_a_copy_that_would_outlast_the_function_stops_with_a_message(
@@ -804,3 +813,57 @@ def test_an_empty_blob_is_refused_by_name(fake: FakeRegistry, ecr: Any) -> None:
     with pytest.raises(MirrorError, match=f"blob {digest(b'')} is empty"):
         run(fake, ecr)
     assert image.layers == [b""]
+
+
+def test_a_token_given_as_access_token_is_used(fake: FakeRegistry, ecr: Any) -> None:
+    """OAuth2's name for it, which the distribution spec allows instead of `token`."""
+    image = fake.tags["v2.5.1"] = big_image()
+    fake.token_answer = {"access_token": fake.token}
+    assert run(fake, ecr)["digest"] == image.digest
+
+
+def test_a_token_endpoint_that_answers_no_token_is_named(fake: FakeRegistry, ecr: Any) -> None:
+    fake.tags["v2.5.1"] = big_image()
+    fake.token_answer = {"expires_in": "300"}
+    with pytest.raises(MirrorError, match="/token answered no token"):
+        run(fake, ecr)
+
+
+class Served(Registry):
+    """A registry that answers manifests from a table (reference -> body, Content-Type)."""
+
+    def __init__(self, table: dict[str, tuple[bytes, str]]) -> None:
+        super().__init__("http://registry.test", NAME, sleep=lambda _: None)
+        self.table = table
+
+    @contextmanager
+    def _get(self, path: str, accept: str | None = None) -> Iterator[Any]:
+        body, content_type = self.table[path.rsplit("/", 1)[-1]]
+        yield type("Answer", (), {"read": lambda _self: body, "headers": {"Content-Type": content_type}})()
+
+
+def test_a_platform_manifest_that_does_not_match_its_index_entry_is_refused() -> None:
+    image = big_image()
+    promised = json.loads(image.index)
+    [amd64] = [m for m in promised["manifests"] if m["platform"]["architecture"] == "amd64"]
+    other = Image(layers=[b"another image"])
+    registry = Served({"v2.5.1": (image.index, OCI_INDEX), amd64["digest"]: (other.manifest, OCI_MANIFEST)})
+    with pytest.raises(MirrorError, match=f"the manifest served for {amd64['digest']} has digest {other.digest}"):
+        mirror.platform_manifest(registry, "v2.5.1")
+
+
+def test_a_manifest_that_is_not_an_image_is_refused() -> None:
+    """An artifact (a signature, an SBOM) carried under the tag: no layers ECR could run."""
+    artifact = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.artifact.manifest.v1+json", "blobs": []}
+    ).encode()
+    registry = Served({"v2.5.1": (artifact, "application/vnd.oci.artifact.manifest.v1+json")})
+    with pytest.raises(MirrorError, match=r"is a application/vnd\.oci\.artifact\.manifest\.v1\+json manifest, not an"):
+        mirror.platform_manifest(registry, "v2.5.1")
+
+
+def test_the_manifests_own_media_type_wins_over_a_generic_content_type() -> None:
+    """Some registries answer `application/json`; the manifest's mediaType field says what it is."""
+    image = big_image()
+    registry = Served({image.digest: (image.manifest, "application/json; charset=utf-8")})
+    assert registry.manifest(image.digest) == (image.manifest, OCI_MANIFEST)
