@@ -1,8 +1,8 @@
 """The waker's resources (`metadata:scaleToZero`; docs/scale-to-zero.md, path D), declared as children of
 the MetadataService: the waker Lambda (`lambdas/waker.py`) and its role (the API's integrations, the one
 that answers through it while the service sleeps and the readiness probe, are the endpoint's), the
-once-a-minute schedule that stops an idle service, and the
-EventBridge rule that puts the waker in front of a task being stopped.
+once-a-minute schedule that stops an idle service, the EventBridge rule that puts the waker in front of a task
+being stopped, and the one that starts the service for a scheduled run queued on Batch.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def waker_function_arn(owner: Component, args: WakerArgs) -> str:
 
 
 def declare_waker(owner: Component, args: WakerArgs, endpoint: Endpoint) -> aws.lambda_.Function:
-    """The waker function, allowed to be run by the API (on its route), the schedule and the ECS rule."""
+    """The waker function, allowed to be run by the API (on its route), the schedule and the two rules."""
     api, route, waker_integration, probe = endpoint.api, endpoint.route, endpoint.waker_integration, endpoint.probe
     if waker_integration is None or probe is None:
         raise ValueError("the endpoint was declared without the waker's integration and probe")
@@ -157,16 +157,18 @@ def _schedule_ticks(owner: Component, function: aws.lambda_.Function) -> None:
     )
 
 
-START_STEP_JOB_NAMES = "*-start-*"
-"""Metaflow names a step's Batch job `<user>-<flow>-<run>-<step>-<task>-<retry>` (`SFN` for the user, and an
-empty run and task, when Step Functions runs it): every run begins with the step named `start`."""
+START_STEP_JOB_NAMES = "SFN-*--start--"
+"""Metaflow names a step's Batch job `<user>-<flow>-<run>-<step>-<task>-<retry>`; when Step Functions runs it,
+`SFN` is the user and run, task and retry are empty. Every run begins with the step named `start`. Runs started
+from a laptop (`run --with batch`) need no nudge: their client wakes the service before it submits a step."""
 
 
 def _wake_for_queued_runs(owner: Component, args: WakerArgs, function: aws.lambda_.Function) -> None:
-    """A run's start step becoming RUNNABLE on one of the stack's queues wakes the service. Steps on Batch do not
-    read the profile (Metaflow's 5 retries, 31 s, on their first call), and a scheduled run has no client that
-    calls first; Batch's own start of an instance (minutes, from none) then runs beside the wake. One event per
-    run: the start step's (Batch sends no event for the submission itself; RUNNABLE comes first)."""
+    """A Step Functions run's start step becoming RUNNABLE on one of the stack's queues starts a sleeping
+    service. Steps on Batch do not read the profile (Metaflow's 5 retries, 31 s, on their first call), and a
+    scheduled run has no client that calls first; Batch's own start of an instance (minutes, from none) then
+    runs beside the wake. One event per attempt of the start step (Batch sends none for the submission itself;
+    RUNNABLE comes first)."""
     pattern = pulumi.Output.all(*args.job_queue_arns).apply(
         lambda queues: json.dumps(
             {
@@ -183,7 +185,7 @@ def _wake_for_queued_runs(owner: Component, args: WakerArgs, function: aws.lambd
     _events_to_waker(
         owner,
         ("run-queued", "waker-runs"),
-        "Metaflow: a run's start step is queued on Batch; the waker wakes the metadata service",
+        "Metaflow: a Step Functions run's start step is queued on Batch; the waker starts the metadata service",
         pattern,
         function,
         # Only a prompt wake helps: a late one is dropped (the step's own call wakes the service anyway).

@@ -5,7 +5,6 @@ and the waker wired to exactly this stack's API, service and events."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
@@ -319,26 +318,42 @@ def test_every_queue_of_the_stack_wakes_the_service() -> None:
     assert pattern["detail"]["jobQueue"] == sorted([run.outputs["jobQueueArn"], run.outputs["gpuJobQueue"]])
 
 
-@pytest.mark.parametrize(
-    "user, run_id, task_id, retry",
-    [("SFN", None, None, None), ("alice", "1733212345678901", "2", "0"), ("ci-bot", "argo-xyz", "17", "3")],
-)
-def test_the_pattern_matches_metaflows_own_job_names_for_the_start_step_only(
-    user: str, run_id: str | None, task_id: str | None, retry: str | None
-) -> None:
-    """Metaflow's own naming (as `step-functions create` and `run --with batch` name the jobs), matched with
-    EventBridge's wildcard semantics (`*` is any run of characters, everything else literal)."""
+def batch_event(job_name: str, queue: str, status: str = "RUNNABLE") -> dict[str, Any]:
+    """A Batch job state change as EventBridge delivers it (Batch User Guide, job state change events)."""
+    return {
+        "version": "0",
+        "id": "c8f9c4b5-76e5-d76a-f980-7011e206042b",
+        "detail-type": "Batch Job State Change",
+        "source": "aws.batch",
+        "account": "123456789012",
+        "time": "2026-12-01T09:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:batch:us-east-1:123456789012:job/4c7599ae"],
+        "detail": {"jobName": job_name, "jobId": "4c7599ae", "jobQueue": queue, "status": status},
+    }
+
+
+def test_the_rule_matches_step_functions_start_steps_only_by_eventbridges_own_rules(run: OfflineRun) -> None:
+    """The deployed pattern, matched by moto's EventBridge, against job names Metaflow's own code gives: a
+    Step Functions run's start step on the stack's queue when RUNNABLE, and nothing else."""
     from metaflow.plugins.aws.batch.batch import Batch
+    from moto.events.models import EventPattern
 
-    def name(step: str) -> str:
-        return Batch._job_name(None, user, "HelloFlow", run_id, step, task_id, retry)  # type: ignore[arg-type]
+    pattern = EventPattern.load(
+        named(run, "aws:cloudwatch/eventRule:EventRule", "metaflow-run-queued").inputs["eventPattern"]
+    )
+    queue = run.outputs["jobQueueArn"]
 
-    def matches(job_name: str) -> bool:
-        pattern = "^" + ".*".join(re.escape(part) for part in START_STEP_JOB_NAMES.split("*")) + "$"
-        return re.match(pattern, job_name, re.DOTALL) is not None
+    def job(user: str, step: str, run_id: str | None = None, task_id: str | None = None) -> str:
+        return Batch._job_name(None, user, "HelloFlow", run_id, step, task_id, None)  # type: ignore[arg-type]
 
-    assert matches(name("start"))
-    assert not any(matches(name(step)) for step in ("end", "train", "startup", "join", "restart"))
+    assert pattern.matches_event(batch_event(job("SFN", "start"), queue))
+    assert not pattern.matches_event(batch_event(job("SFN", "start"), queue, status="STARTING"))
+    assert not pattern.matches_event(batch_event(job("SFN", "start"), queue.replace("queue", "elsewhere")))
+    for step in ("end", "train", "startup", "restart", "join"):
+        assert not pattern.matches_event(batch_event(job("SFN", step), queue)), step
+    # A run started from a laptop: its client woke the service before it submitted the step.
+    assert not pattern.matches_event(batch_event(job("alice", "start", "1733212345", "1"), queue))
 
 
 def test_idle_minutes_reach_the_waker() -> None:

@@ -408,24 +408,35 @@ def queued(job_name: str = "SFN-HelloFlow--start--") -> dict[str, Any]:
     }
 
 
-def test_a_runs_start_step_queued_on_batch_wakes_a_sleeping_service(world: World) -> None:
+def test_a_scheduled_runs_start_step_queued_on_batch_starts_a_sleeping_service(world: World) -> None:
+    """The count and the database's head start, nothing more: the step's first request or the next tick routes."""
     assert world.run(queued()) == "starting"
-    assert world.desired() == 1
-    queued_at = datetime.datetime(2026, 12, 1, 8, 59, 30, tzinfo=datetime.UTC).timestamp()
-    assert world.invocations == [
-        {"function": FUNCTION_ARN, "type": "Event", "payload": {"action": "watch", "wokenAt": queued_at}}
-    ]
+    assert world.desired() == 1 and world.database == "resuming"
+    assert world.invocations == [] and "probe" not in world.calls
 
 
-def test_a_run_queued_while_the_service_serves_changes_nothing(world: World) -> None:
-    """One GetRoute and the service's state: no probe, no route update, no second task."""
+def test_runs_scheduled_for_the_same_minute_start_one_task_and_no_watchers(world: World) -> None:
+    """Each watcher polls the account's shared ECS and API Gateway rates: a burst of queued runs starts none."""
+    assert [world.run(queued(f"SFN-Flow{n}--start--")) for n in range(5)] == ["starting"] + ["awake"] * 4
+    assert world.calls.count("update_service") == 1 and world.invocations == []
+
+
+def test_a_run_queued_while_the_service_serves_or_wakes_costs_one_call(world: World) -> None:
     world.run(HTTP_REQUEST)
+    world.calls.clear()
+    assert world.run(queued()) == "awake"  # waking
     world.task_ready()
     world.run({"action": "watch"})
     world.calls.clear()
-    assert world.run(queued()) == "ready"
-    assert not {"probe", "update_route", "update_service", "invoke"} & set(world.calls)
-    assert world.on_service() and world.desired() == 1
+    assert world.run(queued()) == "awake"  # serving
+    assert world.calls == ["describe_services"]
+
+
+def test_the_next_tick_routes_to_the_task_a_queued_run_started(world: World) -> None:
+    world.run(queued())
+    world.task_ready()
+    assert world.run({"action": "tick"}) == "switched"
+    assert world.on_service()
 
 
 def test_a_misconfigured_waker_still_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:

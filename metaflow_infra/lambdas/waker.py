@@ -7,7 +7,7 @@ The route is the switch. While it targets this function, every authorized reques
 VPC-link integration only while a task is RUNNING, HEALTHY and registered in Cloud Map, and has answered a
 probe sent the way clients' requests go (API Gateway, the VPC link, Cloud Map, the task), so no request ever
 meets an empty Cloud Map service or a VPC link AWS is still rebuilding (answers AWS does not document). One
-function, five events:
+function, six events:
 
 - an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503;
 - `{"action": "watch", "wokenAt": <epoch seconds>}` (started by a wake, asynchronously): resume the paused
@@ -19,8 +19,9 @@ function, five events:
 - an ECS task state change whose desired status is STOPPED (Spot, crash, deploy, the idle stop): unless
   another task is ready, route to this function before Cloud Map loses the instance;
 - `{"action": "wake"}` (the `ui` command, before it opens the UI): wake, answer the service's state;
-- a Batch job state change of a run's start step, RUNNABLE on the stack's queue: wake, before the step's
-  instance has started (steps on Batch keep Metaflow's 5 retries, and a scheduled run has no client).
+- a Batch job state change of a Step Functions run's start step, RUNNABLE on the stack's queue: start a
+  sleeping service before the step's instance has (steps on Batch keep Metaflow's 5 retries, and a scheduled
+  run has no client to wake it first).
 
 Every step is idempotent and derived from what AWS reports, so concurrent wakes and repeated events are
 harmless: setting a desired count of 1 twice starts one task, switching a route twice is one switch.
@@ -245,6 +246,21 @@ def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, route
     return "starting"
 
 
+def nudge(aws: Clients, config: Config) -> str:
+    """A scheduled run's start step is queued on Batch: start a sleeping service and give the database its head
+    start, and no more. No watcher: runs scheduled for the same minute would each start one, and their polling
+    shares the account's ECS and API Gateway request rates. The step's first request (a wake that finds the task
+    ready), or the next tick, routes to the task, which by then has long started: Batch starts an instance
+    first. While the service runs or wakes, one call."""
+    desired, _ = desired_count(aws, config)
+    if desired > 0:
+        return "awake"
+    aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=1)
+    resume_database(aws, config)
+    _log.info("service started for a queued run")
+    return "starting"
+
+
 def resume_database(aws: Clients, config: Config) -> str:
     """Ask the Data API for `SELECT 1`. On a paused Aurora Serverless v2 database it answers
     DatabaseResumingException at once and resumes it ("The Data API request automatically resumes the DB
@@ -438,8 +454,8 @@ def dispatch(
         return waking_response()
     if event.get("source") == "aws.ecs":
         return task_stopping(aws, config, event, function_arn, clock())
-    if event.get("source") == "aws.batch":  # a run's start step is queued
-        return wake(aws, config, function_arn, _event_time(event, clock()), routed_to_waker=False)
+    if event.get("source") == "aws.batch":  # a scheduled run's start step is queued
+        return nudge(aws, config)
     action = event.get("action")
     if action == "watch":
         woken_at = event.get("wokenAt")
