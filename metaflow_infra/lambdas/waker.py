@@ -231,7 +231,7 @@ def start_watcher(aws: Clients, function_arn: str, woken_at: float) -> None:
 
 def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, routed_to_waker: bool = True) -> str:
     """Ask for one task (idempotent) and watch it start; if one is ready already, route to it. `routed_to_waker`:
-    a request reached the waker, so the route targets it; an event (the UI, a queued run) looks first."""
+    a request reached the waker, so the route targets it; the UI's command looks first."""
     state = service_state(aws, config)
     if state.desired == 0:
         aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=1)
