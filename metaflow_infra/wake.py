@@ -38,7 +38,12 @@ class Stage:
 @cache
 def wake_stages() -> tuple[Stage, ...]:
     """In an order where each stage comes after those it waits for (with or without the Data API)."""
-    data = tomllib.loads(resources.files("metaflow_infra").joinpath("data", "wake_timings.toml").read_text())
+    return parse_stages(resources.files("metaflow_infra").joinpath("data", "wake_timings.toml").read_text())
+
+
+def parse_stages(text: str) -> tuple[Stage, ...]:
+    """The stages of a wake_timings.toml, refused if one comes before a stage it waits for."""
+    data = tomllib.loads(text)
     stages = tuple(
         Stage(
             **{

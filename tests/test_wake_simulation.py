@@ -29,6 +29,8 @@ from metaflow_infra.profile import MetadataEndpoint, ProfileInputs, metaflow_pro
 from metaflow_infra.wake import (
     WAKE_GOAL_SECONDS,
     best_wake_seconds,
+    image_size_warning,
+    parse_stages,
     stage_ends,
     wake_seconds,
     wake_stages,
@@ -228,3 +230,27 @@ def test_without_the_data_api_the_migrators_connection_resumes_it_after_the_pull
     client(wake)
     assert wake.database == [(0.0, "paused"), (3 + 5 + 62 + 30, "available")]
     assert wake.routed_at == worst_wake_seconds(data_api=False)
+
+
+def test_a_stage_listed_before_one_it_waits_for_is_refused() -> None:
+    """The critical path is computed in the file's order: a stage must come after every stage it waits for."""
+    stage = 'id = "{}"\nname = "n"\nafter = {}\nbest = 1\nworst = 2\nkind = "estimate"\nsource = "s"\n'
+    in_order = "[[stages]]\n" + stage.format("a", "[]") + "[[stages]]\n" + stage.format("b", '["a"]')
+    assert [s.id for s in parse_stages(in_order)] == ["a", "b"]
+    with pytest.raises(ValueError, match="wake stage 'b' comes before a stage it waits for"):
+        parse_stages("[[stages]]\n" + stage.format("b", '["a"]') + "[[stages]]\n" + stage.format("a", "[]"))
+    without = in_order.replace('after = ["a"]', 'after = []\nwithout_data_api = ["c"]')
+    with pytest.raises(ValueError, match="wake stage 'b'"):
+        parse_stages(without)
+
+
+@pytest.mark.parametrize(
+    "compressed_bytes, warned",
+    [(326_000_000, False), (413_000_000, False), (413_000_001, True), (1_000_000_000, True)],
+)
+def test_an_image_larger_than_the_measured_one_is_warned_about(compressed_bytes: int, warned: bool) -> None:
+    warning = image_size_warning(compressed_bytes)
+    assert (warning is not None) is warned
+    if warning:
+        assert f"is {compressed_bytes / 1e6:.0f} MB compressed, larger than the 413 MB image" in warning
+        assert f"({worst_wake_seconds():g} s)" in warning
