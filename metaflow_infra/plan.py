@@ -21,7 +21,7 @@ from .costs import (
     unpriced_partition,
 )
 from .offline import ACCOUNT_ID, OfflineRun, run_offline
-from .profile import SECRET_KEYS, SERVICE_RETRY_COUNT
+from .profile import SECRET_KEYS, SERVICE_RETRY_SECONDS
 from .settings import ConfigError, available_presets, data_api_regions, load_settings, presets
 from .wake import WAKE_GOAL_SECONDS, best_wake_seconds, worst_wake_seconds
 
@@ -418,7 +418,7 @@ def wake_document(data_api: bool) -> dict[str, Any]:
         "bestSeconds": best_wake_seconds(data_api),
         "worstSeconds": worst_wake_seconds(data_api),
         "goalSeconds": WAKE_GOAL_SECONDS,
-        "retriesOutlastSeconds": 2 ** (SERVICE_RETRY_COUNT - 1) - 1,
+        "retriesOutlastSeconds": SERVICE_RETRY_SECONDS,
         # The awake route is dev's own integration and authorizer, input for input (tests/test_scale_to_zero_stack.py).
         "warmRequestAddedMs": 0,
     }

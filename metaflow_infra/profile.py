@@ -22,9 +22,10 @@ placement, a ~330 MB pull from Docker Hub, migrator, health check), plus margin.
 SERVICE_RETRY_COUNT = 9
 """Metaflow retries a 503 after sleeping 1, 2, 4, ... s, so attempt N comes 2**(N-1) - 1 s after the
 first: 9 reach 255 s, the fewest that outlast TASK_REPLACEMENT_SECONDS (metaflow's 5 reach 15 s). With
-metadata:scaleToZero they also outlast the documented worst-case wake, 93 s (wake.worst_wake_seconds; 123 s
-where the stack cannot use the Data API), more than twice over; tests/test_wake_simulation.py runs it through
-Metaflow's own client."""
+metadata:scaleToZero they also outlast the documented worst-case wake (wake.worst_wake_seconds, with or without
+the Data API) with margin; tests/test_wake_simulation.py runs it through Metaflow's own client."""
+SERVICE_RETRY_SECONDS = 2 ** (SERVICE_RETRY_COUNT - 1) - 1
+"""When the last of SERVICE_RETRY_COUNT attempts comes, after the first."""
 
 
 @dataclass(frozen=True)
