@@ -157,6 +157,13 @@ class World:
     def task_ready(self, task_id: str = "1") -> Task:
         return self.add_task(task_id)
 
+    def serving(self) -> Task:
+        """A request woke the service, its task became ready and the watcher routed to it."""
+        self.run(HTTP_REQUEST)
+        task = self.task_ready()
+        assert self.run({"action": "watch"}) == "switched"
+        return task
+
     def requests_at(self, minutes_ago: float, count: int = 1) -> None:
         self.cloudwatch.put_metric_data(
             Namespace="AWS/ApiGateway",
@@ -388,9 +395,7 @@ def test_the_handler_wakes_with_the_functions_settings_and_clients(
 
 
 def test_a_stop_event_without_a_time_is_timed_from_when_it_arrived(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.invocations.clear()
     world.tasks[0].desired_status = "STOPPED"
     event = {k: v for k, v in stopping(world.tasks[0].arn).items() if k != "time"}
@@ -400,12 +405,8 @@ def test_a_stop_event_without_a_time_is_timed_from_when_it_arrived(world: World)
 
 def queued(job_name: str = "SFN-HelloFlow--start--") -> dict[str, Any]:
     """EventBridge's event for a Batch job turned RUNNABLE (the first Batch reports: none for the submission)."""
-    return {
-        "source": "aws.batch",
-        "detail-type": "Batch Job State Change",
-        "time": "2026-12-01T08:59:30Z",
-        "detail": {"jobName": job_name, "status": "RUNNABLE", "jobQueue": "arn:aws:batch:us-east-1:1:job-queue/q"},
-    }
+    detail = {"jobName": job_name, "status": "RUNNABLE", "jobQueue": "arn:aws:batch:us-east-1:1:job-queue/q"}
+    return eventbridge("aws.batch", "Batch Job State Change", "2026-12-01T08:59:30Z", detail)
 
 
 def test_a_scheduled_runs_start_step_queued_on_batch_starts_a_sleeping_service(world: World) -> None:
@@ -545,9 +546,7 @@ def test_a_tick_while_asleep_reads_no_metrics_and_changes_nothing(world: World) 
 
 
 def test_a_tick_puts_the_waker_back_in_front_of_a_service_stopped_from_outside(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.set_desired(0)  # the console, or a deploy that set the count
     assert world.run({"action": "tick"}) == "asleep"
     assert not world.on_service()
@@ -573,9 +572,7 @@ def test_requests_to_another_api_do_not_keep_this_service_awake(world: World) ->
 
 
 def test_a_tick_keeps_a_service_that_had_a_request_within_the_idle_time(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.now += datetime.timedelta(minutes=30)
     world.requests_at(minutes_ago=14)
     assert world.run({"action": "tick"}) == "serving"
@@ -583,17 +580,13 @@ def test_a_tick_keeps_a_service_that_had_a_request_within_the_idle_time(world: W
 
 
 def test_a_tick_never_stops_a_task_younger_than_the_idle_time(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.now += datetime.timedelta(minutes=14)
     assert world.run({"action": "tick"}) == "serving"
 
 
 def test_an_idle_service_is_stopped_after_the_route_leaves_it_and_requests_drain(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.requests_at(minutes_ago=0)
     world.now += datetime.timedelta(minutes=16)
     world.calls.clear()
@@ -604,9 +597,7 @@ def test_an_idle_service_is_stopped_after_the_route_leaves_it_and_requests_drain
 
 
 def test_a_request_during_the_drain_keeps_the_service(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.now += datetime.timedelta(minutes=16)
 
     def a_request_arrives(seconds: float) -> None:
@@ -636,19 +627,18 @@ def test_a_wake_nobody_came_back_for_is_stopped_after_the_idle_time(world: World
     assert world.desired() == 0
 
 
+def eventbridge(source: str, detail_type: str, time: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """An AWS service's event as EventBridge delivers it (the fields the waker reads)."""
+    return {"source": source, "detail-type": detail_type, "time": time, "detail": detail}
+
+
 def stopping(task_arn: str) -> dict[str, Any]:
-    return {
-        "source": "aws.ecs",
-        "detail-type": "ECS Task State Change",
-        "time": "2026-12-01T09:30:00Z",
-        "detail": {"taskArn": task_arn, "desiredStatus": "STOPPED", "lastStatus": "RUNNING"},
-    }
+    detail = {"taskArn": task_arn, "desiredStatus": "STOPPED", "lastStatus": "RUNNING"}
+    return eventbridge("aws.ecs", "ECS Task State Change", "2026-12-01T09:30:00Z", detail)
 
 
 def test_a_stopping_task_puts_the_waker_in_front_and_watches_its_replacement(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.invocations.clear()
     interrupted = world.tasks[0]
     interrupted.desired_status = "STOPPED"  # Spot or a crash: the service still wants one task
@@ -670,9 +660,7 @@ def test_a_deploy_keeps_the_route_when_the_new_task_is_ready(world: World) -> No
 
 
 def test_the_idle_stop_event_leaves_the_waker_in_front_without_a_watcher(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.invocations.clear()
     world.set_desired(0)
     world.tasks[0].desired_status = "STOPPED"
@@ -811,9 +799,7 @@ def test_a_task_stopped_as_the_route_reached_it_puts_the_waker_back_and_the_watc
 
 
 def test_a_tick_puts_the_waker_in_front_of_a_route_with_no_ready_task_behind_it(world: World) -> None:
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.tasks[0].health = "UNHEALTHY"
     assert world.run({"action": "tick"}) == "waker in front"
     assert not world.on_service()
@@ -821,9 +807,7 @@ def test_a_tick_puts_the_waker_in_front_of_a_route_with_no_ready_task_behind_it(
 
 def test_only_the_stop_event_that_takes_the_route_starts_a_watcher(world: World) -> None:
     """ECS reports each step of a stop (deactivating, stopping, stopped): one replacement, one watcher."""
-    world.run(HTTP_REQUEST)
-    world.task_ready()
-    world.run({"action": "watch"})
+    world.serving()
     world.invocations.clear()
     world.tasks[0].desired_status = "STOPPED"
     assert [world.run(stopping(world.tasks[0].arn)) for _ in range(3)] == ["replacing"] + ["waker in front"] * 2
