@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_docs import README, readme_section
@@ -98,21 +98,43 @@ def test_plan_runs_as_a_module_without_pulumi_or_aws_and_leaves_no_event_loop_op
     assert "unclosed event loop" not in result.stderr and "Exception ignored" not in result.stderr
 
 
-def run_main_module(name: str) -> None:
-    """Execute metaflow_infra/__main__.py's top level under a module name (its imports are cached)."""
+MAIN_TOP_LEVEL_TWICE = """
+import gc, json, sys
+from pathlib import Path
+import metaflow_infra.__main__  # its imports cached, as in a caller that imported it
+gc.freeze()  # the caller's objects, frozen as the tests and the command freeze theirs
+path = Path(sys.argv[1])
+code = compile(path.read_text(), str(path), "exec")
+states = {}
+for enabled in (True, False):
+    (gc.enable if enabled else gc.disable)()
+    frozen = gc.get_freeze_count()
+    exec(code, {"__name__": "metaflow_infra.__main__", "__package__": "metaflow_infra"})
+    states[str(enabled)] = [gc.isenabled(), gc.get_freeze_count(), frozen]
+    gc.enable()
+print(json.dumps(states))
+"""
+
+
+@pytest.fixture(scope="module")
+def collector_after_main_top_level() -> dict[str, list[Any]]:
+    """__main__.py's top level executed under a module name, with the collector on and then off: in a process of
+    its own, where nothing else (another test's thread or finalizer) can free a frozen object meanwhile."""
     path = Path(sys.modules[main.__module__].__file__ or "")
-    exec(compile(path.read_text(), str(path), "exec"), {"__name__": name, "__package__": "metaflow_infra"})
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    result = subprocess.run(
+        [sys.executable, "-c", MAIN_TOP_LEVEL_TWICE, str(path)], cwd=PROJECT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_imported_as_a_module_it_leaves_the_collector_alone(enabled: bool) -> None:
-    frozen = gc.get_freeze_count()
-    (gc.enable if enabled else gc.disable)()
-    try:
-        run_main_module("metaflow_infra.__main__")
-        assert gc.isenabled() is enabled and gc.get_freeze_count() == frozen
-    finally:
-        gc.enable()
+def test_imported_as_a_module_it_leaves_the_collector_alone(
+    collector_after_main_top_level: dict[str, list[Any]], enabled: bool
+) -> None:
+    is_enabled, freeze_count, frozen = collector_after_main_top_level[str(enabled)]
+    assert is_enabled is enabled and freeze_count == frozen and frozen > 0
 
 
 def test_compare_lists_every_preset_and_the_terraform_defaults(capsys: pytest.CaptureFixture[str]) -> None:
