@@ -4,7 +4,8 @@ with every route behind a Lambda authorizer that checks the `x-api-key` header.
 No always-on load balancer: the HTTP API and its VPC link bill per request only. The integration
 maps no headers, so the service's `METADATA_SERVICE_VERSION` response header (which
 `step-functions create` checks) reaches the client untouched. With scale to zero, a second API on the same
-VPC link carries only the waker's IAM-signed readiness probe (docs/scale-to-zero.md).
+VPC link carries only the waker's IAM-signed requests: its readiness probe, and the requests it forwards while
+the route's switch to the task deploys (docs/scale-to-zero.md).
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ class EndpointArgs:
 
 @dataclass(frozen=True)
 class ReadyProbe:
-    """With scale to zero: the waker's way to ask the task for `/ping` exactly as clients reach it."""
+    """With scale to zero: the waker's way to ask the task for `/ping` exactly as clients reach it, and to
+    forward a request to it while the main route's switch deploys."""
 
     url: pulumi.Output[str]
-    route_arn: pulumi.Output[str]
-    """What `execute-api:Invoke` names to allow the one route."""
+    invoke_arn: pulumi.Output[str]
+    """What `execute-api:Invoke` names to allow the probe API's routes (its `$default` stage)."""
 
 
 @dataclass(frozen=True)
@@ -215,9 +217,10 @@ def _to_the_service(
 def _ready_probe(
     owner: Component, link: aws.apigatewayv2.VpcLink, discovery_service_arn: pulumi.Input[str]
 ) -> ReadyProbe:
-    """An API of its own on the same VPC link and Cloud Map service, with one IAM-authorized route to `/ping`:
-    the waker's probe travels the clients' way to the task, without counting among the main API's requests
-    (which decide when the service is idle) and without a path the metadata service might one day use."""
+    """An API of its own on the same VPC link and Cloud Map service, with IAM-authorized routes only: `GET /ready`,
+    sent to `/ping`, and `$default` for the requests the waker forwards. The waker's probe and forwards travel
+    the clients' way to the task, without counting among the main API's requests (which decide when the service
+    is idle); the probe's path is one the metadata service does not serve."""
     name = owner.named("ready-probe")
     api = aws.apigatewayv2.Api(
         name,
@@ -228,7 +231,7 @@ def _ready_probe(
     integration = _to_the_service(
         owner, name, api, link, discovery_service_arn, "GET", request_parameters={"overwrite:path": "/ping"}
     )
-    aws.apigatewayv2.Route(
+    ready = aws.apigatewayv2.Route(
         name,
         api_id=api.id,
         route_key=f"GET {READY_PROBE_PATH}",
@@ -236,10 +239,26 @@ def _ready_probe(
         authorization_type="AWS_IAM",
         opts=owner.child(),
     )
-    stage = aws.apigatewayv2.Stage(name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child())
+    # Every other path, unchanged, as the main API's route takes it: the waker forwards requests that reach it
+    # while the main route's switch to the task deploys.
+    forwarding = owner.named("forward")
+    forward = aws.apigatewayv2.Route(
+        forwarding,
+        api_id=api.id,
+        route_key="$default",
+        target=pulumi.Output.concat(
+            "integrations/", _to_the_service(owner, forwarding, api, link, discovery_service_arn, "ANY").id
+        ),
+        authorization_type="AWS_IAM",
+        opts=owner.child(),
+    )
+    stage = aws.apigatewayv2.Stage(
+        name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child(ready, forward)
+    )
     return ReadyProbe(
         url=pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0] + READY_PROBE_PATH),
-        route_arn=pulumi.Output.concat(api.execution_arn, "/$default/GET", READY_PROBE_PATH),
+        # Both routes of this API, whatever form the `$default` route's ARN takes: the API serves the waker only.
+        invoke_arn=pulumi.Output.concat(api.execution_arn, "/$default/*"),
     )
 
 

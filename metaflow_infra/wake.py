@@ -1,6 +1,7 @@
 """How long a scale-to-zero wake takes: the stages of `data/wake_timings.toml`, each a best-to-worst range
 with its source. A stage starts once every stage it comes after has ended, so the task's start and the
-database's resume run side by side and the wake lasts as long as its longest chain (the critical path). Pure;
+database's resume run side by side; the wake lasts until the first of the stages that serve requests ends (the
+waker forwarding them, or the route deployed), each at the end of its longest chain (the critical path). Pure;
 the profile sizes its retry budget from the worst case and the simulation test runs these ranges through
 Metaflow's own client."""
 
@@ -30,6 +31,8 @@ class Stage:
     """What the stage waits for where the stack has no Data API to resume the database early."""
     image_mb: float | None = None
     """The compressed image size (MB) the stage's timing was measured with."""
+    serves: bool = False
+    """From this stage's end, requests get the service's answers: the wake ends with the first such stage."""
 
     def waits_for(self, data_api: bool) -> tuple[str, ...]:
         return self.after if data_api or self.without_data_api is None else self.without_data_api
@@ -42,7 +45,7 @@ def wake_stages() -> tuple[Stage, ...]:
 
 
 def parse_stages(text: str) -> tuple[Stage, ...]:
-    """The stages of a wake_timings.toml, refused if one comes before a stage it waits for."""
+    """The stages of a wake_timings.toml, refused if one comes before a stage it waits for, or if none serves."""
     data = tomllib.loads(text)
     stages = tuple(
         Stage(
@@ -54,6 +57,8 @@ def parse_stages(text: str) -> tuple[Stage, ...]:
         )
         for stage in data["stages"]
     )
+    if not any(stage.serves for stage in stages):
+        raise ValueError("no wake stage serves requests: the wake would never end")
     seen: set[str] = set()
     for stage in stages:
         if not {*stage.after, *(stage.without_data_api or ())} <= seen:
@@ -71,8 +76,10 @@ def stage_ends(durations: Mapping[str, float], data_api: bool = True) -> dict[st
 
 
 def wake_seconds(durations: Mapping[str, float], data_api: bool = True) -> float:
-    """From the first request until the route reaches a ready task: the end of the last stage."""
-    return stage_ends(durations, data_api)[wake_stages()[-1].id]
+    """From the first request until requests get the service's answers: the end of the first stage that serves
+    them (a request forwarded by the waker, or the route's switch deployed)."""
+    ends = stage_ends(durations, data_api)
+    return min(ends[stage.id] for stage in wake_stages() if stage.serves)
 
 
 def image_size_warning(compressed_bytes: int) -> str | None:

@@ -205,37 +205,48 @@ def test_the_waker_is_wired_to_this_stacks_api_route_service_and_cloud_map(run: 
     assert waker["timeout"] == WAKER_TIMEOUT_SECONDS > WATCH_SECONDS
 
 
-def test_the_waker_probes_the_task_the_way_clients_reach_it_on_an_api_of_its_own(run: OfflineRun) -> None:
-    """Same VPC link, same Cloud Map service, the service's /ping; one IAM-authorized route only the waker may
-    call; a separate API, so its requests never count among the main API's (which decide idleness)."""
+def test_the_waker_probes_and_forwards_the_way_clients_reach_the_task_on_an_api_of_its_own(run: OfflineRun) -> None:
+    """Same VPC link, same Cloud Map service; the probe on the service's /ping, forwards on every other path
+    unchanged, as the main API's route takes them; IAM-authorized routes only the waker may call; a separate
+    API, so its requests never count among the main API's (which decide idleness)."""
     apis = {a.name: a for a in run.of_type("aws:apigatewayv2/api:Api")}
     assert set(apis) == {"metaflow-metadata", "metaflow-ready-probe"}
     probe_api, main_api = apis["metaflow-ready-probe"], apis["metaflow-metadata"]
     probe_api_id, main_api_id = (f"{api.state['name']}-id" for api in (probe_api, main_api))  # the mocks' ids
-    probe, service = integrations(run)["metaflow-ready-probe"], integrations(run)["metaflow-metadata"]
-    assert probe.inputs["apiId"] == probe_api_id != main_api_id == service.inputs["apiId"]
-    assert probe.inputs["connectionType"] == service.inputs["connectionType"] == "VPC_LINK"
-    assert probe.inputs["connectionId"] == service.inputs["connectionId"]
-    assert probe.inputs["integrationUri"] == service.inputs["integrationUri"]  # the Cloud Map service
+    found = integrations(run)
+    probe, forward, service = found["metaflow-ready-probe"], found["metaflow-forward"], found["metaflow-metadata"]
+    assert probe.inputs["apiId"] == forward.inputs["apiId"] == probe_api_id != main_api_id == service.inputs["apiId"]
+    for integration in (probe, forward):
+        assert integration.inputs["connectionType"] == service.inputs["connectionType"] == "VPC_LINK"
+        assert integration.inputs["connectionId"] == service.inputs["connectionId"]
+        assert integration.inputs["integrationUri"] == service.inputs["integrationUri"]  # the Cloud Map service
     assert probe.inputs["requestParameters"] == {"overwrite:path": "/ping"}
-    route = routes(run)["metaflow-ready-probe"]
-    assert (route.inputs["apiId"], route.inputs["routeKey"]) == (probe_api_id, f"GET {READY_PROBE_PATH}")
-    assert route.inputs["target"] == f"integrations/{probe.state['name']}-id"
-    assert route.inputs["authorizationType"] == "AWS_IAM" and "authorizerId" not in route.inputs
+    ignored = ("apiId", "connectionId", "integrationUri")
+    assert {k: v for k, v in forward.inputs.items() if k not in ignored} == {
+        k: v for k, v in service.inputs.items() if k not in ignored
+    }, "a forwarded request must reach the service exactly as one on the main route does"
+    probe_routes = {r.inputs["routeKey"]: r.inputs for r in routes(run).values() if r.inputs["apiId"] == probe_api_id}
+    assert probe_routes.keys() == {f"GET {READY_PROBE_PATH}", "$default"}
+    assert probe_routes[f"GET {READY_PROBE_PATH}"]["target"] == f"integrations/{probe.state['name']}-id"
+    assert probe_routes["$default"]["target"] == f"integrations/{forward.state['name']}-id"
+    for route in probe_routes.values():
+        assert route["authorizationType"] == "AWS_IAM" and "authorizerId" not in route
     stages = {s.inputs["apiId"]: s.inputs for s in run.of_type("aws:apigatewayv2/stage:Stage")}
     assert stages[probe_api_id]["name"] == "$default" and stages[probe_api_id]["autoDeploy"] is True
     main_routes = [r for r in routes(run).values() if r.inputs["apiId"] == main_api_id]
     assert [r.inputs["authorizationType"] for r in main_routes] == ["CUSTOM"], "clients' routes all need the key"
     [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
-    assert waker.inputs["environment"]["variables"]["PROBE_URL"] == probe_api.state["apiEndpoint"] + "/ready"
+    config = Config.from_env(waker.inputs["environment"]["variables"])
+    assert config.probe_url == probe_api.state["apiEndpoint"] + "/ready"
+    assert config.forward_url == probe_api.state["apiEndpoint"]
     policies = {p.name: policy_of(p.inputs) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
     invoking = [s for s in policies["metaflow-waker"]["Statement"] if "execute-api:Invoke" in s["Action"]]
     assert invoking == [
         {
-            "Sid": "ProbeTheTaskAsClientsReachIt",
+            "Sid": "ReachTheTaskAsClientsDo",
             "Effect": "Allow",
             "Action": ["execute-api:Invoke"],
-            "Resource": [probe_api.state["executionArn"] + "/$default/GET/ready"],
+            "Resource": [probe_api.state["executionArn"] + "/$default/*"],
         }
     ]
 

@@ -3,8 +3,9 @@
 The model: the first request reaches the waker (503); the service goes from 0 tasks to 1; the task is placed
 and pulls its image (from the stack's ECR copy) while, side by side, the watcher's Data API call takes the
 database from paused to available (where the stack has no Data API, the migrator's connection does, after the
-task has started); the migrator runs once both are done; the server passes its health check; the watcher
-switches the route; from then on requests get 200. Stage timings are the documented ranges of
+task has started); the migrator runs once both are done; the server passes its health check; from then on a
+request reaching the waker is forwarded to the task (a few seconds for its own checks), and soon the watcher's
+route switch deploys: whichever comes first, requests get 200. Stage timings are the documented ranges of
 `metaflow_infra/data/wake_timings.toml`, and the wake lasts as long as its critical path (`metaflow_infra.wake`).
 
 The client: `ServiceMetadataProvider._request` and `_version` from the installed metaflow, unchanged, with the
@@ -65,8 +66,8 @@ class Wake:
     tasks: list[tuple[float, int]] = field(default_factory=lambda: [(0.0, 0)])
 
     @property
-    def routed_at(self) -> float:
-        """When the route reaches a ready task: the end of the critical path."""
+    def served_at(self) -> float:
+        """When requests start getting the service's answers (forwarded, or routed): the end of the wake."""
         return wake_seconds(self.stage_seconds, self.data_api)
 
     def _timeline(self) -> None:
@@ -79,7 +80,7 @@ class Wake:
         if not self.attempts:
             self._timeline()
         self.attempts.append(self.clock)
-        if self.clock >= self.routed_at:
+        if self.clock >= self.served_at:
             return SimpleNamespace(
                 status_code=200, text="{}", json=lambda: {}, headers={"METADATA_SERVICE_VERSION": "2.5.1"}
             )
@@ -114,8 +115,8 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def one_stage(seconds: float) -> dict[str, float]:
-    """A wake whose whole length is one stage (the others take no time)."""
-    return {stage.id: seconds if stage.id == "route" else 0.0 for stage in wake_stages()}
+    """A wake whose whole length is one stage, the task's start (the others take no time)."""
+    return {stage.id: seconds if stage.id == "start" else 0.0 for stage in wake_stages()}
 
 
 def best() -> dict[str, float]:
@@ -126,10 +127,10 @@ def worst() -> dict[str, float]:
     return {stage.id: stage.worst for stage in wake_stages()}
 
 
-def test_the_documented_stages_give_a_29_to_93_second_wake_and_123_without_the_data_api() -> None:
-    assert [best_wake_seconds(), worst_wake_seconds()] == [28.6, 93]
-    assert [best_wake_seconds(data_api=False), worst_wake_seconds(data_api=False)] == [43.6, 123]
-    assert len(wake_stages()) == 10 and all(stage.source and stage.best <= stage.worst for stage in wake_stages())
+def test_the_documented_stages_give_a_28_to_84_second_wake_and_114_without_the_data_api() -> None:
+    assert [best_wake_seconds(), worst_wake_seconds()] == [27.8, 84]
+    assert [best_wake_seconds(data_api=False), worst_wake_seconds(data_api=False)] == [42.8, 114]
+    assert len(wake_stages()) == 11 and all(stage.source and stage.best <= stage.worst for stage in wake_stages())
 
 
 def test_the_database_resumes_beside_the_task_start_and_off_its_critical_path() -> None:
@@ -143,27 +144,37 @@ def test_the_database_resumes_beside_the_task_start_and_off_its_critical_path() 
     assert (ends["resume"], ends["start"]) == (36, 70)
     assert wake_seconds({**worst(), "resume": 0.0}) == worst_wake_seconds()
     # An instant start leaves the resume as the longer branch.
-    assert wake_seconds({**worst(), "start": 0.0}) == ends["resume"] + 3 + 8 + 1 + 1 + 10
+    assert wake_seconds({**worst(), "start": 0.0}) == ends["resume"] + 3 + 8 + 3  # migrate, health, forward
 
 
-def test_the_documented_worst_case_misses_the_90_second_goal_by_three_seconds() -> None:
-    """Said plainly in docs/scale-to-zero.md: a task start 3 s faster at worst than others' measurement would
-    meet it; where the stack has no Data API the migrator resumes the database after the start, 30 s more."""
-    assert best_wake_seconds() <= WAKE_GOAL_SECONDS < worst_wake_seconds()
+def test_the_documented_worst_case_meets_the_90_second_goal_with_six_seconds_to_spare() -> None:
+    """Said plainly in docs/scale-to-zero.md: a task start 6 s slower at worst than others' measurement would
+    reach the goal; where the stack has no Data API the migrator resumes the database after the start, 30 s more,
+    and the goal is missed."""
+    assert worst_wake_seconds() <= WAKE_GOAL_SECONDS < worst_wake_seconds(data_api=False)
     stages = {stage.id: stage for stage in wake_stages()}
-    assert wake_seconds({**worst(), "start": stages["start"].worst - 3}) == WAKE_GOAL_SECONDS
+    assert wake_seconds({**worst(), "start": stages["start"].worst + 6}) == WAKE_GOAL_SECONDS
     assert worst_wake_seconds(data_api=False) == worst_wake_seconds() + 30
+
+
+def test_forwarding_takes_the_routes_deployment_off_the_critical_path() -> None:
+    """However long API Gateway takes to deploy the switched route (undocumented), requests are served once the
+    task is; without forwarding, the worst wake would be the route's: 93 s, the goal missed."""
+    assert wake_seconds({**worst(), "route": 1000.0}) == worst_wake_seconds()
+    assert wake_seconds({**worst(), "forward": float("inf")}) == 3 + 5 + 62 + 3 + 8 + 1 + 1 + 10 == 93
+    # and when the route deploys first, it ends the wake
+    assert wake_seconds({**best(), "forward": 10.0}) == stage_ends(best())["route"] < stage_ends(best())["health"] + 10
 
 
 @pytest.mark.parametrize(
     "start_delay, outcome",
     [
         (15, "ok"),
-        (28.6, "ok"),  # the documented best case
+        (27.8, "ok"),  # the documented best case
+        (84, "ok"),  # the documented worst case
         (90, "ok"),
-        (93, "ok"),  # the documented worst case
+        (114, "ok"),  # the documented worst case where the stack has no Data API
         (127, "ok"),  # the 8th attempt
-        (123, "ok"),  # the documented worst case where the stack has no Data API
         (255, "ok"),  # the 9th and last attempt
         (256, "failed: ServiceException"),
     ],
@@ -179,14 +190,14 @@ def test_start_delays_the_profile_outlasts_and_the_first_it_does_not(
 
 
 def test_the_profile_covers_the_worst_wake_with_margin(client: Any) -> None:
-    """The last attempt comes at least 60% later than the documented worst-case wake needs, with the Data API
-    (more than twice: 255 s for 93 s) or without it (255 s for 123 s)."""
+    """The last attempt comes at least twice as late as the documented worst-case wake needs, with the Data API
+    (three times: 255 s for 84 s) or without it (255 s for 114 s)."""
     wake = Wake(one_stage(float("inf")))
     assert client(wake).startswith("failed")
     last_attempt = wake.attempts[-1]
     assert last_attempt == 255
-    assert last_attempt >= 2 * worst_wake_seconds()
-    assert last_attempt >= 1.6 * worst_wake_seconds(data_api=False)
+    assert last_attempt >= 3 * worst_wake_seconds()
+    assert last_attempt >= 2 * worst_wake_seconds(data_api=False)
 
 
 def test_metaflows_default_retry_count_gives_up_during_even_the_best_wake(client: Any) -> None:
@@ -214,7 +225,7 @@ def test_every_wake_drawn_from_the_documented_ranges_succeeds(client: Any, seed:
     chance = random.Random(seed)
     wake = Wake({s.id: chance.uniform(s.best, s.worst) for s in wake_stages()}, data_api=seed % 2 == 0)
     assert client(wake) == "ok"
-    assert wake.attempts[-1] >= wake.routed_at
+    assert wake.attempts[-1] >= wake.served_at
 
 
 def test_the_model_resumes_the_database_while_the_task_starts(client: Any) -> None:
@@ -222,19 +233,19 @@ def test_the_model_resumes_the_database_while_the_task_starts(client: Any) -> No
     client(wake)
     assert wake.tasks == [(0.0, 0), (3, 1)]
     assert wake.database == [(0.0, "paused"), (3 + 3 + 30, "available")]  # waker, watcher, resume
-    assert wake.routed_at == worst_wake_seconds() == 3 + 5 + 62 + 3 + 8 + 1 + 1 + 10
+    assert wake.served_at == worst_wake_seconds() == 3 + 5 + 62 + 3 + 8 + 3  # to the first forwarded request
 
 
 def test_without_the_data_api_the_migrators_connection_resumes_it_after_the_pull(client: Any) -> None:
     wake = Wake(worst(), data_api=False)
     client(wake)
     assert wake.database == [(0.0, "paused"), (3 + 5 + 62 + 30, "available")]
-    assert wake.routed_at == worst_wake_seconds(data_api=False)
+    assert wake.served_at == worst_wake_seconds(data_api=False)
 
 
 def test_a_stage_listed_before_one_it_waits_for_is_refused() -> None:
     """The critical path is computed in the file's order: a stage must come after every stage it waits for."""
-    stage = 'id = "{}"\nname = "n"\nafter = {}\nbest = 1\nworst = 2\nkind = "estimate"\nsource = "s"\n'
+    stage = 'id = "{}"\nname = "n"\nafter = {}\nbest = 1\nworst = 2\nserves = true\nkind = "estimate"\nsource = "s"\n'
     in_order = "[[stages]]\n" + stage.format("a", "[]") + "[[stages]]\n" + stage.format("b", '["a"]')
     assert [s.id for s in parse_stages(in_order)] == ["a", "b"]
     with pytest.raises(ValueError, match="wake stage 'b' comes before a stage it waits for"):
@@ -242,6 +253,8 @@ def test_a_stage_listed_before_one_it_waits_for_is_refused() -> None:
     without = in_order.replace('after = ["a"]', 'after = []\nwithout_data_api = ["c"]')
     with pytest.raises(ValueError, match="wake stage 'b'"):
         parse_stages(without)
+    with pytest.raises(ValueError, match="no wake stage serves requests"):
+        parse_stages(in_order.replace("serves = true", "serves = false"))
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ answer is checked against botocore's model of the service. A fake clock; no netw
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime
@@ -92,6 +93,13 @@ class Task:
     pull_stopped_at: datetime.datetime | None = None
 
 
+SERVICE_REPLY = waker.Reply(
+    200,
+    (("Content-Type", "application/json"), ("METADATA_SERVICE_VERSION", "2.5.1"), ("Content-Length", "9")),
+    b'{"id": 1}',
+)
+
+
 @dataclass
 class World:
     """The fake account: moto services plus the route, the tasks and the async invocations."""
@@ -109,6 +117,9 @@ class World:
     slept: list[float] = field(default_factory=list)
     database: str = "paused"
     """The Aurora database as the Data API finds it: paused, resuming, available, or an error code it answers."""
+    forwarded: list[tuple[waker.Outgoing, float]] = field(default_factory=list)
+    forward_failures: list[waker.Reply | Exception] = field(default_factory=list)
+    """What forwarding gets instead of the service's answer, one per forwarded request."""
     link_failures: list[int | None] = field(default_factory=list)
     """What the probe gets instead of the task's answer, one per probe, while AWS rebuilds an inactive VPC link
     (None: no answer at all)."""
@@ -122,6 +133,20 @@ class World:
         if self.link_failures:
             return self.link_failures.pop(0)
         return 200 if any(t.last_status == "RUNNING" for t in self.tasks) else 503
+
+    def forward(self, request: waker.Outgoing, timeout: float) -> waker.Reply:
+        """The probe API's `$default` route to the task: the service answers what it would on the main route."""
+        assert request.url.startswith(self.config.forward_url + "/")
+        self.calls.append("forward")
+        self.forwarded.append((request, timeout))
+        if self.forward_failures:
+            failure = self.forward_failures.pop(0)
+            if isinstance(failure, waker.Reply):
+                return failure
+            raise failure
+        if not any(t.last_status == "RUNNING" for t in self.tasks):
+            return waker.Reply(503, (("Content-Type", "application/json"),), b'{"message":"Service Unavailable"}')
+        return SERVICE_REPLY
 
     def desired(self) -> int:
         return self.ecs.describe_services(cluster=self.config.cluster, services=[self.config.service])["services"][0][
@@ -163,6 +188,22 @@ class World:
         self.run(HTTP_REQUEST)
         task = self.task_ready()
         assert self.run({"action": "watch"}) == "switched"
+        return task
+
+    def request(self, method: str = "GET", path: str = "/flows/HelloFlow", **fields: Any) -> dict[str, Any]:
+        """An API request (payload 2.0) that API Gateway received at this moment of the fake clock."""
+        return {
+            **HTTP_REQUEST,
+            "rawPath": path,
+            "requestContext": {"http": {"method": method, "path": path}, "timeEpoch": int(self.clock() * 1000)},
+            **fields,
+        }
+
+    def waking_with_a_ready_task(self) -> Task:
+        """A request woke the service and its task became ready; the watcher has not switched the route yet."""
+        self.run(HTTP_REQUEST)
+        task = self.task_ready()
+        assert not self.on_service()
         return task
 
     def requests_at(self, minutes_ago: float, count: int = 1) -> None:
@@ -327,6 +368,7 @@ def world(account: Account) -> World:
         lambda_=ModelChecked("lambda", {"invoke": invoke}, calls),
         rds_data=ModelChecked("rds-data", {"execute_statement": execute_statement}, calls),
         probe=lambda url: state["world"].probe(url),
+        forward=lambda request, timeout: state["world"].forward(request, timeout),
     )
     world = World(config, aws, account.ecs, account.cloudwatch, account.servicediscovery, config.target(False), calls)
     state["world"] = world
@@ -603,7 +645,8 @@ def test_a_request_during_the_drain_keeps_the_service(world: World) -> None:
 
     def a_request_arrives(seconds: float) -> None:
         world.now += datetime.timedelta(seconds=seconds)
-        assert world.run(HTTP_REQUEST)["statusCode"] == 503  # the waker sees the task ready: routes back
+        response = world.run(world.request())
+        assert response["statusCode"] == 200  # the waker sees the task ready: routes back, and forwards it
 
     world.sleep = a_request_arrives  # type: ignore[method-assign]
     assert world.run({"action": "tick"}) == "stop abandoned"
@@ -908,14 +951,27 @@ def test_neither_a_request_nor_a_tick_routes_to_a_task_the_probe_cannot_reach(wo
 
 
 class Probed(BaseHTTPRequestHandler):
+    """API Gateway as the waker's signed requests meet it: records each, answers `server.status` with
+    `server.headers` and `server.body`, after `server.delay` seconds; with `server.hang_up`, no answer at all."""
+
     def do_GET(self) -> None:
         server: Any = self.server
+        length = int(self.headers.get("Content-Length") or 0)
         server.seen.append((self.path, dict(self.headers.items())))
+        server.bodies.append(self.rfile.read(length))
         time.sleep(server.delay)
+        if server.hang_up:
+            self.close_connection = True
+            return
         with contextlib.suppress(ConnectionError):  # a probe that timed out has closed its end
             self.send_response(server.status)
-            self.send_header("Content-Length", "0")
+            for name, value in server.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(server.body)))
             self.end_headers()
+            self.wfile.write(server.body)
+
+    do_POST = do_PATCH = do_GET
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -927,7 +983,8 @@ def probed() -> Iterator[Any]:
     # Closing the server waits for its handlers: none outlives its test (a late one, answering a probe that
     # timed out, would run inside whichever test comes next in this process).
     server.daemon_threads = False
-    server.seen, server.status, server.delay = [], 200, 0.0
+    server.seen, server.bodies, server.status, server.delay = [], [], 200, 0.0
+    server.headers, server.body, server.hang_up = [], b"", False
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     yield server
     server.shutdown()
@@ -939,10 +996,7 @@ def test_the_probe_is_signed_for_api_gateway_with_the_functions_own_credentials(
 ) -> None:
     """As Lambda gives them: keys and a session token in the environment. botocore's signer, given the same
     credentials, must compute the signature the probe sent, for service execute-api in the function's region."""
-    key, secret, token = "AKIDPROBE", "probe-secret", "probe-session-token"
-    for name, value in (("AWS_ACCESS_KEY_ID", key), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_SESSION_TOKEN", token)):
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    credentials = lambda_credentials(monkeypatch, "eu-west-1")
     url = f"http://127.0.0.1:{probed.server_address[1]}{waker.READY_PROBE_PATH}"
     assert waker.signed_get(url) == 200
     [(path, headers)] = probed.seen
@@ -950,30 +1004,28 @@ def test_the_probe_is_signed_for_api_gateway_with_the_functions_own_credentials(
     scheme, _, fields = headers["Authorization"].partition(" ")
     parts = dict(field.strip().split("=", 1) for field in fields.split(","))
     assert scheme == "AWS4-HMAC-SHA256"
-    assert parts["Credential"] == f"{key}/{headers['X-Amz-Date'][:8]}/eu-west-1/execute-api/aws4_request"
+    assert parts["Credential"] == (
+        f"{credentials.access_key}/{headers['X-Amz-Date'][:8]}/eu-west-1/execute-api/aws4_request"
+    )
     signed = parts["SignedHeaders"].split(";")
     assert {"host", "x-amz-date", "x-amz-security-token"} <= set(signed)
-    assert headers["X-Amz-Security-Token"] == token
+    assert headers["X-Amz-Security-Token"] == credentials.token
     request = AWSRequest(method="GET", url=url, headers={k: v for k, v in headers.items() if k.lower() in signed})
     request.context["timestamp"] = headers["X-Amz-Date"]
-    signer = SigV4Auth(Credentials(key, secret, token), "execute-api", "eu-west-1")
+    signer = SigV4Auth(credentials, "execute-api", "eu-west-1")
     expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
     assert parts["Signature"] == expected
 
 
 @pytest.mark.parametrize("status", [403, 500, 503, 504])
 def test_the_probe_answers_the_status_it_got(probed: Any, status: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDPROBE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "probe-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    lambda_credentials(monkeypatch)
     probed.status = status
     assert waker.signed_get(f"http://127.0.0.1:{probed.server_address[1]}/ready") == status
 
 
 def test_a_probe_nobody_answers_in_time_or_at_all_is_none(probed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDPROBE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "probe-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    lambda_credentials(monkeypatch)
     monkeypatch.setattr(waker, "PROBE_TIMEOUT_SECONDS", 0.1)
     probed.delay = 0.5
     assert waker.signed_get(f"http://127.0.0.1:{probed.server_address[1]}/ready") is None
@@ -981,3 +1033,232 @@ def test_a_probe_nobody_answers_in_time_or_at_all_is_none(probed: Any, monkeypat
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     assert waker.signed_get(f"http://127.0.0.1:{port}/ready") is None
+
+
+def test_a_request_finding_the_task_ready_is_routed_and_forwarded_to_it_while_the_route_deploys(
+    world: World,
+) -> None:
+    """Its client is served from the moment the task is, not once API Gateway has deployed the new route: the
+    service's own answer, its status, headers (METADATA_SERVICE_VERSION, which Metaflow's client caches) and
+    body, through the probe API, signed, the clients' way to the task."""
+    world.waking_with_a_ready_task()
+    request = world.request(
+        "POST",
+        "/flows/HelloFlow/run",
+        rawQueryString="a=1&b=2",
+        headers={
+            "content-type": "application/json",
+            "x-api-key": "k",
+            "host": "api.example",
+            "content-length": "11",
+            "x-amzn-trace-id": "Root=1-2",
+            "x-forwarded-for": "1.2.3.4",
+            "connection": "keep-alive",
+        },
+        cookies=["a=1", "b=2"],
+        body='{"tags": []}',
+    )
+    response = world.run(request)
+    assert world.on_service()
+    [(sent, timeout)] = world.forwarded
+    assert sent == waker.Outgoing(
+        "POST",
+        f"{world.config.forward_url}/flows/HelloFlow/run?a=1&b=2",
+        {"content-type": "application/json", "x-api-key": "k", "cookie": "a=1; b=2"},
+        b'{"tags": []}',
+    )
+    assert timeout == waker.FORWARD_BUDGET_SECONDS
+    assert response == {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/json", "METADATA_SERVICE_VERSION": "2.5.1"},
+        "body": base64.b64encode(b'{"id": 1}').decode(),
+        "isBase64Encoded": True,
+    }
+    assert world.calls.index("probe") < world.calls.index("update_route") < world.calls.index("forward")
+
+
+def test_a_base64_request_body_is_forwarded_as_the_bytes_it_encodes(world: World) -> None:
+    world.waking_with_a_ready_task()
+    world.run(world.request("POST", body=base64.b64encode(b"\x00\xff").decode(), isBase64Encoded=True))
+    assert world.forwarded[0][0].body == b"\x00\xff"
+
+
+def test_the_services_own_errors_are_passed_on_unchanged(world: World) -> None:
+    """A 404 or a 409 means something to Metaflow's client (a missing run, a POST already carried out)."""
+    world.waking_with_a_ready_task()
+    for status in (404, 409, 500, 503):
+        world.forward_failures.append(waker.Reply(status, (("Content-Type", "text/plain"),), b"no"))
+        assert world.run(world.request())["statusCode"] == status
+
+
+def test_nothing_is_forwarded_before_the_task_is_ready_or_when_the_probe_fails(world: World) -> None:
+    world.run(HTTP_REQUEST)
+    world.add_task("1", last_status="RUNNING", health="UNKNOWN")
+    assert world.run(world.request())["statusCode"] == 503
+    world.tasks[0].health = "HEALTHY"
+    world.link_failures.append(504)
+    assert world.run(world.request())["statusCode"] == 503
+    assert "forward" not in world.calls and not world.on_service()
+
+
+def test_a_probe_refused_by_its_own_route_routes_on_health_but_forwards_nothing(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal says the probe API is broken: forwarding through it would be refused too."""
+    world.waking_with_a_ready_task()
+    world.link_failures.append(403)
+    assert world.run(world.request())["statusCode"] == 503
+    assert world.on_service() and "forward" not in world.calls
+    assert "the readiness probe was refused (403)" in caplog.text
+
+
+def test_a_request_too_late_to_forward_within_api_gateways_30_s_gets_a_503(world: World) -> None:
+    world.waking_with_a_ready_task()
+    late = world.request()
+    late["requestContext"]["timeEpoch"] -= int((waker.FORWARD_BUDGET_SECONDS - waker.FORWARD_MIN_SECONDS) * 1000) + 1
+    assert world.run(late)["statusCode"] == 503
+    assert "forward" not in world.calls
+    world.run(world.request())
+    assert world.forwarded[0][1] == waker.FORWARD_BUDGET_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [
+        (waker.NotDelivered("connection refused"), 503),  # never reached API Gateway: safe to retry
+        (waker.NoAnswer(timed_out=True), 504),  # may have been carried out: what API Gateway itself would answer
+        (waker.NoAnswer(timed_out=False), 502),
+        (waker.Reply(403, (), b'{"message":"Forbidden"}'), 503),  # IAM refused it, before the service
+        (waker.Reply(401, (), b""), 503),
+    ],
+)
+def test_a_forward_that_fails_answers_what_lets_the_client_retry_only_what_never_reached_the_service(
+    world: World, failure: waker.Reply | Exception, status: int
+) -> None:
+    world.waking_with_a_ready_task()
+    world.forward_failures.append(failure)
+    response = world.run(world.request("POST"))
+    assert response["statusCode"] == status
+    assert "isBase64Encoded" not in response
+    assert world.on_service()
+
+
+@pytest.mark.parametrize(("method", "status"), [("GET", 503), ("HEAD", 503), ("POST", 502), ("PATCH", 502)])
+def test_an_answer_too_large_for_lambda_is_retried_only_where_repeating_it_changes_nothing(
+    world: World, method: str, status: int
+) -> None:
+    world.waking_with_a_ready_task()
+    world.forward_failures.append(waker.Reply(200, (), b"x" * (waker.FORWARD_LIMIT_BYTES + 1)))
+    assert world.run(world.request(method))["statusCode"] == status
+    world.forward_failures.append(waker.Reply(200, (), b"x" * waker.FORWARD_LIMIT_BYTES))
+    assert world.run(world.request(method))["statusCode"] == 200
+
+
+def test_the_largest_answer_forwarded_fits_lambdas_6_mb_response() -> None:
+    reply = waker.Reply(200, (("Content-Type", "application/json"),), b"x" * waker.FORWARD_LIMIT_BYTES)
+    assert len(json.dumps(waker.passed_on(reply)).encode()) < 6 * 1024 * 1024
+
+
+def test_a_throttled_route_switch_still_forwards_the_request(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Requests arriving together all switch the route; the one whose switch fails is served all the same."""
+    world.waking_with_a_ready_task()
+
+    def throttled(**request: Any) -> dict[str, Any]:
+        raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "slow down"}}, "UpdateRoute")
+
+    world.aws = dataclasses.replace(
+        world.aws, apigatewayv2=ModelChecked("apigatewayv2", {"update_route": throttled}, [])
+    )
+    assert world.run(world.request())["statusCode"] == 200
+    assert "could not switch the route" in caplog.text
+
+
+def test_answers_headers_are_passed_on_as_api_gateway_takes_them() -> None:
+    """Payload 2.0: repeated headers joined by commas, cookies apart, hop-by-hop headers and the length dropped
+    (API Gateway sets its own)."""
+    reply = waker.Reply(
+        201,
+        (
+            ("Vary", "Accept"),
+            ("Vary", "Origin"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "close"),
+            ("Content-Length", "2"),
+        ),
+        b"{}",
+    )
+    assert waker.passed_on(reply) == {
+        "statusCode": 201,
+        "headers": {"Vary": "Accept,Origin"},
+        "body": base64.b64encode(b"{}").decode(),
+        "isBase64Encoded": True,
+        "cookies": ["a=1", "b=2"],
+    }
+
+
+def test_the_ui_command_never_gets_a_forwarded_answer(world: World) -> None:
+    world.waking_with_a_ready_task()
+    assert world.run({"action": "wake"}) == "ready"
+    assert "forward" not in world.calls
+
+
+def lambda_credentials(monkeypatch: pytest.MonkeyPatch, region: str = "us-east-1") -> Credentials:
+    """As Lambda gives them to the function: keys and a session token in the environment."""
+    credentials = Credentials("AKIDPROBE", "probe-secret", "probe-session-token")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_key)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", credentials.token)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    return credentials
+
+
+def test_a_forwarded_request_arrives_whole_and_signed_and_its_answer_comes_back_whole(
+    probed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Method, path, query, headers and body as sent; a signature botocore's signer reproduces over all of them
+    (the body's hash included); the answer's status, headers and body as the server sent them."""
+    credentials = lambda_credentials(monkeypatch, "eu-west-1")
+    probed.status, probed.headers, probed.body = 201, [("METADATA_SERVICE_VERSION", "2.5.1")], b'{"run_number": 7}'
+    url = f"http://127.0.0.1:{probed.server_address[1]}/flows/HelloFlow/run?a=1&b=x%20y"
+    body = b'{"user_name": "me", "tags": []}'
+    reply = waker.signed_call(waker.Outgoing("POST", url, {"content-type": "application/json"}, body), 5)
+    assert (reply.status, reply.body) == (201, b'{"run_number": 7}')
+    assert ("METADATA_SERVICE_VERSION", "2.5.1") in reply.headers
+    [(path, headers)], [received] = probed.seen, probed.bodies
+    assert (path, received, headers["content-type"]) == ("/flows/HelloFlow/run?a=1&b=x%20y", body, "application/json")
+    parts = dict(field.strip().split("=", 1) for field in headers["Authorization"].partition(" ")[2].split(","))
+    signed = parts["SignedHeaders"].split(";")
+    assert {"content-type", "host", "x-amz-date", "x-amz-security-token"} <= set(signed)
+    request = AWSRequest(
+        method="POST", url=url, data=received, headers={k: v for k, v in headers.items() if k.lower() in signed}
+    )
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(credentials, "execute-api", "eu-west-1")
+    assert parts["Signature"] == signer.signature(
+        signer.string_to_sign(request, signer.canonical_request(request)), request
+    )
+
+
+def test_a_forward_that_never_connects_is_not_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    lambda_credentials(monkeypatch)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(waker.NotDelivered):
+        waker.signed_call(waker.Outgoing("POST", f"http://127.0.0.1:{port}/flows/F", {}, b"{}"), 1)
+
+
+def test_a_forward_sent_but_unanswered_says_whether_it_timed_out(probed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    lambda_credentials(monkeypatch)
+    url = f"http://127.0.0.1:{probed.server_address[1]}/flows/F"
+    probed.delay = 0.5
+    with pytest.raises(waker.NoAnswer) as late:
+        waker.signed_call(waker.Outgoing("POST", url, {}, b"{}"), 0.1)
+    assert late.value.timed_out
+    probed.delay, probed.hang_up = 0.0, True
+    with pytest.raises(waker.NoAnswer) as lost:
+        waker.signed_call(waker.Outgoing("POST", url, {}, b"{}"), 1)
+    assert not lost.value.timed_out
+    assert probed.bodies == [b"{}", b"{}"], "both were delivered"

@@ -9,7 +9,10 @@ probe sent the way clients' requests go (API Gateway, the VPC link, Cloud Map, t
 meets an empty Cloud Map service or a VPC link AWS is still rebuilding (answers AWS does not document). One
 function, six events:
 
-- an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503;
+- an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503. Once a task is ready
+  and answers the probe, the request is switched to it and, while API Gateway deploys the new route, forwarded
+  to it through the probe API (signed, the clients' way to the task): its client is served from the moment the
+  task is, not once the route's deployment is done (docs/scale-to-zero.md, "Forwarding");
 - `{"action": "watch", "wokenAt": <epoch seconds>}` (started by a wake, asynchronously): resume the paused
   database through the RDS Data API while the task starts, poll until a task is ready, then switch the route
   to the service;
@@ -29,14 +32,14 @@ harmless: setting a desired count of 1 twice starts one task, switching a route 
 
 from __future__ import annotations
 
+import base64
 import datetime
 import http.client
 import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,23 @@ READY_PROBE_PATH = "/ready"
 through the same VPC link and Cloud Map service as every client request. An API of its own, so that probes
 never count among the requests that keep the service awake."""
 PROBE_TIMEOUT_SECONDS = 3.0
+FORWARD_BUDGET_SECONDS = 27.0
+"""Of API Gateway's 30 s for the waker's answer (the integration's timeout), what a request may take, from its
+arrival, until the forwarded request is answered: the waker's own checks come first."""
+FORWARD_MIN_SECONDS = 1.0
+"""A request with less left is not forwarded (503: its client retries, by then on the route)."""
+FORWARD_LIMIT_BYTES = 4_000_000
+"""The largest answer the waker passes on: Lambda returns at most 6 MB from a synchronous invocation
+(Lambda quotas, "Invocation payload"), and the body, base64-encoded, grows by a third."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Requests that change nothing: one whose answer is too large to pass on can be retried (503)."""
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "authorization", "expect"}
+"""Request headers the forwarded request sets itself (its host, length and signature) or that end at API
+Gateway; so do API Gateway's own `x-amz-`, `x-amzn-` and `x-forwarded-` headers."""
+NOT_RETURNED = HOP_BY_HOP | {"content-length"}
 WAKING_BODY = json.dumps(
     {"message": "The Metaflow metadata service is starting (scale to zero); retry in a few seconds."}
 )
@@ -98,8 +118,44 @@ class Config:
             probe_url=env["PROBE_URL"],
         )
 
+    @property
+    def forward_url(self) -> str:
+        """The probe API's root: its `$default` route takes any other path to the service, IAM-authorized."""
+        return self.probe_url.removesuffix(READY_PROBE_PATH)
+
     def target(self, to_service: bool) -> str:
         return f"integrations/{self.service_integration_id if to_service else self.waker_integration_id}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A request the waker sends, signed, through the probe API."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class NotDelivered(Exception):
+    """The request never wholly left the waker (no connection, or it broke while sending): API Gateway cannot
+    have passed it on, so sending it again is safe."""
+
+
+class NoAnswer(Exception):
+    """The request was sent but no answer came back (`timed_out`, or the connection broke): it may have been
+    carried out."""
+
+    def __init__(self, timed_out: bool) -> None:
+        super().__init__("timed out" if timed_out else "connection lost")
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -115,6 +171,8 @@ class Clients:
     probe: Callable[[str], int | None]
     """GETs a URL signed with the function's own credentials (the probe API's route takes IAM authorization):
     the status it answers, None when it could not be reached."""
+    forward: Callable[[Outgoing, float], Reply]
+    """Sends a request signed the same way, within a timeout (seconds): its answer, or NotDelivered / NoAnswer."""
 
 
 @dataclass(frozen=True)
@@ -157,23 +215,44 @@ def service_state(aws: Clients, config: Config) -> ServiceState:
     return ServiceState(desired, ready, min(starts) if starts else None, tuple(tasks))
 
 
-def signed_get(url: str) -> int | None:
-    """The probe: a GET signed for API Gateway (SigV4, service `execute-api`) with the function's credentials."""
+def signed_call(outgoing: Outgoing, timeout: float) -> Reply:
+    """Send a request signed for API Gateway (SigV4, service `execute-api`) with the function's credentials."""
     import boto3
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
     session = boto3.Session()
-    request = AWSRequest(method="GET", url=url)
+    request = AWSRequest(method=outgoing.method, url=outgoing.url, data=outgoing.body, headers=outgoing.headers)
     SigV4Auth(session.get_credentials().get_frozen_credentials(), "execute-api", session.region_name).add_auth(request)
+    parts = urllib.parse.urlsplit(outgoing.url)
+    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_type(parts.netloc, timeout=timeout)
     try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=dict(request.headers.items())), timeout=PROBE_TIMEOUT_SECONDS
-        ) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (OSError, http.client.HTTPException):  # refused, reset, cut off, timed out (URLError is an OSError)
+        try:
+            connection.request(
+                outgoing.method,
+                (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                body=outgoing.body or None,
+                headers=dict(request.headers.items()),
+            )
+        except (OSError, http.client.HTTPException) as error:  # refused, unresolved, reset while sending
+            raise NotDelivered(str(error)) from error
+        try:
+            response = connection.getresponse()
+            return Reply(response.status, tuple(response.getheaders()), response.read())
+        except TimeoutError as error:
+            raise NoAnswer(timed_out=True) from error
+        except (OSError, http.client.HTTPException) as error:  # reset, cut off
+            raise NoAnswer(timed_out=False) from error
+    finally:
+        connection.close()
+
+
+def signed_get(url: str) -> int | None:
+    """The probe: a signed GET; the status it answers, None when it got none."""
+    try:
+        return signed_call(Outgoing("GET", url, {}), PROBE_TIMEOUT_SECONDS).status
+    except (NotDelivered, NoAnswer):
         return None
 
 
@@ -229,7 +308,15 @@ def start_watcher(aws: Clients, function_arn: str, woken_at: float) -> None:
     aws.lambda_.invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
 
 
-def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, routed_to_waker: bool = True) -> str:
+@dataclass(frozen=True)
+class Woken:
+    state: str
+    """"starting", or "ready" (the route is on the service, or was just switched to it)."""
+    reachable: bool = False
+    """The route was just switched after a probe through the API answered 200: a request may be forwarded."""
+
+
+def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, routed_to_waker: bool = True) -> Woken:
     """Ask for one task (idempotent) and watch it start; if one is ready already, route to it. `routed_to_waker`:
     a request reached the waker, so the route targets it; the UI's command looks first."""
     state = service_state(aws, config)
@@ -237,13 +324,24 @@ def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, route
         aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=1)
         start_watcher(aws, function_arn, woken_at)
         _log.info("service started")
-        return "starting"
+        return Woken("starting")
     if not routed_to_waker and route_on_service(aws, config):
-        return "ready"
-    if routable(aws, config, state):  # a watcher was lost, or the route was switched away from a serving task
+        return Woken("ready")
+    if not state.ready():
+        return Woken("starting")
+    # A watcher was lost, the route was switched away from a serving task, or (most often) the task is ready and
+    # the route's deployment is under way.
+    status = probe_status(aws, config)
+    if not probe_allows(status):
+        return Woken("starting")
+    try:
         switch_route(aws, config, to_service=True)
-        return "ready"
-    return "starting"
+    except Exception:
+        if status != 200:
+            raise
+        # Requests arriving together all switch it; one throttled switch must not keep its request waiting.
+        _log.warning("could not switch the route; the watcher or the next request will", exc_info=True)
+    return Woken("ready", reachable=status == 200)
 
 
 def nudge(aws: Clients, config: Config) -> str:
@@ -436,6 +534,78 @@ def waking_response() -> dict[str, Any]:
     }
 
 
+def error_response(status: int, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"message": message}),
+    }
+
+
+def outgoing(event: dict[str, Any], base_url: str) -> Outgoing:
+    """The request API Gateway passed to the waker (payload 2.0), addressed to the service through the probe
+    API: same method, path, query, headers (but those of NOT_FORWARDED and API Gateway's own) and body."""
+    method = event["requestContext"]["http"]["method"]
+    path = event.get("rawPath") or event["requestContext"]["http"]["path"]
+    query = event.get("rawQueryString") or ""
+    headers = {
+        name: value
+        for name, value in (event.get("headers") or {}).items()
+        if name.lower() not in NOT_FORWARDED and not name.lower().startswith(("x-amz-", "x-amzn-", "x-forwarded-"))
+    }
+    if event.get("cookies"):  # payload 2.0 takes them out of the headers
+        headers["cookie"] = "; ".join(event["cookies"])
+    body = event.get("body") or ""
+    data = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    return Outgoing(method, base_url + path + (f"?{query}" if query else ""), headers, data)
+
+
+def passed_on(reply: Reply) -> dict[str, Any]:
+    """The service's answer as the waker returns it to API Gateway (payload 2.0)."""
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in reply.headers:
+        if name.lower() == "set-cookie":
+            cookies.append(value)
+        elif name.lower() not in NOT_RETURNED:
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+    answer = {
+        "statusCode": reply.status,
+        "headers": headers,
+        "body": base64.b64encode(reply.body).decode(),
+        "isBase64Encoded": True,
+    }
+    return {**answer, "cookies": cookies} if cookies else answer
+
+
+def forward(aws: Clients, config: Config, event: dict[str, Any], seconds_left: float) -> dict[str, Any]:
+    """Pass a request on to the ready task through the probe API, and its answer back, while API Gateway deploys
+    the route to the task. What the direct route would answer, or a 503 where nothing reached the service."""
+    request = outgoing(event, config.forward_url)
+    if seconds_left < FORWARD_MIN_SECONDS:
+        return waking_response()
+    try:
+        reply = aws.forward(request, seconds_left)
+    except NotDelivered as error:
+        _log.warning("could not forward %s %s (%s); answering 503", request.method, event.get("rawPath"), error)
+        return waking_response()
+    except NoAnswer as error:  # it may have been carried out: as API Gateway would answer on the direct route
+        _log.warning("forwarded %s %s but got no answer (%s)", request.method, event.get("rawPath"), error)
+        if error.timed_out:
+            return error_response(504, "The Metaflow metadata service did not answer in time.")
+        return error_response(502, "The Metaflow metadata service's answer was lost.")
+    if reply.status in (401, 403):  # IAM refused it, before the service (which takes no credentials)
+        _log.error("the probe API refused a forwarded request (%s): the waker's permission is wrong", reply.status)
+        return waking_response()
+    if len(reply.body) > FORWARD_LIMIT_BYTES:
+        _log.warning("an answer of %d bytes is too large to forward", len(reply.body))
+        if request.method in SAFE_METHODS:
+            return waking_response()  # its retry takes the route, by then deployed
+        return error_response(502, "The Metaflow metadata service's answer is too large to pass on while it wakes.")
+    _log.info("forwarded %s %s while the route deploys: %s", request.method, event.get("rawPath"), reply.status)
+    return passed_on(reply)
+
+
 def dispatch(
     event: dict[str, Any],
     function_arn: str,
@@ -445,10 +615,13 @@ def dispatch(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     if "requestContext" in event:  # an API request reached the waker: the service is not routed to
+        # HTTP API payload 2.0: when API Gateway received the request (milliseconds).
+        epoch = event["requestContext"].get("timeEpoch")
+        arrived = epoch / 1000 if isinstance(epoch, int | float) else clock()
         try:
-            # HTTP API payload 2.0: when API Gateway received the request (milliseconds).
-            arrived = event["requestContext"].get("timeEpoch")
-            wake(aws, config, function_arn, arrived / 1000 if isinstance(arrived, int | float) else clock())
+            woken = wake(aws, config, function_arn, arrived)
+            if woken.reachable:
+                return forward(aws, config, event, arrived + FORWARD_BUDGET_SECONDS - clock())
         except Exception:  # the client retries a 503, never a 500: answer it whatever went wrong
             _log.exception("wake failed; answering 503 anyway")
         return waking_response()
@@ -463,7 +636,7 @@ def dispatch(
     if action == "tick":
         return tick(aws, config, datetime.datetime.fromtimestamp(clock(), datetime.UTC), sleep)
     if action == "wake":
-        return wake(aws, config, function_arn, clock(), routed_to_waker=False)
+        return wake(aws, config, function_arn, clock(), routed_to_waker=False).state
     raise ValueError(f"unknown event: {sorted(event)}")
 
 
@@ -488,6 +661,7 @@ def _aws() -> Clients:
             ),
             rds_data=boto3.client("rds-data", config=once),
             probe=signed_get,
+            forward=signed_call,
         )
     return _clients
 
