@@ -4,8 +4,9 @@ with every route behind a Lambda authorizer that checks the `x-api-key` header.
 No always-on load balancer: the HTTP API and its VPC link bill per request only. The integration
 maps no headers, so the service's `METADATA_SERVICE_VERSION` response header (which
 `step-functions create` checks) reaches the client untouched. With scale to zero, a second API on the same
-VPC link carries only the waker's IAM-signed requests: its readiness probe, and the requests it forwards while
-the route's switch to the task deploys (docs/scale-to-zero.md).
+VPC link carries only the waker's requests: its IAM-signed readiness probe, and the clients' requests it
+forwards, behind the same API-key authorizer, while the route's switch to the task deploys
+(docs/scale-to-zero.md).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class ReadyProbe:
     forward a request to it while the main route's switch deploys."""
 
     url: pulumi.Output[str]
-    invoke_arn: pulumi.Output[str]
-    """What `execute-api:Invoke` names to allow the probe API's routes (its `$default` stage)."""
+    route_arn: pulumi.Output[str]
+    """What `execute-api:Invoke` names to allow the probe's one route."""
 
 
 @dataclass(frozen=True)
@@ -145,23 +146,10 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
     )
     integration = _to_the_service(owner, name, api, link, args.discovery_service_arn, "ANY")
     function = _authorizer_function(owner, args)
-    authorizer = aws.apigatewayv2.Authorizer(
-        owner.named("api-key"),
-        api_id=api.id,
-        authorizer_type="REQUEST",
-        authorizer_uri=function.invoke_arn,
-        identity_sources=[f"$request.header.{API_KEY_HEADER}"],
-        authorizer_payload_format_version="2.0",
-        enable_simple_responses=True,
-        authorizer_result_ttl_in_seconds=AUTHORIZER_CACHE_SECONDS,
-        opts=owner.child(),
-    )
-    allow_api_to_invoke(
-        owner, "authorizer", function, pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id)
-    )
+    authorizer = _api_key_authorizer(owner, ("api-key", "authorizer"), api, function)
     waker_integration = probe = None
     if args.waker_function_arn is not None:
-        probe = _ready_probe(owner, link, args.discovery_service_arn)
+        probe = _ready_probe(owner, link, args.discovery_service_arn, function)
         # Named by ARN, not by the function resource: the function's settings name the route, which needs this.
         waker_integration = aws.apigatewayv2.Integration(
             owner.named("waker"),
@@ -190,6 +178,28 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
     return Endpoint(url, api, route, integration, waker_integration, probe)
 
 
+def _api_key_authorizer(
+    owner: Component, purposes: tuple[str, str], api: aws.apigatewayv2.Api, function: aws.lambda_.Function
+) -> aws.apigatewayv2.Authorizer:
+    """The `x-api-key` check on one of the stack's APIs, with the permission for that API to run it. `purposes`:
+    the authorizer's name, then the permission's."""
+    authorizer = aws.apigatewayv2.Authorizer(
+        owner.named(purposes[0]),
+        api_id=api.id,
+        authorizer_type="REQUEST",
+        authorizer_uri=function.invoke_arn,
+        identity_sources=[f"$request.header.{API_KEY_HEADER}"],
+        authorizer_payload_format_version="2.0",
+        enable_simple_responses=True,
+        authorizer_result_ttl_in_seconds=AUTHORIZER_CACHE_SECONDS,
+        opts=owner.child(),
+    )
+    allow_api_to_invoke(
+        owner, purposes[1], function, pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id)
+    )
+    return authorizer
+
+
 def _to_the_service(
     owner: Component,
     name: str,
@@ -215,12 +225,16 @@ def _to_the_service(
 
 
 def _ready_probe(
-    owner: Component, link: aws.apigatewayv2.VpcLink, discovery_service_arn: pulumi.Input[str]
+    owner: Component,
+    link: aws.apigatewayv2.VpcLink,
+    discovery_service_arn: pulumi.Input[str],
+    authorizer_function: aws.lambda_.Function,
 ) -> ReadyProbe:
-    """An API of its own on the same VPC link and Cloud Map service, with IAM-authorized routes only: `GET /ready`,
-    sent to `/ping`, and `$default` for the requests the waker forwards. The waker's probe and forwards travel
-    the clients' way to the task, without counting among the main API's requests (which decide when the service
-    is idle); the probe's path is one the metadata service does not serve."""
+    """An API of its own on the same VPC link and Cloud Map service, with two routes: `GET /ready`, sent to
+    `/ping` and IAM-authorized (only the waker may call it), and `$default`, behind the main API's API-key
+    authorizer, for the clients' requests the waker forwards. The waker's probe and forwards travel the clients'
+    way to the task without counting among the main API's requests (which decide when the service is idle); the
+    probe's path is one the metadata service does not serve."""
     name = owner.named("ready-probe")
     api = aws.apigatewayv2.Api(
         name,
@@ -239,9 +253,10 @@ def _ready_probe(
         authorization_type="AWS_IAM",
         opts=owner.child(),
     )
-    # Every other path, unchanged, as the main API's route takes it: the waker forwards requests that reach it
-    # while the main route's switch to the task deploys.
-    forwarding = owner.named("forward")
+    # Every other path, unchanged, as the main API's route takes it, and with the same key: a forwarded request
+    # passes on its client's `x-api-key`, and nobody reaches the service here without one.
+    forwarding = owner.named("ready-probe-forward")
+    authorizer = _api_key_authorizer(owner, ("ready-probe-forward", "ready-probe-authorizer"), api, authorizer_function)
     forward = aws.apigatewayv2.Route(
         forwarding,
         api_id=api.id,
@@ -249,7 +264,8 @@ def _ready_probe(
         target=pulumi.Output.concat(
             "integrations/", _to_the_service(owner, forwarding, api, link, discovery_service_arn, "ANY").id
         ),
-        authorization_type="AWS_IAM",
+        authorization_type="CUSTOM",
+        authorizer_id=authorizer.id,
         opts=owner.child(),
     )
     stage = aws.apigatewayv2.Stage(
@@ -257,8 +273,7 @@ def _ready_probe(
     )
     return ReadyProbe(
         url=pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0] + READY_PROBE_PATH),
-        # Both routes of this API, whatever form the `$default` route's ARN takes: the API serves the waker only.
-        invoke_arn=pulumi.Output.concat(api.execution_arn, "/$default/*"),
+        route_arn=pulumi.Output.concat(api.execution_arn, "/$default/GET", READY_PROBE_PATH),
     )
 
 

@@ -287,15 +287,14 @@ def waker_policy(
     discovery_service_arn: str,
     function_arn: str,
     log_group_arn: str,
-    probe_invoke_arn: str,
+    probe_route_arn: str,
     database_cluster_arn: str | None = None,
     database_secret_arn: str | None = None,
 ) -> Policy:
-    """The scale-to-zero waker: start, watch and stop one ECS service, switch one route, call the probe API (its
-    readiness probe, and the requests it forwards while the route deploys), read the API's request count, start
-    its own watcher, write its logs; with the database's Data API on, resume that one database (the Data API
-    reads the credentials' secret with the caller's own permission: RDS Data API guide, "Authorizing access to
-    the Amazon RDS Data API")."""
+    """The scale-to-zero waker: start, watch and stop one ECS service, switch one route, call the readiness
+    probe's one route, read the API's request count, start its own watcher, write its logs; with the database's
+    Data API on, resume that one database (the Data API reads the credentials' secret with the caller's own
+    permission: RDS Data API guide, "Authorizing access to the Amazon RDS Data API")."""
     ecs = f"arn:{partition}:ecs:{region}:{account}"
     database: list[Statement] = []
     if database_cluster_arn is not None and database_secret_arn is not None:
@@ -341,11 +340,10 @@ def waker_policy(
             "Resource": [f"arn:{partition}:apigateway:{region}::/apis/{api_id}/routes/{route_id}"],
         },
         {
-            # The probe API's stage: its readiness route and the `$default` route forwarding to the task.
-            "Sid": "ReachTheTaskAsClientsDo",
+            "Sid": "ProbeTheTaskAsClientsReachIt",
             "Effect": "Allow",
             "Action": ["execute-api:Invoke"],
-            "Resource": [probe_invoke_arn],
+            "Resource": [probe_route_arn],
         },
         # GetMetricStatistics accepts no resource-level permissions: "*" is all AWS allows.
         {"Sid": "CountRequests", "Effect": "Allow", "Action": ["cloudwatch:GetMetricStatistics"], "Resource": "*"},

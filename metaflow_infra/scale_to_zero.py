@@ -76,7 +76,7 @@ def declare_waker(owner: Component, args: WakerArgs, endpoint: Endpoint) -> aws.
         logs.arn,
         database.cluster_arn if database else None,
         database.secret_arn if database else None,
-        probe.invoke_arn,
+        probe.route_arn,
     ).apply(
         lambda values: waker_policy(
             partition=owner.partition,
@@ -91,7 +91,7 @@ def declare_waker(owner: Component, args: WakerArgs, endpoint: Endpoint) -> aws.
             log_group_arn=values[5],
             database_cluster_arn=values[6],
             database_secret_arn=values[7],
-            probe_invoke_arn=values[8],
+            probe_route_arn=values[8],
         )
     )
     role = owner.service_role("waker", "lambda.amazonaws.com", inline=policy)

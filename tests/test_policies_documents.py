@@ -340,7 +340,7 @@ def test_the_waker_may_start_stop_and_route_one_service_only() -> None:
         discovery_service_arn=f"arn:aws-cn:servicediscovery:cn-north-1:{ACCOUNT}:service/srv-1",
         function_arn=f"arn:aws-cn:lambda:cn-north-1:{ACCOUNT}:function:f",
         log_group_arn=f"arn:aws-cn:logs:cn-north-1:{ACCOUNT}:log-group:g",
-        probe_invoke_arn=f"arn:aws-cn:execute-api:cn-north-1:{ACCOUNT}:probe1/$default/*",
+        probe_route_arn=f"arn:aws-cn:execute-api:cn-north-1:{ACCOUNT}:probe1/$default/GET/ready",
     )
     assert without_sids(document["Statement"]) == [
         {
@@ -371,7 +371,7 @@ def test_the_waker_may_start_stop_and_route_one_service_only() -> None:
         {
             "Effect": "Allow",
             "Action": ["execute-api:Invoke"],
-            "Resource": [f"arn:aws-cn:execute-api:cn-north-1:{ACCOUNT}:probe1/$default/*"],
+            "Resource": [f"arn:aws-cn:execute-api:cn-north-1:{ACCOUNT}:probe1/$default/GET/ready"],
         },
         {"Effect": "Allow", "Action": ["cloudwatch:GetMetricStatistics"], "Resource": "*"},
         {
@@ -409,7 +409,7 @@ def test_the_waker_may_resume_one_database_and_read_its_credentials_only() -> No
         "discovery_service_arn": f"arn:aws:servicediscovery:us-east-1:{ACCOUNT}:service/srv-1",
         "function_arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:f",
         "log_group_arn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:g",
-        "probe_invoke_arn": f"arn:aws:execute-api:us-east-1:{ACCOUNT}:probe1/$default/*",
+        "probe_route_arn": f"arn:aws:execute-api:us-east-1:{ACCOUNT}:probe1/$default/GET/ready",
     }
     cluster = f"arn:aws:rds:us-east-1:{ACCOUNT}:cluster:db-1"
     secret = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:db-password-AbCdEf"

@@ -206,15 +206,19 @@ def test_the_waker_is_wired_to_this_stacks_api_route_service_and_cloud_map(run: 
 
 
 def test_the_waker_probes_and_forwards_the_way_clients_reach_the_task_on_an_api_of_its_own(run: OfflineRun) -> None:
-    """Same VPC link, same Cloud Map service; the probe on the service's /ping, forwards on every other path
-    unchanged, as the main API's route takes them; IAM-authorized routes only the waker may call; a separate
-    API, so its requests never count among the main API's (which decide idleness)."""
+    """Same VPC link, same Cloud Map service; the probe on the service's /ping, IAM-authorized and callable by
+    the waker alone; forwards on every other path unchanged, as the main API's route takes them, behind the same
+    API-key check; a separate API, so its requests never count among the main API's (which decide idleness)."""
     apis = {a.name: a for a in run.of_type("aws:apigatewayv2/api:Api")}
     assert set(apis) == {"metaflow-metadata", "metaflow-ready-probe"}
     probe_api, main_api = apis["metaflow-ready-probe"], apis["metaflow-metadata"]
     probe_api_id, main_api_id = (f"{api.state['name']}-id" for api in (probe_api, main_api))  # the mocks' ids
     found = integrations(run)
-    probe, forward, service = found["metaflow-ready-probe"], found["metaflow-forward"], found["metaflow-metadata"]
+    probe, forward, service = (
+        found["metaflow-ready-probe"],
+        found["metaflow-ready-probe-forward"],
+        found["metaflow-metadata"],
+    )
     assert probe.inputs["apiId"] == forward.inputs["apiId"] == probe_api_id != main_api_id == service.inputs["apiId"]
     for integration in (probe, forward):
         assert integration.inputs["connectionType"] == service.inputs["connectionType"] == "VPC_LINK"
@@ -227,26 +231,43 @@ def test_the_waker_probes_and_forwards_the_way_clients_reach_the_task_on_an_api_
     }, "a forwarded request must reach the service exactly as one on the main route does"
     probe_routes = {r.inputs["routeKey"]: r.inputs for r in routes(run).values() if r.inputs["apiId"] == probe_api_id}
     assert probe_routes.keys() == {f"GET {READY_PROBE_PATH}", "$default"}
-    assert probe_routes[f"GET {READY_PROBE_PATH}"]["target"] == f"integrations/{probe.state['name']}-id"
-    assert probe_routes["$default"]["target"] == f"integrations/{forward.state['name']}-id"
-    for route in probe_routes.values():
-        assert route["authorizationType"] == "AWS_IAM" and "authorizerId" not in route
+    ready, forwarding = probe_routes[f"GET {READY_PROBE_PATH}"], probe_routes["$default"]
+    assert ready["target"] == f"integrations/{probe.state['name']}-id"
+    assert ready["authorizationType"] == "AWS_IAM" and "authorizerId" not in ready
+    assert forwarding["target"] == f"integrations/{forward.state['name']}-id"
     stages = {s.inputs["apiId"]: s.inputs for s in run.of_type("aws:apigatewayv2/stage:Stage")}
     assert stages[probe_api_id]["name"] == "$default" and stages[probe_api_id]["autoDeploy"] is True
     main_routes = [r for r in routes(run).values() if r.inputs["apiId"] == main_api_id]
     assert [r.inputs["authorizationType"] for r in main_routes] == ["CUSTOM"], "clients' routes all need the key"
+    # The forwarding route checks the key exactly as the main route does: same function, same settings.
+    authorizers = {a.inputs["apiId"]: a for a in run.of_type("aws:apigatewayv2/authorizer:Authorizer")}
+    assert authorizers.keys() == {main_api_id, probe_api_id}
+    assert forwarding["authorizationType"] == "CUSTOM" == main_routes[0].inputs["authorizationType"]
+    assert forwarding["authorizerId"] == f"{authorizers[probe_api_id].state['name']}-id"
+    assert main_routes[0].inputs["authorizerId"] == f"{authorizers[main_api_id].state['name']}-id"
+    assert {k: v for k, v in authorizers[probe_api_id].inputs.items() if k != "apiId"} == {
+        k: v for k, v in authorizers[main_api_id].inputs.items() if k != "apiId"
+    }
+    permissions = {p.name: p.inputs for p in run.of_type("aws:lambda/permission:Permission")}
+    for api, permission in ((probe_api, "metaflow-ready-probe-authorizer"), (main_api, "metaflow-authorizer")):
+        authorizer = authorizers[f"{api.state['name']}-id"]
+        assert permissions[permission]["sourceArn"] == (
+            f"{api.state['executionArn']}/authorizers/{authorizer.state['name']}-id"
+        )
+        assert permissions[permission]["function"] == permissions["metaflow-authorizer"]["function"]
     [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
     config = Config.from_env(waker.inputs["environment"]["variables"])
     assert config.probe_url == probe_api.state["apiEndpoint"] + "/ready"
     assert config.forward_url == probe_api.state["apiEndpoint"]
+    # The waker may call the probe alone: its forwards carry the client's key, not its own rights.
     policies = {p.name: policy_of(p.inputs) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
     invoking = [s for s in policies["metaflow-waker"]["Statement"] if "execute-api:Invoke" in s["Action"]]
     assert invoking == [
         {
-            "Sid": "ReachTheTaskAsClientsDo",
+            "Sid": "ProbeTheTaskAsClientsReachIt",
             "Effect": "Allow",
             "Action": ["execute-api:Invoke"],
-            "Resource": [probe_api.state["executionArn"] + "/$default/*"],
+            "Resource": [probe_api.state["executionArn"] + "/$default/GET/ready"],
         }
     ]
 
@@ -292,7 +313,7 @@ def test_awake_requests_take_the_same_path_as_devs_so_they_pay_nothing_more(run:
     }
     assert "requestParameters" not in awake.inputs and awake.inputs["integrationType"] == "HTTP_PROXY"
     authorizers = [
-        run.one("aws:apigatewayv2/authorizer:Authorizer"),
+        _named(run, "aws:apigatewayv2/authorizer:Authorizer", "metaflow-api-key"),
         offline("dev").one("aws:apigatewayv2/authorizer:Authorizer"),
     ]
     assert {k: v for k, v in authorizers[0].inputs.items() if k not in ("apiId", "authorizerUri")} == {

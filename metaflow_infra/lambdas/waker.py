@@ -9,10 +9,13 @@ probe sent the way clients' requests go (API Gateway, the VPC link, Cloud Map, t
 meets an empty Cloud Map service or a VPC link AWS is still rebuilding (answers AWS does not document). One
 function, six events:
 
-- an API request (HTTP API payload 2.0): wake, answer 503; any error still answers 503. Once a task is ready
-  and answers the probe, the request is switched to it and, while API Gateway deploys the new route, forwarded
-  to it through the probe API (signed, the clients' way to the task): its client is served from the moment the
-  task is, not once the route's deployment is done (docs/scale-to-zero.md, "Forwarding");
+- an API request (HTTP API payload 2.0): wake, and hold the request while the service starts, for up to
+  HOLD_SECONDS; once a task is ready and answers the probe, switch the route to it and forward the request to
+  it through the probe API (behind the same API-key authorizer as the main route), since API Gateway takes a
+  while to deploy the switch; otherwise answer 503. Any error before the forward still answers 503. Held
+  requests turn Metaflow's widening retries into near-continuous coverage of the wake: the client is served
+  within seconds of the task, not at its next retry, up to a minute later (docs/scale-to-zero.md, "Holding
+  and forwarding");
 - `{"action": "watch", "wokenAt": <epoch seconds>}` (started by a wake, asynchronously): resume the paused
   database through the RDS Data API while the task starts, poll until a task is ready, then switch the route
   to the service;
@@ -53,23 +56,38 @@ READY_PROBE_PATH = "/ready"
 through the same VPC link and Cloud Map service as every client request. An API of its own, so that probes
 never count among the requests that keep the service awake."""
 PROBE_TIMEOUT_SECONDS = 3.0
+CONNECT_SECONDS = 3.0
+"""The longest a connection to the probe API may take to open (the rest of a deadline is for the answer)."""
 FORWARD_BUDGET_SECONDS = 27.0
 """Of API Gateway's 30 s for the waker's answer (the integration's timeout), what a request may take, from its
-arrival, until the forwarded request is answered: the waker's own checks come first."""
+arrival, until the forwarded request is answered: a hard deadline, checked before every read."""
+HOLD_SECONDS = 20.0
+"""How long, from its arrival, a request that finds the service starting may wait in the waker for a ready task
+before its 503: at least FORWARD_BUDGET_SECONDS - HOLD_SECONDS (7 s) are left for the forward itself, many
+times what a metadata request takes."""
+HOLD_POLL_SECONDS = 2.0
+"""A held request asks the probe API once per poll (one request, no ECS call); ECS and Cloud Map only once the
+task answers it."""
 FORWARD_MIN_SECONDS = 1.0
 """A request with less left is not forwarded (503: its client retries, by then on the route)."""
 FORWARD_LIMIT_BYTES = 4_000_000
 """The largest answer the waker passes on: Lambda returns at most 6 MB from a synchronous invocation
-(Lambda quotas, "Invocation payload"), and the body, base64-encoded, grows by a third."""
+(Lambda quotas, "Invocation payload"), and the body, base64-encoded, grows by a third. Read no further."""
+API_GATEWAY_NOT_FOUND = b'{"message":"Not Found"}'
+"""What API Gateway itself answers for a path no route takes (the forwarding route not yet deployed): the
+service's 404s say other things."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Requests that change nothing: one whose answer is too large to pass on can be retried (503)."""
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
 )
-NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "authorization", "expect"}
-"""Request headers the forwarded request sets itself (its host, length and signature) or that end at API
-Gateway; so do API Gateway's own `x-amz-`, `x-amzn-` and `x-forwarded-` headers."""
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
+"""Request headers the forwarded request sets itself (its host and length); API Gateway's own `x-amz-`,
+`x-amzn-` and `x-forwarded-` headers are dropped too. The client's `x-api-key` goes on: the forwarding route
+checks it with the main route's authorizer."""
 NOT_RETURNED = HOP_BY_HOP | {"content-length"}
+PATH_SAFE = "/-_.~!$&'()*+,;=:@"
+"""What a path segment may hold unencoded (RFC 3986, `pchar`), and its separator."""
 WAKING_BODY = json.dumps(
     {"message": "The Metaflow metadata service is starting (scale to zero); retry in a few seconds."}
 )
@@ -98,6 +116,8 @@ class Config:
     database_name: str | None = None
     probe_url: str = ""
     """The probe API's READY_PROBE_PATH: a task is routed to only once a probe through it answers 200."""
+    hold_seconds: float = HOLD_SECONDS
+    hold_poll_seconds: float = HOLD_POLL_SECONDS
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Config:
@@ -120,7 +140,7 @@ class Config:
 
     @property
     def forward_url(self) -> str:
-        """The probe API's root: its `$default` route takes any other path to the service, IAM-authorized."""
+        """The probe API's root: its `$default` route takes any other path to the service, behind the API key."""
         return self.probe_url.removesuffix(READY_PROBE_PATH)
 
     def target(self, to_service: bool) -> str:
@@ -129,7 +149,7 @@ class Config:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A request the waker sends, signed, through the probe API."""
+    """A request the waker sends through the probe API."""
 
     method: str
     url: str
@@ -147,6 +167,10 @@ class Reply:
 class NotDelivered(Exception):
     """The request never wholly left the waker (no connection, or it broke while sending): API Gateway cannot
     have passed it on, so sending it again is safe."""
+
+
+class TooLarge(Exception):
+    """The answer is larger than FORWARD_LIMIT_BYTES: not read beyond that, not passed on."""
 
 
 class NoAnswer(Exception):
@@ -172,7 +196,8 @@ class Clients:
     """GETs a URL signed with the function's own credentials (the probe API's route takes IAM authorization):
     the status it answers, None when it could not be reached."""
     forward: Callable[[Outgoing, float], Reply]
-    """Sends a request signed the same way, within a timeout (seconds): its answer, or NotDelivered / NoAnswer."""
+    """Sends a request as it is, answered by a deadline (epoch seconds): its answer, or NotDelivered, NoAnswer or
+    TooLarge."""
 
 
 @dataclass(frozen=True)
@@ -215,8 +240,8 @@ def service_state(aws: Clients, config: Config) -> ServiceState:
     return ServiceState(desired, ready, min(starts) if starts else None, tuple(tasks))
 
 
-def signed_call(outgoing: Outgoing, timeout: float) -> Reply:
-    """Send a request signed for API Gateway (SigV4, service `execute-api`) with the function's credentials."""
+def signed(outgoing: Outgoing) -> Outgoing:
+    """The request with a SigV4 signature (service `execute-api`) from the function's credentials."""
     import boto3
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
@@ -224,35 +249,61 @@ def signed_call(outgoing: Outgoing, timeout: float) -> Reply:
     session = boto3.Session()
     request = AWSRequest(method=outgoing.method, url=outgoing.url, data=outgoing.body, headers=outgoing.headers)
     SigV4Auth(session.get_credentials().get_frozen_credentials(), "execute-api", session.region_name).add_auth(request)
+    return Outgoing(outgoing.method, outgoing.url, dict(request.headers.items()), outgoing.body)
+
+
+def send(outgoing: Outgoing, deadline: float, clock: Callable[[], float] = time.time) -> Reply:
+    """Send a request and read its answer by `deadline` (epoch seconds), whatever the server's pace: the time
+    left bounds each socket operation and is checked before each of them. An answer is read up to
+    FORWARD_LIMIT_BYTES + 1 bytes at most."""
+
+    def left() -> float:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise TimeoutError("the deadline passed")
+        return remaining
+
     parts = urllib.parse.urlsplit(outgoing.url)
     connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_type(parts.netloc, timeout=timeout)
     try:
-        try:
-            connection.request(
-                outgoing.method,
-                (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                body=outgoing.body or None,
-                headers=dict(request.headers.items()),
-            )
-        except (OSError, http.client.HTTPException) as error:  # refused, unresolved, reset while sending
-            raise NotDelivered(str(error)) from error
-        try:
-            response = connection.getresponse()
-            return Reply(response.status, tuple(response.getheaders()), response.read())
-        except TimeoutError as error:
-            raise NoAnswer(timed_out=True) from error
-        except (OSError, http.client.HTTPException) as error:  # reset, cut off
-            raise NoAnswer(timed_out=False) from error
+        connection = connection_type(parts.netloc, timeout=min(left(), CONNECT_SECONDS))
+        connection.request(
+            outgoing.method,
+            (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+            body=outgoing.body or None,
+            headers=outgoing.headers,
+        )
+    except (OSError, http.client.HTTPException) as error:  # refused, unresolved, too late, reset while sending
+        raise NotDelivered(str(error)) from error
+    sock = connection.sock  # the answer is read from it even once http.client lets the connection go
+    try:
+        sock.settimeout(left())
+        response = connection.getresponse()
+        announced = response.getheader("content-length")
+        if announced and announced.isdigit() and int(announced) > FORWARD_LIMIT_BYTES:
+            raise TooLarge(announced)
+        body = bytearray()
+        while len(body) <= FORWARD_LIMIT_BYTES:
+            sock.settimeout(left())
+            chunk = response.read1(FORWARD_LIMIT_BYTES + 1 - len(body))
+            if not chunk:
+                return Reply(response.status, tuple(response.getheaders()), bytes(body))
+            body += chunk
+        raise TooLarge(f"more than {FORWARD_LIMIT_BYTES}")
+    except TimeoutError as error:
+        raise NoAnswer(timed_out=True) from error
+    except (OSError, http.client.HTTPException) as error:  # reset, cut off
+        raise NoAnswer(timed_out=False) from error
     finally:
         connection.close()
+        sock.close()
 
 
 def signed_get(url: str) -> int | None:
     """The probe: a signed GET; the status it answers, None when it got none."""
     try:
-        return signed_call(Outgoing("GET", url, {}), PROBE_TIMEOUT_SECONDS).status
-    except (NotDelivered, NoAnswer):
+        return send(signed(Outgoing("GET", url, {})), time.time() + PROBE_TIMEOUT_SECONDS).status
+    except (NotDelivered, NoAnswer, TooLarge):
         return None
 
 
@@ -313,12 +364,14 @@ class Woken:
     state: str
     """"starting", or "ready" (the route is on the service, or was just switched to it)."""
     reachable: bool = False
-    """The route was just switched after a probe through the API answered 200: a request may be forwarded."""
+    """A ready task answered a probe through the API (200): a request may be forwarded to it."""
+    task_started: float | None = None
+    """When the ready task started (epoch seconds), for the forward's log."""
 
 
 def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, routed_to_waker: bool = True) -> Woken:
     """Ask for one task (idempotent) and watch it start; if one is ready already, route to it. `routed_to_waker`:
-    a request reached the waker, so the route targets it; the UI's command looks first."""
+    a request reached the waker, so the route targeted it when the request came; the UI's command looks first."""
     state = service_state(aws, config)
     if state.desired == 0:
         aws.ecs.update_service(cluster=config.cluster, service=config.service, desiredCount=1)
@@ -334,14 +387,39 @@ def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, route
     status = probe_status(aws, config)
     if not probe_allows(status):
         return Woken("starting")
+    started = [
+        t["startedAt"].timestamp() for t in state.tasks if t["taskArn"] in state.ready_tasks and "startedAt" in t
+    ]
+    woken = Woken("ready", reachable=status == 200, task_started=min(started, default=None))
     try:
-        switch_route(aws, config, to_service=True)
+        # Requests arriving during the deployment all find the waker: one look is cheaper than a switch each.
+        if not route_on_service(aws, config):
+            switch_route(aws, config, to_service=True)
     except Exception:
-        if status != 200:
+        if not woken.reachable:
             raise
-        # Requests arriving together all switch it; one throttled switch must not keep its request waiting.
+        # One throttled switch must not keep its request waiting; the watcher, the next request or the tick
+        # switches it.
         _log.warning("could not switch the route; the watcher or the next request will", exc_info=True)
-    return Woken("ready", reachable=status == 200)
+    return woken
+
+
+def hold(
+    aws: Clients,
+    config: Config,
+    function_arn: str,
+    arrived: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> Woken:
+    """Wake, and while the service starts, keep the request up to `hold_seconds` after its arrival, polling, so
+    that it can be forwarded as soon as a task is ready instead of at the client's next retry."""
+    woken = wake(aws, config, function_arn, arrived)
+    while woken.state == "starting" and clock() + config.hold_poll_seconds <= arrived + config.hold_seconds:
+        sleep(config.hold_poll_seconds)
+        if probe_status(aws, config) in (200, *PROBE_REFUSED):  # the task answers (or only ECS can tell)
+            woken = wake(aws, config, function_arn, arrived)
+    return woken
 
 
 def nudge(aws: Clients, config: Config) -> str:
@@ -546,7 +624,8 @@ def outgoing(event: dict[str, Any], base_url: str) -> Outgoing:
     """The request API Gateway passed to the waker (payload 2.0), addressed to the service through the probe
     API: same method, path, query, headers (but those of NOT_FORWARDED and API Gateway's own) and body."""
     method = event["requestContext"]["http"]["method"]
-    path = event.get("rawPath") or event["requestContext"]["http"]["path"]
+    # HTTP APIs pass the path decoded (an encoded "/" cannot be told from a real one): encode it again.
+    path = urllib.parse.quote(event.get("rawPath") or event["requestContext"]["http"]["path"], safe=PATH_SAFE)
     query = event.get("rawQueryString") or ""
     headers = {
         name: value
@@ -578,31 +657,51 @@ def passed_on(reply: Reply) -> dict[str, Any]:
     return {**answer, "cookies": cookies} if cookies else answer
 
 
-def forward(aws: Clients, config: Config, event: dict[str, Any], seconds_left: float) -> dict[str, Any]:
+def forward(
+    aws: Clients, config: Config, event: dict[str, Any], woken: Woken, arrived: float, clock: Callable[[], float]
+) -> dict[str, Any]:
     """Pass a request on to the ready task through the probe API, and its answer back, while API Gateway deploys
-    the route to the task. What the direct route would answer, or a 503 where nothing reached the service."""
-    request = outgoing(event, config.forward_url)
-    if seconds_left < FORWARD_MIN_SECONDS:
+    the route to the task: what the direct route would answer, or a 503 where nothing reached the service."""
+    deadline = arrived + FORWARD_BUDGET_SECONDS
+    if deadline - clock() < FORWARD_MIN_SECONDS:
         return waking_response()
     try:
-        reply = aws.forward(request, seconds_left)
-    except NotDelivered as error:
-        _log.warning("could not forward %s %s (%s); answering 503", request.method, event.get("rawPath"), error)
+        request = outgoing(event, config.forward_url)
+    except Exception:  # nothing was sent
+        _log.exception("could not read the request to forward it; answering 503")
         return waking_response()
-    except NoAnswer as error:  # it may have been carried out: as API Gateway would answer on the direct route
-        _log.warning("forwarded %s %s but got no answer (%s)", request.method, event.get("rawPath"), error)
+    what = f"{request.method} {urllib.parse.urlsplit(request.url).path}"
+    try:
+        reply = aws.forward(request, deadline)
+    except NotDelivered as error:
+        _log.warning("could not forward %s (%s); answering 503", what, error)
+        return waking_response()
+    except NoAnswer as error:  # it may have been carried out: not an answer the client retries
+        _log.warning("forwarded %s but got no answer (%s)", what, error)
         if error.timed_out:
             return error_response(504, "The Metaflow metadata service did not answer in time.")
         return error_response(502, "The Metaflow metadata service's answer was lost.")
-    if reply.status in (401, 403):  # IAM refused it, before the service (which takes no credentials)
-        _log.error("the probe API refused a forwarded request (%s): the waker's permission is wrong", reply.status)
-        return waking_response()
-    if len(reply.body) > FORWARD_LIMIT_BYTES:
-        _log.warning("an answer of %d bytes is too large to forward", len(reply.body))
+    except TooLarge as error:
+        _log.warning("the answer to %s is too large to forward (%s bytes)", what, error)
         if request.method in SAFE_METHODS:
             return waking_response()  # its retry takes the route, by then deployed
         return error_response(502, "The Metaflow metadata service's answer is too large to pass on while it wakes.")
-    _log.info("forwarded %s %s while the route deploys: %s", request.method, event.get("rawPath"), reply.status)
+    except Exception:  # after the request may have left: it may have been carried out
+        _log.exception("forwarding %s failed", what)
+        return error_response(502, "The Metaflow metadata service's answer was lost.")
+    if reply.status == 404 and reply.body.strip() == API_GATEWAY_NOT_FOUND:
+        # API Gateway's own: the probe API has no forwarding route yet (a deploy under way); the service saw nothing.
+        _log.error("the probe API has no route for the forwarded %s (%s); answering 503", what, reply.body)
+        return waking_response()
+    now = clock()
+    since_start = f"{now - woken.task_started:.1f} s" if woken.task_started is not None else "unknown"
+    _log.info(
+        "forwarded %s: %s, %.1f s after the request arrived, %s after the task started",
+        what,
+        reply.status,
+        now - arrived,
+        since_start,
+    )
     return passed_on(reply)
 
 
@@ -619,12 +718,11 @@ def dispatch(
         epoch = event["requestContext"].get("timeEpoch")
         arrived = epoch / 1000 if isinstance(epoch, int | float) else clock()
         try:
-            woken = wake(aws, config, function_arn, arrived)
-            if woken.reachable:
-                return forward(aws, config, event, arrived + FORWARD_BUDGET_SECONDS - clock())
+            woken = hold(aws, config, function_arn, arrived, clock, sleep)
         except Exception:  # the client retries a 503, never a 500: answer it whatever went wrong
             _log.exception("wake failed; answering 503 anyway")
-        return waking_response()
+            return waking_response()
+        return forward(aws, config, event, woken, arrived, clock) if woken.reachable else waking_response()
     if event.get("source") == "aws.ecs":
         return task_stopping(aws, config, event, function_arn, clock())
     if event.get("source") == "aws.batch":  # a scheduled run's start step is queued
@@ -661,7 +759,7 @@ def _aws() -> Clients:
             ),
             rds_data=boto3.client("rds-data", config=once),
             probe=signed_get,
-            forward=signed_call,
+            forward=send,
         )
     return _clients
 
