@@ -146,7 +146,7 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
     )
     integration = _to_the_service(owner, name, api, link, args.discovery_service_arn, "ANY")
     function = _authorizer_function(owner, args)
-    authorizer = _api_key_authorizer(owner, ("api-key", "authorizer"), api, function)
+    authorizer, _ = _api_key_authorizer(owner, ("api-key", "authorizer"), api, function)
     waker_integration = probe = None
     if args.waker_function_arn is not None:
         probe = _ready_probe(owner, link, args.discovery_service_arn, function)
@@ -180,9 +180,10 @@ def declare_endpoint(owner: Component, args: EndpointArgs) -> Endpoint:
 
 def _api_key_authorizer(
     owner: Component, purposes: tuple[str, str], api: aws.apigatewayv2.Api, function: aws.lambda_.Function
-) -> aws.apigatewayv2.Authorizer:
-    """The `x-api-key` check on one of the stack's APIs, with the permission for that API to run it. `purposes`:
-    the authorizer's name, then the permission's."""
+) -> tuple[aws.apigatewayv2.Authorizer, aws.lambda_.Permission]:
+    """The `x-api-key` check on one of the stack's APIs, and the permission for that API to run it (without
+    it, API Gateway answers 500 and never calls the function). `purposes`: the authorizer's name, then the
+    permission's."""
     authorizer = aws.apigatewayv2.Authorizer(
         owner.named(purposes[0]),
         api_id=api.id,
@@ -194,10 +195,10 @@ def _api_key_authorizer(
         authorizer_result_ttl_in_seconds=AUTHORIZER_CACHE_SECONDS,
         opts=owner.child(),
     )
-    allow_api_to_invoke(
+    permission = allow_api_to_invoke(
         owner, purposes[1], function, pulumi.Output.concat(api.execution_arn, "/authorizers/", authorizer.id)
     )
-    return authorizer
+    return authorizer, permission
 
 
 def _to_the_service(
@@ -256,7 +257,9 @@ def _ready_probe(
     # Every other path, unchanged, as the main API's route takes it, and with the same key: a forwarded request
     # passes on its client's `x-api-key`, and nobody reaches the service here without one.
     forwarding = owner.named("ready-probe-forward")
-    authorizer = _api_key_authorizer(owner, ("ready-probe-forward", "ready-probe-authorizer"), api, authorizer_function)
+    authorizer, permission = _api_key_authorizer(
+        owner, ("ready-probe-forward", "ready-probe-authorizer"), api, authorizer_function
+    )
     forward = aws.apigatewayv2.Route(
         forwarding,
         api_id=api.id,
@@ -268,8 +271,10 @@ def _ready_probe(
         authorizer_id=authorizer.id,
         opts=owner.child(),
     )
+    # The waker's settings name the stage: its code that forwards runs only once the route and the authorizer's
+    # permission exist (a forward before either gets API Gateway's own 404 or 500).
     stage = aws.apigatewayv2.Stage(
-        name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child(ready, forward)
+        name, api_id=api.id, name="$default", auto_deploy=True, opts=owner.child(ready, forward, permission)
     )
     return ReadyProbe(
         url=pulumi.Output.all(api.api_endpoint, stage.id).apply(lambda values: values[0] + READY_PROBE_PATH),
@@ -279,9 +284,9 @@ def _ready_probe(
 
 def allow_api_to_invoke(
     owner: Component, purpose: str, function: aws.lambda_.Function, source_arn: pulumi.Input[str]
-) -> None:
+) -> aws.lambda_.Permission:
     """Let API Gateway run `function`, from `source_arn` (one authorizer or one route) only."""
-    aws.lambda_.Permission(
+    return aws.lambda_.Permission(
         owner.named(purpose),
         action="lambda:InvokeFunction",
         function=function.name,

@@ -454,7 +454,11 @@ def render_scale_to_zero(estimate: Mapping[str, Any]) -> list[str]:
 def _render_goals(estimate: Mapping[str, Any]) -> str:
     wake, idle, idle_goal = estimate["wake"], estimate["totalUsd"], estimate["idleGoalUsd"]
     worst, goal = wake["worstFirstAnswerSeconds"], wake["goalSeconds"]
-    verdict = f"met, {goal - worst:g} s to spare" if worst <= goal else f"missed by {worst - goal:g} s"
+    if worst is None:  # the documented range reaches past the profile's last attempt
+        verdict, answered = "missed: its retries may run out first", "never"
+    else:
+        verdict = f"met, {goal - worst:g} s to spare" if worst <= goal else f"missed by {worst - goal:g} s"
+        answered = f"by {worst:g} s"
     where = (
         ""
         if wake["dataApi"]
@@ -463,7 +467,7 @@ def _render_goals(estimate: Mapping[str, Any]) -> str:
     return (
         f"Goals: idle ${idle:.2f} against ${idle_goal:.2f} ({'met' if idle <= idle_goal else 'missed'}); after idle "
         f"the service is reachable in {wake['bestSeconds']:g}-{wake['worstSeconds']:g} s by the documented stage "
-        f"ranges{where}, and the client whose request woke it, held by the waker, has its first answer by {worst:g} s, "
+        f"ranges{where}, and the client whose request woke it, held by the waker, has its first answer {answered}, "
         f"against {goal} s at worst ({verdict}; the profile retries for {wake['retriesOutlastSeconds']} s unheld); "
         f"warm requests take today's path, {wake['warmRequestAddedMs']} ms added (docs/scale-to-zero.md)."
     )

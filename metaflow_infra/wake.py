@@ -8,14 +8,13 @@ test runs these ranges through Metaflow's own client and holds `first_answer_sec
 
 from __future__ import annotations
 
-import itertools
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from .lambdas.waker import HOLD_SECONDS
+from .lambdas.waker import HOLD_OVERRUN_SECONDS, HOLD_SECONDS
 from .profile import SERVICE_RETRY_COUNT
 
 WAKE_GOAL_SECONDS = 90
@@ -135,11 +134,25 @@ def first_answer_seconds(
     return None
 
 
-def worst_first_answer_seconds(data_api: bool = True, hold_seconds: float = HOLD_SECONDS) -> float | None:
-    """The latest first answer for any wake within the documented range: reachable at its worst, or just after
-    an attempt stops being held (the client then waits for its next one)."""
+def worst_first_answer_seconds(
+    data_api: bool = True,
+    hold_seconds: float = HOLD_SECONDS,
+    overrun_seconds: float = HOLD_OVERRUN_SECONDS,
+    retries: int = SERVICE_RETRY_COUNT,
+) -> float | None:
+    """The latest first answer for any wake within the documented range, whatever each attempt's hold between
+    `hold_seconds` and `hold_seconds + overrun_seconds` (the waker's own bounds: lambdas/waker.py, `hold`). A
+    reachable moment inside an attempt's hold is answered then; one in the gap after it (the client's sleep of
+    2**i s) at the gap's end, the next attempt, at its latest. None: the range may reach past the last attempt."""
     best, worst = best_wake_seconds(data_api), worst_wake_seconds(data_api)
-    windows = attempt_windows(hold_seconds)
-    answers = [first_answer_seconds(best, hold_seconds), first_answer_seconds(worst, hold_seconds)]
-    answers += [following[0] for held, following in itertools.pairwise(windows) if best <= held[1] < worst]
-    return None if None in answers else max(a for a in answers if a is not None)
+    answers = [worst]
+    for attempt in range(retries):
+        gap = 2**attempt
+        # The gap after attempt k starts once k + 1 holds and the k sleeps before it have passed.
+        earliest = (attempt + 1) * hold_seconds + gap - 1
+        latest = (attempt + 1) * (hold_seconds + overrun_seconds) + gap - 1
+        if earliest < worst and latest + gap > best:  # it may hold a reachable moment of the range
+            if attempt == retries - 1:
+                return None
+            answers.append(latest + gap)
+    return max(answers)

@@ -14,7 +14,7 @@ from test_docs import README, readme_section
 
 from metaflow_infra.__main__ import main
 from metaflow_infra.costs import price_table
-from metaflow_infra.plan import SCALE_TO_ZERO, comparison_document, render_comparison
+from metaflow_infra.plan import SCALE_TO_ZERO, comparison_document, render_comparison, render_scale_to_zero
 from metaflow_infra.wake import best_wake_seconds, worst_first_answer_seconds, worst_wake_seconds
 
 PROJECT = README.parent
@@ -177,6 +177,13 @@ def test_compare_holds_scale_to_zero_to_its_goals(
     assert goals.startswith(f"Goals: idle ${document['totalUsd']:.2f} against $2.00 (met)")
     assert f"reachable in {wake}" in goals and verdict in goals
     assert "the profile retries for 255 s unheld" in goals and "0 ms added" in goals
+
+
+def test_a_wake_the_retries_may_not_outlast_is_said_so_not_a_crash() -> None:
+    document = comparison_document("us-east-1")[SCALE_TO_ZERO]
+    late = {**document, "wake": {**document["wake"], "worstFirstAnswerSeconds": None}}
+    [goals] = [line for line in render_scale_to_zero(late) if line.startswith("Goals: ")]
+    assert "has its first answer never, against 90 s at worst (missed: its retries may run out first;" in goals
 
 
 def test_readme_cost_table_is_generated_by_compare() -> None:

@@ -235,8 +235,8 @@ def test_the_waker_probes_and_forwards_the_way_clients_reach_the_task_on_an_api_
     assert ready["target"] == f"integrations/{probe.state['name']}-id"
     assert ready["authorizationType"] == "AWS_IAM" and "authorizerId" not in ready
     assert forwarding["target"] == f"integrations/{forward.state['name']}-id"
-    stages = {s.inputs["apiId"]: s.inputs for s in run.of_type("aws:apigatewayv2/stage:Stage")}
-    assert stages[probe_api_id]["name"] == "$default" and stages[probe_api_id]["autoDeploy"] is True
+    stages = {s.inputs["apiId"]: s for s in run.of_type("aws:apigatewayv2/stage:Stage")}
+    assert stages[probe_api_id].inputs["name"] == "$default" and stages[probe_api_id].inputs["autoDeploy"] is True
     main_routes = [r for r in routes(run).values() if r.inputs["apiId"] == main_api_id]
     assert [r.inputs["authorizationType"] for r in main_routes] == ["CUSTOM"], "clients' routes all need the key"
     # The forwarding route checks the key exactly as the main route does: same function, same settings.
@@ -255,6 +255,11 @@ def test_the_waker_probes_and_forwards_the_way_clients_reach_the_task_on_an_api_
             f"{api.state['executionArn']}/authorizers/{authorizer.state['name']}-id"
         )
         assert permissions[permission]["function"] == permissions["metaflow-authorizer"]["function"]
+    # The stage (which the waker's settings name) waits for both routes and the authorizer's permission: the
+    # waker's code that forwards never meets API Gateway's own 404 or 500 for a missing one.
+    permission = _named(run, "aws:lambda/permission:Permission", "metaflow-ready-probe-authorizer")
+    probe_route_urns = {r.urn for r in routes(run).values() if r.inputs["apiId"] == probe_api_id}
+    assert {permission.urn, *probe_route_urns} <= set(stages[probe_api_id].dependencies)
     [waker] = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "metaflow-waker"]
     config = Config.from_env(waker.inputs["environment"]["variables"])
     assert config.probe_url == probe_api.state["apiEndpoint"] + "/ready"

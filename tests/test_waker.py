@@ -123,6 +123,8 @@ class World:
     """Each forwarded request and the deadline (epoch seconds) it was sent with."""
     forward_failures: list[waker.Reply | Exception] = field(default_factory=list)
     """What forwarding gets instead of the service's answer, one per forwarded request."""
+    probe_seconds: float = 0.0
+    """How long each probe takes, on the fake clock."""
     link_failures: list[int | None] = field(default_factory=list)
     """What the probe gets instead of the task's answer, one per probe, while AWS rebuilds an inactive VPC link
     (None: no answer at all)."""
@@ -133,6 +135,7 @@ class World:
         take a 200 for readiness on its own)."""
         assert url == self.config.probe_url
         self.calls.append("probe")
+        self.now += datetime.timedelta(seconds=self.probe_seconds)
         if self.link_failures:
             return self.link_failures.pop(0)
         return 200 if any(t.last_status == "RUNNING" for t in self.tasks) else 503
@@ -445,6 +448,48 @@ def test_a_request_held_without_a_ready_task_gets_its_503_within_the_hold(world:
     assert world.desired() == 1 and len(world.invocations) == 1, "it woke the service once"
 
 
+@pytest.mark.parametrize("late_by", [0.0, 0.3, 1.0, 1.7, 3.1])
+@pytest.mark.parametrize("probe_seconds", [0.0, 0.4, waker.PROBE_TIMEOUT_SECONDS])
+def test_a_held_request_gets_its_503_at_the_end_of_the_hold_whatever_the_polls_phase(
+    world: World, late_by: float, probe_seconds: float
+) -> None:
+    """The model of the client's wait rests on it (wake.worst_first_answer_seconds): no earlier than HOLD_SECONDS
+    after the request's arrival, whenever the waker saw it and however long its probes take, and no later than
+    its last probe and a second of calls after that."""
+    holding(world)
+    world.probe_seconds = probe_seconds
+    arrived = world.clock()
+    request = world.request()
+    world.now += datetime.timedelta(seconds=late_by)  # the waker's cold start, the authorizer
+    assert world.run(request)["statusCode"] == 503
+    assert waker.HOLD_SECONDS <= world.clock() - arrived <= waker.HOLD_SECONDS + waker.HOLD_OVERRUN_SECONDS
+    assert all(0 < seconds <= waker.HOLD_POLL_SECONDS for seconds in world.slept)
+
+
+def test_slow_aws_calls_late_in_the_hold_cannot_keep_api_gateway_waiting(world: World) -> None:
+    """A throttled ECS at the moment the task answers the probe: each call that could end past ANSWER_BY_SECONDS
+    is not made, and the request gets the waker's 503 in time, not API Gateway's timeout; nothing was sent."""
+    holding(world, {9: lambda: world.task_ready()})
+    arrived = world.clock()
+
+    class Slow:
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(ecs, name)
+
+            def call(**request: Any) -> Any:
+                world.now += datetime.timedelta(seconds=4)
+                return method(**request)
+
+            return call
+
+    ecs = world.aws.ecs
+    world.aws = dataclasses.replace(world.aws, ecs=Slow())
+    request = world.request()
+    assert world.run(request)["statusCode"] == 503
+    assert world.clock() - arrived <= waker.ANSWER_BY_SECONDS
+    assert "forward" not in world.calls and world.desired() == 1
+
+
 def test_the_ui_command_and_the_queued_run_nudge_are_never_held(world: World) -> None:
     holding(world)
     assert world.run({"action": "wake"}) == "starting"
@@ -493,7 +538,10 @@ def test_the_handler_wakes_with_the_functions_settings_and_clients(
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(waker, "_aws", lambda: world.aws)
     context = type("Context", (), {"invoked_function_arn": FUNCTION_ARN})()
-    assert waker.handler(HTTP_REQUEST, context)["statusCode"] == 503
+    # Arrived a hold ago (the handler's clock is the real one): woken, not held.
+    request = {**HTTP_REQUEST, "requestContext": {**HTTP_REQUEST["requestContext"]}}
+    request["requestContext"]["timeEpoch"] = int((time.time() - waker.HOLD_SECONDS) * 1000)
+    assert waker.handler(request, context)["statusCode"] == 503
     assert world.desired() == 1
     assert world.invocations[0]["function"] == FUNCTION_ARN
 
@@ -549,7 +597,10 @@ def test_a_misconfigured_waker_still_answers_503(monkeypatch: pytest.MonkeyPatch
     for name in ("CLUSTER", "SERVICE", "API_ID"):
         monkeypatch.delenv(name, raising=False)
     context = type("Context", (), {"invoked_function_arn": FUNCTION_ARN})()
-    assert waker.handler(HTTP_REQUEST, context)["statusCode"] == 503
+    # Arrived a hold ago (the handler's clock is the real one): woken, not held.
+    request = {**HTTP_REQUEST, "requestContext": {**HTTP_REQUEST["requestContext"]}}
+    request["requestContext"]["timeEpoch"] = int((time.time() - waker.HOLD_SECONDS) * 1000)
+    assert waker.handler(request, context)["statusCode"] == 503
     with pytest.raises(KeyError):
         waker.handler({"action": "tick"}, context)
 
@@ -616,10 +667,14 @@ def test_the_data_api_is_asked_once_and_the_services_apis_retried(monkeypatch: p
     monkeypatch.setattr(waker, "_clients", None)
     clients = waker._aws()
     assert clients.rds_data.meta.config.retries["total_max_attempts"] == 1
-    assert clients.ecs.meta.config.retries["total_max_attempts"] == 4  # botocore counts the first one too
-    assert clients.rds_data.meta.config.read_timeout == clients.ecs.meta.config.read_timeout == 5
-    assert clients.rds_data.meta.config.connect_timeout == clients.ecs.meta.config.connect_timeout == 2
-    assert clients.rds_data.meta.config.retries["mode"] == clients.ecs.meta.config.retries["mode"] == "standard"
+    assert (clients.rds_data.meta.config.read_timeout, clients.rds_data.meta.config.connect_timeout) == (5, 2)
+    assert clients.rds_data.meta.config.retries["mode"] == "standard"
+    # The clients a request's wake uses: no call outlasts CALL_SECONDS (standard mode's backoff: up to 1 s).
+    for client in (clients.ecs, clients.apigatewayv2, clients.servicediscovery, clients.lambda_):
+        config = client.meta.config
+        assert config.retries == {"total_max_attempts": 2, "mode": "standard"}
+        attempts = config.retries["total_max_attempts"]
+        assert attempts * (config.connect_timeout + config.read_timeout) + 1 <= waker.CALL_SECONDS
     assert clients.probe is waker.signed_get
 
 
@@ -1184,6 +1239,9 @@ def test_a_base64_request_body_is_forwarded_as_the_bytes_it_encodes(world: World
 def test_a_request_that_cannot_be_read_is_not_sent_and_gets_a_503(world: World) -> None:
     world.waking_with_a_ready_task()
     assert world.run(world.request("POST", body="not base64!", isBase64Encoded=True))["statusCode"] == 503
+    # A forged event's path that would change the host or the port the request goes to
+    for path in (".evil.example/flows", ":8443/flows"):
+        assert world.run(world.request(path=path))["statusCode"] == 503
     assert "forward" not in world.calls
 
 
@@ -1229,33 +1287,53 @@ def test_a_probe_refused_by_its_own_route_routes_on_health_but_forwards_nothing(
     assert "the readiness probe was refused (403)" in caplog.text
 
 
-def test_a_request_too_late_to_forward_within_api_gateways_30_s_gets_a_503(world: World) -> None:
+@pytest.mark.parametrize(
+    ("method", "oldest"),
+    [
+        # the first AWS call of its wake must be able to end in time
+        ("GET", waker.ANSWER_BY_SECONDS - waker.CALL_SECONDS),
+        # and a request that may change something needs time left for its forward: timing out, it would be a
+        # 504, which its client never retries
+        ("POST", waker.FORWARD_BUDGET_SECONDS - waker.UNSAFE_FORWARD_MIN_SECONDS),
+    ],
+)
+def test_a_request_too_late_to_wake_or_forward_within_api_gateways_30_s_gets_a_503(
+    world: World, method: str, oldest: float
+) -> None:
     world.waking_with_a_ready_task()
-    late = world.request()
-    late["requestContext"]["timeEpoch"] -= int((waker.FORWARD_BUDGET_SECONDS - waker.FORWARD_MIN_SECONDS) * 1000) + 1
+    late = world.request(method)
+    late["requestContext"]["timeEpoch"] -= int(oldest * 1000) + 1
     assert world.run(late)["statusCode"] == 503
     assert "forward" not in world.calls
-    world.run(world.request())
-    assert world.forwarded[0][1] == world.clock() + waker.FORWARD_BUDGET_SECONDS
+    just_in_time = world.request(method)
+    just_in_time["requestContext"]["timeEpoch"] -= int(oldest * 1000)
+    assert world.run(just_in_time)["statusCode"] == 200
+    assert world.forwarded[-1][1] == world.clock() - oldest + waker.FORWARD_BUDGET_SECONDS
 
 
 @pytest.mark.parametrize(
-    ("failure", "status"),
+    ("method", "failure", "status"),
     [
-        (waker.NotDelivered("connection refused"), 503),  # never reached API Gateway: safe to retry
-        (waker.NoAnswer(timed_out=True), 504),  # may have been carried out: not retried
-        (waker.NoAnswer(timed_out=False), 502),
-        (RuntimeError("anything else, once the request may have left"), 502),
+        ("POST", waker.NotDelivered("connection refused"), 503),  # never reached API Gateway: safe to retry
+        ("POST", waker.NoAnswer(timed_out=True), 504),  # may have been carried out: not retried
+        ("POST", waker.NoAnswer(timed_out=False), 502),
+        ("POST", RuntimeError("anything else, once the request may have left"), 502),
+        ("POST", waker.Reply(500, (), b'{"message":"Internal Server Error"}'), 500),  # the service may have had it
+        ("GET", waker.NoAnswer(timed_out=True), 503),  # done or not, doing it again changes nothing
+        ("GET", waker.NoAnswer(timed_out=False), 503),
+        ("HEAD", RuntimeError("anything else"), 502),
+        ("GET", waker.Reply(500, (), b'{"message":"Internal Server Error"}'), 503),  # API Gateway's own
+        ("GET", waker.Reply(500, (), b'{"error":"the service\'s own"}'), 500),
     ],
 )
-def test_a_forward_that_fails_answers_what_lets_the_client_retry_only_what_never_reached_the_service(
-    world: World, failure: Exception, status: int
+def test_a_forward_that_fails_answers_what_lets_the_client_retry_only_what_repeating_cannot_harm(
+    world: World, method: str, failure: Exception | waker.Reply, status: int
 ) -> None:
     world.waking_with_a_ready_task()
     world.forward_failures.append(failure)
-    response = world.run(world.request("POST"))
+    response = world.run(world.request(method))
     assert response["statusCode"] == status
-    assert "isBase64Encoded" not in response
+    assert ("isBase64Encoded" in response) is (isinstance(failure, waker.Reply) and failure.status == status)
     assert world.on_service()
 
 

@@ -36,6 +36,7 @@ harmless: setting a desired count of 1 twice starts one task, switching a route 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import http.client
 import json
@@ -58,26 +59,39 @@ never count among the requests that keep the service awake."""
 PROBE_TIMEOUT_SECONDS = 3.0
 CONNECT_SECONDS = 3.0
 """The longest a connection to the probe API may take to open (the rest of a deadline is for the answer)."""
+ANSWER_BY_SECONDS = 28.0
+"""Of API Gateway's 30 s for the waker's answer (the integration's timeout), when the waker answers a request at
+the latest, from its arrival: no AWS call of a request's wake starts unless it can end by then (CALL_SECONDS)."""
+CALL_SECONDS = 7.0
+"""The longest one of the waker's AWS calls can take: two attempts of a 1 s connect and a 2 s read, and a
+backoff of up to 1 s between them (`_aws`); a probe, PROBE_TIMEOUT_SECONDS."""
 FORWARD_BUDGET_SECONDS = 27.0
-"""Of API Gateway's 30 s for the waker's answer (the integration's timeout), what a request may take, from its
-arrival, until the forwarded request is answered: a hard deadline, checked before every read."""
+"""From a request's arrival, until when its forward may take: a hard deadline, checked before every read."""
 HOLD_SECONDS = 20.0
-"""How long, from its arrival, a request that finds the service starting may wait in the waker for a ready task
-before its 503: at least FORWARD_BUDGET_SECONDS - HOLD_SECONDS (7 s) are left for the forward itself, many
-times what a metadata request takes."""
+"""How long, from its arrival, a request that finds the service starting waits in the waker for a ready task
+before its 503 (its last probe and calls may take up to HOLD_OVERRUN_SECONDS more)."""
 HOLD_POLL_SECONDS = 2.0
 """A held request asks the probe API once per poll (one request, no ECS call); ECS and Cloud Map only once the
 task answers it."""
+HOLD_OVERRUN_SECONDS = PROBE_TIMEOUT_SECONDS + 1
+"""How much later than HOLD_SECONDS a held request's 503 may come: its last probe, and a second of calls."""
 FORWARD_MIN_SECONDS = 1.0
-"""A request with less left is not forwarded (503: its client retries, by then on the route)."""
+"""A request that changes nothing is not forwarded with less left (503: its client retries)."""
+UNSAFE_FORWARD_MIN_SECONDS = 8.0
+"""Nor one that may change something with less left: its forward timing out would be a 504 its client never
+retries, where a 503 now costs it one retry."""
 FORWARD_LIMIT_BYTES = 4_000_000
 """The largest answer the waker passes on: Lambda returns at most 6 MB from a synchronous invocation
 (Lambda quotas, "Invocation payload"), and the body, base64-encoded, grows by a third. Read no further."""
 API_GATEWAY_NOT_FOUND = b'{"message":"Not Found"}'
 """What API Gateway itself answers for a path no route takes (the forwarding route not yet deployed): the
 service's 404s say other things."""
+API_GATEWAY_ERROR = b'{"message":"Internal Server Error"}'
+"""What API Gateway itself answers when the forwarding route's authorizer cannot run (its permission not yet
+applied, or throttled), or an integration fails."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-"""Requests that change nothing: one whose answer is too large to pass on can be retried (503)."""
+"""Requests that change nothing: one whose forward failed or whose answer is too large to pass on can be
+retried (503)."""
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
 )
@@ -265,8 +279,9 @@ def send(outgoing: Outgoing, deadline: float, clock: Callable[[], float] = time.
 
     parts = urllib.parse.urlsplit(outgoing.url)
     connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_type(parts.netloc, timeout=CONNECT_SECONDS)
     try:
-        connection = connection_type(parts.netloc, timeout=min(left(), CONNECT_SECONDS))
+        connection.timeout = min(left(), CONNECT_SECONDS)
         connection.request(
             outgoing.method,
             (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
@@ -274,6 +289,7 @@ def send(outgoing: Outgoing, deadline: float, clock: Callable[[], float] = time.
             headers=outgoing.headers,
         )
     except (OSError, http.client.HTTPException) as error:  # refused, unresolved, too late, reset while sending
+        connection.close()
         raise NotDelivered(str(error)) from error
     sock = connection.sock  # the answer is read from it even once http.client lets the connection go
     try:
@@ -315,6 +331,8 @@ def probe_status(aws: Clients, config: Config) -> int | None:
     """The probe's answer; None when it got none, or could not be sent at all (the error is logged)."""
     try:
         return aws.probe(config.probe_url)
+    except OutOfTime:
+        raise
     except Exception:  # a probe must never end a wake or a tick: it only withholds the route
         _log.exception("the readiness probe could not be sent")
         return None
@@ -412,14 +430,57 @@ def hold(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> Woken:
-    """Wake, and while the service starts, keep the request up to `hold_seconds` after its arrival, polling, so
-    that it can be forwarded as soon as a task is ready instead of at the client's next retry."""
+    """Wake, and while the service starts, keep the request until `hold_seconds` after its arrival, polling, so
+    that it can be forwarded as soon as a task is ready instead of at the client's next retry. The hold ends at
+    that moment exactly, whatever the phase of the polls (the model of the client's wait assumes it,
+    wake.worst_first_answer_seconds), with one last look."""
+    held_until = arrived + config.hold_seconds
     woken = wake(aws, config, function_arn, arrived)
-    while woken.state == "starting" and clock() + config.hold_poll_seconds <= arrived + config.hold_seconds:
-        sleep(config.hold_poll_seconds)
+    while woken.state == "starting" and clock() < held_until:
+        sleep(min(config.hold_poll_seconds, held_until - clock()))
         if probe_status(aws, config) in (200, *PROBE_REFUSED):  # the task answers (or only ECS can tell)
             woken = wake(aws, config, function_arn, arrived)
     return woken
+
+
+class OutOfTime(Exception):
+    """Too little of a request's time is left for another AWS call: it is answered without one (503)."""
+
+
+class _Bounded:
+    """A client whose calls are refused (OutOfTime) unless they can end by a deadline."""
+
+    def __init__(self, client: Any, deadline: float, clock: Callable[[], float]) -> None:
+        self._client, self._deadline, self._clock = client, deadline, clock
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._deadline - self._clock() < CALL_SECONDS:
+                raise OutOfTime(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+def within(aws: Clients, deadline: float, clock: Callable[[], float]) -> Clients:
+    """The clients a request's wake uses: no call starts that could end after `deadline` (epoch seconds), so
+    API Gateway gets the waker's answer, not its own timeout's, whatever AWS's APIs take (a throttle, say)."""
+
+    def probe(url: str) -> int | None:
+        if deadline - clock() < PROBE_TIMEOUT_SECONDS:
+            raise OutOfTime("probe")
+        return aws.probe(url)
+
+    return dataclasses.replace(
+        aws,
+        ecs=_Bounded(aws.ecs, deadline, clock),
+        apigatewayv2=_Bounded(aws.apigatewayv2, deadline, clock),
+        servicediscovery=_Bounded(aws.servicediscovery, deadline, clock),
+        lambda_=_Bounded(aws.lambda_, deadline, clock),
+        probe=probe,
+    )
 
 
 def nudge(aws: Clients, config: Config) -> str:
@@ -626,6 +687,8 @@ def outgoing(event: dict[str, Any], base_url: str) -> Outgoing:
     method = event["requestContext"]["http"]["method"]
     # HTTP APIs pass the path decoded (an encoded "/" cannot be told from a real one): encode it again.
     path = urllib.parse.quote(event.get("rawPath") or event["requestContext"]["http"]["path"], safe=PATH_SAFE)
+    if not path.startswith("/"):  # it would change the host or port the request is sent to
+        raise ValueError(f"not a path: {path!r}")
     query = event.get("rawQueryString") or ""
     headers = {
         name: value
@@ -663,12 +726,13 @@ def forward(
     """Pass a request on to the ready task through the probe API, and its answer back, while API Gateway deploys
     the route to the task: what the direct route would answer, or a 503 where nothing reached the service."""
     deadline = arrived + FORWARD_BUDGET_SECONDS
-    if deadline - clock() < FORWARD_MIN_SECONDS:
-        return waking_response()
     try:
         request = outgoing(event, config.forward_url)
     except Exception:  # nothing was sent
         _log.exception("could not read the request to forward it; answering 503")
+        return waking_response()
+    safe = request.method in SAFE_METHODS
+    if deadline - clock() < (FORWARD_MIN_SECONDS if safe else UNSAFE_FORWARD_MIN_SECONDS):
         return waking_response()
     what = f"{request.method} {urllib.parse.urlsplit(request.url).path}"
     try:
@@ -676,14 +740,17 @@ def forward(
     except NotDelivered as error:
         _log.warning("could not forward %s (%s); answering 503", what, error)
         return waking_response()
-    except NoAnswer as error:  # it may have been carried out: not an answer the client retries
+    except NoAnswer as error:
         _log.warning("forwarded %s but got no answer (%s)", what, error)
+        if safe:  # carried out or not, doing it again changes nothing
+            return waking_response()
+        # It may have been carried out: not an answer the client retries.
         if error.timed_out:
             return error_response(504, "The Metaflow metadata service did not answer in time.")
         return error_response(502, "The Metaflow metadata service's answer was lost.")
     except TooLarge as error:
         _log.warning("the answer to %s is too large to forward (%s bytes)", what, error)
-        if request.method in SAFE_METHODS:
+        if safe:
             return waking_response()  # its retry takes the route, by then deployed
         return error_response(502, "The Metaflow metadata service's answer is too large to pass on while it wakes.")
     except Exception:  # after the request may have left: it may have been carried out
@@ -692,6 +759,11 @@ def forward(
     if reply.status == 404 and reply.body.strip() == API_GATEWAY_NOT_FOUND:
         # API Gateway's own: the probe API has no forwarding route yet (a deploy under way); the service saw nothing.
         _log.error("the probe API has no route for the forwarded %s (%s); answering 503", what, reply.body)
+        return waking_response()
+    if safe and reply.status == 500 and reply.body.strip() == API_GATEWAY_ERROR:
+        # API Gateway's own: its authorizer could not run, or the integration failed (the latter maybe after the
+        # service had the request, so only for requests that change nothing).
+        _log.error("the probe API failed the forwarded %s (%s); answering 503", what, reply.body)
         return waking_response()
     now = clock()
     since_start = f"{now - woken.task_started:.1f} s" if woken.task_started is not None else "unknown"
@@ -718,7 +790,10 @@ def dispatch(
         epoch = event["requestContext"].get("timeEpoch")
         arrived = epoch / 1000 if isinstance(epoch, int | float) else clock()
         try:
-            woken = hold(aws, config, function_arn, arrived, clock, sleep)
+            woken = hold(within(aws, arrived + ANSWER_BY_SECONDS, clock), config, function_arn, arrived, clock, sleep)
+        except OutOfTime as late:
+            _log.warning("no time left for %s: answering 503", late)
+            return waking_response()
         except Exception:  # the client retries a 503, never a 500: answer it whatever went wrong
             _log.exception("wake failed; answering 503 anyway")
             return waking_response()
@@ -748,7 +823,8 @@ def _aws() -> Clients:
         import boto3
         from botocore.config import Config as BotoConfig
 
-        quick = BotoConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+        # CALL_SECONDS at most a call: a request's wake must end within API Gateway's 30 s.
+        quick = BotoConfig(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"})
         # The Data API call only gives the database a head start: one attempt, so a slow answer never holds up
         # the watcher's first look at the task (the others' four attempts could cost ~20 s).
         once = BotoConfig(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1, "mode": "standard"})
