@@ -776,6 +776,30 @@ def test_a_tick_routes_to_a_ready_task_a_lost_watcher_left_behind(world: World) 
     assert world.on_service()
 
 
+def test_a_route_that_cannot_be_switched_still_lets_an_idle_service_stop(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With UpdateRoute refused for good (a lost permission, say), requests are still forwarded, which keeps the
+    service up while used; once idle, the tick must still stop it rather than fail on the switch every minute."""
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+
+    def refused(**request: Any) -> dict[str, Any]:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UpdateRoute")
+
+    get_route = world.aws.apigatewayv2.get_route
+    world.aws = dataclasses.replace(
+        world.aws,
+        apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": refused}, world.calls),
+    )
+    world.requests_at(minutes_ago=1)
+    assert world.run({"action": "tick"}) == "starting"
+    assert "could not switch the route to a ready task" in caplog.text
+    world.now += datetime.timedelta(minutes=20)
+    assert world.run({"action": "tick"}) == "stopped"
+    assert world.desired() == 0
+
+
 def test_a_wake_nobody_came_back_for_is_stopped_after_the_idle_time(world: World) -> None:
     world.run(HTTP_REQUEST)
     world.add_task("stuck", "PENDING", "UNKNOWN").started_at = None

@@ -625,8 +625,11 @@ def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[
     idle = up_long_enough and requests_since(aws, config, now - window, now) == 0
     if not on_service:
         if routable(aws, config, state):
-            switch_route(aws, config, to_service=True)
-            return "switched"
+            try:
+                switch_route(aws, config, to_service=True)
+                return "switched"
+            except Exception:  # requests are still served (forwarded); an idle service must still stop
+                _log.error("could not switch the route to a ready task", exc_info=True)
         if not idle:
             return "starting"
         # A wake nobody came back for (its task never became ready, or its client gave up): stop it.
