@@ -212,6 +212,15 @@ class World:
         assert not self.on_service()
         return task
 
+    def refuse_route_switches(self, code: str) -> None:
+        """From now on every UpdateRoute fails with `code` (GetRoute still answers)."""
+
+        def refused(**request: Any) -> dict[str, Any]:
+            raise ClientError({"Error": {"Code": code, "Message": code}}, "UpdateRoute")
+
+        answers = {"get_route": self.aws.apigatewayv2.get_route, "update_route": refused}
+        self.aws = dataclasses.replace(self.aws, apigatewayv2=ModelChecked("apigatewayv2", answers, self.calls))
+
     def requests_at(self, minutes_ago: float, count: int = 1) -> None:
         self.cloudwatch.put_metric_data(
             Namespace="AWS/ApiGateway",
@@ -783,15 +792,7 @@ def test_a_route_that_cannot_be_switched_still_lets_an_idle_service_stop(
     service up while used; once idle, the tick must still stop it rather than fail on the switch every minute."""
     world.run(HTTP_REQUEST)
     world.task_ready()
-
-    def refused(**request: Any) -> dict[str, Any]:
-        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UpdateRoute")
-
-    get_route = world.aws.apigatewayv2.get_route
-    world.aws = dataclasses.replace(
-        world.aws,
-        apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": refused}, world.calls),
-    )
+    world.refuse_route_switches("AccessDeniedException")
     world.requests_at(minutes_ago=1)
     assert world.run({"action": "tick"}) == "starting"
     assert "could not switch the route to a ready task" in caplog.text
@@ -1379,15 +1380,7 @@ def test_the_largest_answer_forwarded_fits_lambdas_6_mb_response() -> None:
 def test_a_throttled_route_switch_still_forwards_the_request(world: World, caplog: pytest.LogCaptureFixture) -> None:
     """Requests arriving together may all switch the route; the one whose switch fails is served all the same."""
     world.waking_with_a_ready_task()
-
-    def throttled(**request: Any) -> dict[str, Any]:
-        raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "slow down"}}, "UpdateRoute")
-
-    get_route = world.aws.apigatewayv2.get_route
-    world.aws = dataclasses.replace(
-        world.aws,
-        apigatewayv2=ModelChecked("apigatewayv2", {"get_route": get_route, "update_route": throttled}, []),
-    )
+    world.refuse_route_switches("TooManyRequestsException")
     assert world.run(world.request())["statusCode"] == 200
     assert "could not switch the route" in caplog.text
 
