@@ -141,9 +141,11 @@ def worst_first_answer_seconds(
     retries: int = SERVICE_RETRY_COUNT,
 ) -> float | None:
     """The latest first answer for any wake within the documented range, whatever each attempt's hold between
-    `hold_seconds` and `hold_seconds + overrun_seconds` (the waker's own bounds: lambdas/waker.py, `hold`). A
-    reachable moment inside an attempt's hold is answered then; one in the gap after it (the client's sleep of
-    2**i s) at the gap's end, the next attempt, at its latest. None: the range may reach past the last attempt."""
+    `hold_seconds` and `hold_seconds + overrun_seconds` (the waker's: it looks last at `hold_seconds` and answers
+    its 503 after that look, usually within HOLD_OVERRUN_SECONDS; lambdas/waker.py, `hold`). A reachable moment
+    inside an attempt's hold is answered then; one after its last look (in the overrun, or in the client's sleep
+    of 2**i s that follows) at the next attempt, at its latest. None: the range may reach past the last
+    attempt."""
     best, worst = best_wake_seconds(data_api), worst_wake_seconds(data_api)
     answers = [worst]
     for attempt in range(retries):

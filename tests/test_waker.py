@@ -25,8 +25,9 @@ import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from botocore.validate import ParamValidator, validate_parameters
 from moto import mock_aws
 
@@ -499,6 +500,52 @@ def test_slow_aws_calls_late_in_the_hold_cannot_keep_api_gateway_waiting(world: 
     assert "forward" not in world.calls and world.desired() == 1
 
 
+def test_a_look_that_fails_mid_hold_does_not_end_the_hold(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """A throttled ECS while the task answers the probe but is not healthy yet: the request is still held, and
+    forwarded once the task is; never an early 503 (the bound on the client's wait assumes full holds)."""
+    holding(world, {2: lambda: world.add_task("1", health="UNKNOWN"), 6: lambda: world.task_ready("2")})
+    describe_tasks, throttled = world.aws.ecs.describe_tasks, iter(range(2))
+
+    class Throttled:
+        def __getattr__(self, name: str) -> Any:
+            if name == "describe_tasks" and next(throttled, None) is not None:
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "DescribeTasks")
+            return describe_tasks if name == "describe_tasks" else getattr(ecs, name)
+
+    ecs = world.aws.ecs
+    world.aws = dataclasses.replace(world.aws, ecs=Throttled())
+    assert world.run(world.request())["statusCode"] == 200
+    assert "a look at the service failed; the request is still held" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        waker.NotDelivered("connection reset"),
+        waker.Reply(404, (), b'{"message":"Not Found"}'),  # the forwarding route not deployed yet
+        waker.NoAnswer(timed_out=False),  # a GET: sent again harmlessly
+    ],
+)
+def test_a_forward_that_reached_nothing_is_tried_again_within_the_hold(
+    world: World, failure: Exception | waker.Reply
+) -> None:
+    holding(world, {1: lambda: world.task_ready()})
+    world.forward_failures.append(failure)
+    assert world.run(world.request())["statusCode"] == 200
+    assert len(world.forwarded) == 2 and world.slept == [waker.HOLD_POLL_SECONDS] * 2
+
+
+def test_a_hold_with_no_ready_task_is_answered_no_earlier_than_its_end_even_if_every_look_fails(
+    world: World,
+) -> None:
+    holding(world)
+    world.aws = dataclasses.replace(world.aws, ecs=None)  # every ECS call raises
+    world.link_failures = [200] * 20  # the probe answers: every poll looks at ECS
+    arrived = world.clock()
+    assert world.run(world.request())["statusCode"] == 503
+    assert world.clock() - arrived == waker.HOLD_SECONDS
+
+
 def test_the_ui_command_and_the_queued_run_nudge_are_never_held(world: World) -> None:
     holding(world)
     assert world.run({"action": "wake"}) == "starting"
@@ -545,7 +592,8 @@ def test_the_handler_wakes_with_the_functions_settings_and_clients(
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(waker, "_aws", lambda: world.aws)
+    chosen: list[bool] = []
+    monkeypatch.setattr(waker, "_aws", lambda for_request: chosen.append(for_request) or world.aws)
     context = type("Context", (), {"invoked_function_arn": FUNCTION_ARN})()
     # Arrived a hold ago (the handler's clock is the real one): woken, not held.
     request = {**HTTP_REQUEST, "requestContext": {**HTTP_REQUEST["requestContext"]}}
@@ -553,6 +601,8 @@ def test_the_handler_wakes_with_the_functions_settings_and_clients(
     assert waker.handler(request, context)["statusCode"] == 503
     assert world.desired() == 1
     assert world.invocations[0]["function"] == FUNCTION_ARN
+    waker.handler({"action": "tick"}, context)
+    assert chosen == [True, False], "a request's calls bounded, the tick's patient"
 
 
 def test_a_stop_event_without_a_time_is_timed_from_when_it_arrived(world: World) -> None:
@@ -602,14 +652,11 @@ def test_the_next_tick_routes_to_the_task_a_queued_run_started(world: World) -> 
 
 
 def test_a_misconfigured_waker_still_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(waker, "_aws", lambda: None)
+    monkeypatch.setattr(waker, "_aws", lambda for_request: None)
     for name in ("CLUSTER", "SERVICE", "API_ID"):
         monkeypatch.delenv(name, raising=False)
     context = type("Context", (), {"invoked_function_arn": FUNCTION_ARN})()
-    # Arrived a hold ago (the handler's clock is the real one): woken, not held.
-    request = {**HTTP_REQUEST, "requestContext": {**HTTP_REQUEST["requestContext"]}}
-    request["requestContext"]["timeEpoch"] = int((time.time() - waker.HOLD_SECONDS) * 1000)
-    assert waker.handler(request, context)["statusCode"] == 503
+    assert waker.handler(HTTP_REQUEST, context)["statusCode"] == 503
     with pytest.raises(KeyError):
         waker.handler({"action": "tick"}, context)
 
@@ -671,20 +718,72 @@ def test_an_unreachable_data_api_only_loses_the_head_start(world: World) -> None
 
 
 def test_the_data_api_is_asked_once_and_the_services_apis_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries of a call that only gives the database a head start would delay the watcher's first look."""
+    """Retries of a call that only gives the database a head start would delay the watcher's first look; the
+    watcher's, the tick's and the events' own calls are retried; a request's are not (its hold looks again)."""
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setattr(waker, "_clients", None)
-    clients = waker._aws()
-    assert clients.rds_data.meta.config.retries["total_max_attempts"] == 1
-    assert (clients.rds_data.meta.config.read_timeout, clients.rds_data.meta.config.connect_timeout) == (5, 2)
-    assert clients.rds_data.meta.config.retries["mode"] == "standard"
-    # The clients a request's wake uses: no call outlasts CALL_SECONDS (standard mode's backoff: up to 1 s).
-    for client in (clients.ecs, clients.apigatewayv2, clients.servicediscovery, clients.lambda_):
-        config = client.meta.config
-        assert config.retries == {"total_max_attempts": 2, "mode": "standard"}
-        attempts = config.retries["total_max_attempts"]
-        assert attempts * (config.connect_timeout + config.read_timeout) + 1 <= waker.CALL_SECONDS
-    assert clients.probe is waker.signed_get
+    monkeypatch.setattr(waker, "_clients", {})
+    background, request = waker._aws(for_request=False), waker._aws(for_request=True)
+    assert waker._aws(for_request=False) is background, "built once per execution environment"
+    for clients in (background, request):
+        config = clients.rds_data.meta.config
+        assert config.retries["total_max_attempts"] == 1 and (config.read_timeout, config.connect_timeout) == (5, 2)
+        assert clients.probe is waker.signed_get and clients.forward is waker.send
+    for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda_"):
+        patient, bounded = getattr(background, name).meta.config, getattr(request, name).meta.config
+        assert patient.retries == {"total_max_attempts": 4, "mode": "standard"}  # botocore counts the first one
+        assert (patient.read_timeout, patient.connect_timeout) == (5, 2)
+        assert bounded.retries == {"total_max_attempts": 1, "mode": "standard"}
+
+
+class Throttling(BaseHTTPRequestHandler):
+    """An AWS JSON API that throttles every call and asks for a retry 20 s later (`x-amz-retry-after`, which
+    botocore's standard mode honours, up to 5 s more per backoff)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        server: Any = self.server
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server.calls += 1
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("x-amz-retry-after", "20000")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_requests_aws_call_ends_within_call_seconds_whatever_aws_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard that keeps API Gateway from timing out rests on it: a throttled call is not retried, whatever
+    wait AWS asks for (botocore's standard mode would add up to 6 s), and a call nobody answers ends at its read
+    timeout."""
+    lambda_credentials(monkeypatch)
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Throttling)
+    server.calls = 0
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        client = boto3.client("ecs", endpoint_url=endpoint, config=BotoConfig(**waker.REQUEST_CALLS))
+        began = time.monotonic()
+        with pytest.raises(ClientError, match="ThrottlingException"):
+            client.describe_services(cluster="c", services=["s"])
+        assert server.calls == 1 and time.monotonic() - began < waker.CALL_SECONDS
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as silent:  # accepts (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        client = boto3.client("ecs", endpoint_url=endpoint, config=BotoConfig(**waker.REQUEST_CALLS))
+        began = time.monotonic()
+        with pytest.raises(ReadTimeoutError):
+            client.describe_services(cluster="c", services=["s"])
+        assert time.monotonic() - began < waker.CALL_SECONDS
 
 
 def test_without_the_data_api_the_watcher_leaves_the_database_to_the_migrator(world: World) -> None:

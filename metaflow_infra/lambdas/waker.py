@@ -62,9 +62,10 @@ CONNECT_SECONDS = 3.0
 ANSWER_BY_SECONDS = 28.0
 """Of API Gateway's 30 s for the waker's answer (the integration's timeout), when the waker answers a request at
 the latest, from its arrival: no AWS call of a request's wake starts unless it can end by then (CALL_SECONDS)."""
-CALL_SECONDS = 7.0
-"""The longest one of the waker's AWS calls can take: two attempts of a 1 s connect and a 2 s read, and a
-backoff of up to 1 s between them (`_aws`); a probe, PROBE_TIMEOUT_SECONDS."""
+CALL_SECONDS = 4.0
+"""The longest one of a request's AWS calls can take: one attempt (no backoff, whatever `x-amz-retry-after`
+asks) of a 1 s connect and a 2 s read (REQUEST_CALLS), and a second for the address lookup; a probe,
+PROBE_TIMEOUT_SECONDS."""
 FORWARD_BUDGET_SECONDS = 27.0
 """From a request's arrival, until when its forward may take: a hard deadline, checked before every read."""
 HOLD_SECONDS = 20.0
@@ -74,12 +75,14 @@ HOLD_POLL_SECONDS = 2.0
 """A held request asks the probe API once per poll (one request, no ECS call); ECS and Cloud Map only once the
 task answers it."""
 HOLD_OVERRUN_SECONDS = PROBE_TIMEOUT_SECONDS + 1
-"""How much later than HOLD_SECONDS a held request's 503 may come: its last probe, and a second of calls."""
+"""How much later than HOLD_SECONDS a held request's 503 comes at most in the usual case: its last probe, and a
+second of calls. Slow calls can make it up to ANSWER_BY_SECONDS - HOLD_SECONDS."""
 FORWARD_MIN_SECONDS = 1.0
 """A request that changes nothing is not forwarded with less left (503: its client retries)."""
-UNSAFE_FORWARD_MIN_SECONDS = 8.0
+UNSAFE_FORWARD_MIN_SECONDS = 6.0
 """Nor one that may change something with less left: its forward timing out would be a 504 its client never
-retries, where a 503 now costs it one retry."""
+retries, where a 503 costs it one retry. A request the hold's last look finds the task ready for (at
+HOLD_SECONDS) still has it, unless that look took over a second."""
 FORWARD_LIMIT_BYTES = 4_000_000
 """The largest answer the waker passes on: Lambda returns at most 6 MB from a synchronous invocation
 (Lambda quotas, "Invocation payload"), and the body, base64-encoded, grows by a third. Read no further."""
@@ -317,8 +320,9 @@ def send(outgoing: Outgoing, deadline: float, clock: Callable[[], float] = time.
 
 def signed_get(url: str) -> int | None:
     """The probe: a signed GET; the status it answers, None when it got none."""
+    deadline = time.time() + PROBE_TIMEOUT_SECONDS  # signing (a boto3 session) counts too
     try:
-        return send(signed(Outgoing("GET", url, {})), time.time() + PROBE_TIMEOUT_SECONDS).status
+        return send(signed(Outgoing("GET", url, {})), deadline).status
     except (NotDelivered, NoAnswer, TooLarge):
         return None
 
@@ -425,22 +429,39 @@ def wake(aws: Clients, config: Config, function_arn: str, woken_at: float, route
 def hold(
     aws: Clients,
     config: Config,
+    event: dict[str, Any],
     function_arn: str,
     arrived: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
-) -> Woken:
-    """Wake, and while the service starts, keep the request until `hold_seconds` after its arrival, polling, so
-    that it can be forwarded as soon as a task is ready instead of at the client's next retry. The hold ends at
-    that moment exactly, whatever the phase of the polls (the model of the client's wait assumes it,
-    wake.worst_first_answer_seconds), with one last look."""
+) -> dict[str, Any]:
+    """The answer to a request that reached the waker. Wake, and while the service starts keep the request, looking
+    every poll, so that it is forwarded as soon as a task is ready, not at the client's next retry. Its 503 comes
+    no earlier than `hold_seconds` after its arrival, whatever the phase of the polls or what failed meanwhile
+    (a wake's call, a forward that reached nothing): the model of the client's wait rests on it
+    (wake.worst_first_answer_seconds). The one exception: a task routed to on ECS's health alone (the probe
+    refused), which the client's retry reaches directly."""
     held_until = arrived + config.hold_seconds
-    woken = wake(aws, config, function_arn, arrived)
-    while woken.state == "starting" and clock() < held_until:
+    look = True  # the first look wakes the service; later ones only once the task answers the probe
+    while True:
+        if look:
+            try:
+                woken = wake(aws, config, function_arn, arrived)
+            except OutOfTime:
+                raise
+            except Exception:  # a throttle, say: the next poll looks again
+                _log.exception("a look at the service failed; the request is still held")
+                woken = Woken("starting")
+            if woken.reachable:
+                answer = forward(aws, config, event, woken, arrived, clock)
+                if answer is not None:
+                    return answer
+            elif woken.state == "ready":
+                return waking_response()
+        if clock() >= held_until:
+            return waking_response()
         sleep(min(config.hold_poll_seconds, held_until - clock()))
-        if probe_status(aws, config) in (200, *PROBE_REFUSED):  # the task answers (or only ECS can tell)
-            woken = wake(aws, config, function_arn, arrived)
-    return woken
+        look = probe_status(aws, config) in (200, *PROBE_REFUSED)  # the task answers (or only ECS can tell)
 
 
 class OutOfTime(Exception):
@@ -725,28 +746,29 @@ def passed_on(reply: Reply) -> dict[str, Any]:
 
 def forward(
     aws: Clients, config: Config, event: dict[str, Any], woken: Woken, arrived: float, clock: Callable[[], float]
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Pass a request on to the ready task through the probe API, and its answer back, while API Gateway deploys
-    the route to the task: what the direct route would answer, or a 503 where nothing reached the service."""
+    the route to the task: what the direct route would answer; None where the request can be sent again (it did
+    not reach the service, or repeating it changes nothing)."""
     deadline = arrived + FORWARD_BUDGET_SECONDS
     try:
         request = outgoing(event, config.forward_url)
-    except Exception:  # nothing was sent
+    except Exception:  # nothing was sent; nor will it ever be
         _log.exception("could not read the request to forward it; answering 503")
         return waking_response()
     safe = request.method in SAFE_METHODS
     if deadline - clock() < (FORWARD_MIN_SECONDS if safe else UNSAFE_FORWARD_MIN_SECONDS):
-        return waking_response()
+        return None
     what = f"{request.method} {urllib.parse.urlsplit(request.url).path}"
     try:
         reply = aws.forward(request, deadline)
     except NotDelivered as error:
-        _log.warning("could not forward %s (%s); answering 503", what, error)
-        return waking_response()
+        _log.warning("could not forward %s (%s)", what, error)
+        return None
     except NoAnswer as error:
         _log.warning("forwarded %s but got no answer (%s)", what, error)
         if safe:  # carried out or not, doing it again changes nothing
-            return waking_response()
+            return None
         # It may have been carried out: not an answer the client retries.
         if error.timed_out:
             return error_response(504, "The Metaflow metadata service did not answer in time.")
@@ -754,20 +776,20 @@ def forward(
     except TooLarge as error:
         _log.warning("the answer to %s is too large to forward (%s bytes)", what, error)
         if safe:
-            return waking_response()  # its retry takes the route, by then deployed
+            return waking_response()  # not again now: its retry takes the route, by then deployed
         return error_response(502, "The Metaflow metadata service's answer is too large to pass on while it wakes.")
     except Exception:  # after the request may have left: it may have been carried out
         _log.exception("forwarding %s failed", what)
         return error_response(502, "The Metaflow metadata service's answer was lost.")
     if reply.status == 404 and reply.body.strip() == API_GATEWAY_NOT_FOUND:
         # API Gateway's own: the probe API has no forwarding route yet (a deploy under way); the service saw nothing.
-        _log.error("the probe API has no route for the forwarded %s (%s); answering 503", what, reply.body)
-        return waking_response()
+        _log.error("the probe API has no route for the forwarded %s (%s)", what, reply.body)
+        return None
     if safe and reply.status == 500 and reply.body.strip() == API_GATEWAY_ERROR:
         # API Gateway's own: its authorizer could not run, or the integration failed (the latter maybe after the
         # service had the request, so only for requests that change nothing).
-        _log.error("the probe API failed the forwarded %s (%s); answering 503", what, reply.body)
-        return waking_response()
+        _log.error("the probe API failed the forwarded %s (%s)", what, reply.body)
+        return None
     now = clock()
     since_start = f"{now - woken.task_started:.1f} s" if woken.task_started is not None else "unknown"
     _log.info(
@@ -793,14 +815,14 @@ def dispatch(
         epoch = event["requestContext"].get("timeEpoch")
         arrived = epoch / 1000 if isinstance(epoch, int | float) else clock()
         try:
-            woken = hold(within(aws, arrived + ANSWER_BY_SECONDS, clock), config, function_arn, arrived, clock, sleep)
+            return hold(
+                within(aws, arrived + ANSWER_BY_SECONDS, clock), config, event, function_arn, arrived, clock, sleep
+            )
         except OutOfTime as late:
             _log.warning("no time left for %s: answering 503", late)
-            return waking_response()
         except Exception:  # the client retries a 503, never a 500: answer it whatever went wrong
             _log.exception("wake failed; answering 503 anyway")
-            return waking_response()
-        return forward(aws, config, event, woken, arrived, clock) if woken.reachable else waking_response()
+        return waking_response()
     if event.get("source") == "aws.ecs":
         return task_stopping(aws, config, event, function_arn, clock())
     if event.get("source") == "aws.batch":  # a scheduled run's start step is queued
@@ -816,36 +838,49 @@ def dispatch(
     raise ValueError(f"unknown event: {sorted(event)}")
 
 
-_clients: Clients | None = None
+REQUEST_CALLS: dict[str, Any] = {
+    "connect_timeout": 1,
+    "read_timeout": 2,
+    "retries": {"total_max_attempts": 1, "mode": "standard"},
+}
+"""botocore settings of the calls a request's wake makes: CALL_SECONDS at most each (a held request looks again
+every poll anyway)."""
+BACKGROUND_CALLS: dict[str, Any] = {
+    "connect_timeout": 2,
+    "read_timeout": 5,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+}
+"""Those of the watcher, the tick and the events, which nobody waits for: retried."""
+
+_clients: dict[bool, Clients] = {}
 
 
-def _aws() -> Clients:
-    """Clients with short timeouts: a request must be answered well within API Gateway's 30 s."""
-    global _clients
-    if _clients is None:
+def _aws(for_request: bool) -> Clients:
+    """The function's clients: `for_request`, with the bounded calls a request's answer needs within API
+    Gateway's 30 s; otherwise patient ones."""
+    if for_request not in _clients:
         import boto3
         from botocore.config import Config as BotoConfig
 
-        # CALL_SECONDS at most a call: a request's wake must end within API Gateway's 30 s.
-        quick = BotoConfig(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"})
+        calls = BotoConfig(**(REQUEST_CALLS if for_request else BACKGROUND_CALLS))
         # The Data API call only gives the database a head start: one attempt, so a slow answer never holds up
         # the watcher's first look at the task (the others' four attempts could cost ~20 s).
         once = BotoConfig(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1, "mode": "standard"})
-        _clients = Clients(
+        _clients[for_request] = Clients(
             *(
-                boto3.client(name, config=quick)
+                boto3.client(name, config=calls)
                 for name in ("ecs", "apigatewayv2", "cloudwatch", "servicediscovery", "lambda")
             ),
             rds_data=boto3.client("rds-data", config=once),
             probe=signed_get,
             forward=send,
         )
-    return _clients
+    return _clients[for_request]
 
 
 def handler(event: dict[str, Any], context: Any) -> Any:
     try:
-        aws, config = _aws(), Config.from_env(dict(os.environ))
+        aws, config = _aws(for_request="requestContext" in event), Config.from_env(dict(os.environ))
     except Exception:
         if "requestContext" not in event:
             raise
