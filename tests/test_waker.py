@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -985,6 +986,24 @@ def test_config_comes_from_the_functions_environment() -> None:
     assert (with_data_api.database_cluster_arn, with_data_api.database_secret_arn) == (CLUSTER_ARN, SECRET_ARN)
     assert config.target(True) == "integrations/v" and config.target(False) == "integrations/w"
     assert config.drain_seconds > 30, "longer than API Gateway's integration timeout"
+
+
+def test_on_lambda_the_clients_are_built_at_init_and_elsewhere_only_when_used() -> None:
+    """Importing the module in Lambda builds both sets of clients (its init phase); imported by the Pulumi
+    program or a test, it builds nothing."""
+    import subprocess
+    import sys
+
+    check = (
+        "from metaflow_infra.lambdas import waker; import sys; print(sorted(waker._clients), 'boto3' in sys.modules)"
+    )
+    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": REGION, "PYTHONPATH": str(Path(__file__).parents[1])}
+    for extra, expected in (
+        ({"AWS_LAMBDA_FUNCTION_NAME": "metaflow-dev-waker"}, "[False, True] True"),
+        ({}, "[] False"),
+    ):
+        out = subprocess.run([sys.executable, "-c", check], env={**env, **extra}, capture_output=True, text=True)
+        assert out.stdout.strip() == expected, out.stderr
 
 
 def test_the_waker_ships_as_one_file_needing_only_what_the_lambda_runtime_has() -> None:

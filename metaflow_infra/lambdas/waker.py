@@ -36,6 +36,7 @@ harmless: setting a desired count of 1 twice starts one task, switching a route 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import http.client
@@ -876,6 +877,15 @@ def _aws(for_request: bool) -> Clients:
             forward=send,
         )
     return _clients[for_request]
+
+
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+    # Lambda runs module code at the environment's init, reportedly with the CPU unthrottled whatever the memory
+    # size: boto3 and the clients are built there, not by a wake's first request (a cold start on its critical
+    # path). Should that fail, the first call builds them.
+    with contextlib.suppress(Exception):
+        _aws(for_request=True)
+        _aws(for_request=False)
 
 
 def handler(event: dict[str, Any], context: Any) -> Any:
