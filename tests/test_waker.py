@@ -536,6 +536,25 @@ def test_a_forward_that_reached_nothing_is_tried_again_within_the_hold(
     assert len(world.forwarded) == 2 and world.slept == [waker.HOLD_POLL_SECONDS] * 2
 
 
+def test_a_failed_first_look_at_a_sleeping_service_is_made_again_at_the_next_poll(world: World) -> None:
+    """The probe cannot answer for a service with no task: a look that failed must be made again regardless, or
+    the service would not even be started during this hold."""
+    holding(world)
+    calls = iter(range(1))
+
+    class ThrottledOnce:
+        def __getattr__(self, name: str) -> Any:
+            if name == "describe_services" and next(calls, None) is not None:
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "DescribeServices")
+            return getattr(ecs, name)
+
+    ecs = world.aws.ecs
+    world.aws = dataclasses.replace(world.aws, ecs=ThrottledOnce())
+    assert world.run(world.request())["statusCode"] == 503
+    assert world.desired() == 1 and len(world.invocations) == 1, "started, with its watcher, during the hold"
+    assert world.calls.index("update_service") < world.calls.index("sleep 2", world.calls.index("sleep 2") + 1)
+
+
 def test_a_hold_with_no_ready_task_is_answered_no_earlier_than_its_end_even_if_every_look_fails(
     world: World,
 ) -> None:
@@ -898,6 +917,28 @@ def test_a_route_that_cannot_be_switched_still_lets_an_idle_service_stop(
     assert "could not switch the route to a ready task" in caplog.text
     world.now += datetime.timedelta(minutes=20)
     assert world.run({"action": "tick"}) == "stopped"
+    assert world.desired() == 0
+
+
+def test_a_switch_reported_failed_but_made_is_drained_before_the_idle_stop(world: World) -> None:
+    """UpdateRoute may time out after API Gateway applied it: the tick reads the route again, and an idle
+    service on it is stopped the drained way (the waker in front first), not with the route still on it."""
+    world.run(HTTP_REQUEST)
+    world.task_ready()
+    world.now += datetime.timedelta(minutes=20)
+
+    lost = iter(range(1))
+
+    def applied_then_lost(ApiId: str, RouteId: str, Target: str) -> dict[str, Any]:
+        world.route_target = Target
+        if next(lost, None) is not None:  # the first answer is lost
+            raise EndpointConnectionError(endpoint_url="https://apigateway.us-east-1.amazonaws.com")
+        return {"RouteId": RouteId, "RouteKey": "$default", "Target": Target}
+
+    answers = {"get_route": world.aws.apigatewayv2.get_route, "update_route": applied_then_lost}
+    world.aws = dataclasses.replace(world.aws, apigatewayv2=ModelChecked("apigatewayv2", answers, world.calls))
+    assert world.run({"action": "tick"}) == "stopped"
+    assert world.slept == [world.config.drain_seconds] and not world.on_service()
     assert world.desired() == 0
 
 

@@ -443,16 +443,17 @@ def hold(
     (wake.worst_first_answer_seconds). The one exception: a task routed to on ECS's health alone (the probe
     refused), which the client's retry reaches directly."""
     held_until = arrived + config.hold_seconds
-    look = True  # the first look wakes the service; later ones only once the task answers the probe
+    look = True  # the first look wakes the service; later ones once the task answers the probe, or one failed
     while True:
+        failed = False
         if look:
             try:
                 woken = wake(aws, config, function_arn, arrived)
             except OutOfTime:
                 raise
-            except Exception:  # a throttle, say: the next poll looks again
+            except Exception:  # a throttle, say: the next poll looks again (the service may not be started yet)
                 _log.exception("a look at the service failed; the request is still held")
-                woken = Woken("starting")
+                woken, failed = Woken("starting"), True
             if woken.reachable:
                 answer = forward(aws, config, event, woken, arrived, clock)
                 if answer is not None:
@@ -461,8 +462,8 @@ def hold(
                 return waking_response()
         if clock() >= held_until:
             return waking_response()
-        sleep(min(config.hold_poll_seconds, held_until - clock()))
-        look = probe_status(aws, config) in (200, *PROBE_REFUSED)  # the task answers (or only ECS can tell)
+        sleep(max(0.0, min(config.hold_poll_seconds, held_until - clock())))
+        look = failed or probe_status(aws, config) in (200, *PROBE_REFUSED)  # the task answers, or only ECS can tell
 
 
 class OutOfTime(Exception):
@@ -645,13 +646,14 @@ def tick(aws: Clients, config: Config, now: datetime.datetime, sleep: Callable[[
     window = datetime.timedelta(minutes=config.idle_minutes)
     up_long_enough = state.up_since is not None and now - state.up_since >= window
     idle = up_long_enough and requests_since(aws, config, now - window, now) == 0
+    if not on_service and routable(aws, config, state):
+        try:
+            switch_route(aws, config, to_service=True)
+            return "switched"
+        except Exception:  # requests are still served (forwarded); an idle service must still stop
+            _log.error("could not switch the route to a ready task", exc_info=True)
+            on_service = route_on_service(aws, config)  # a switch reported failed may have been made
     if not on_service:
-        if routable(aws, config, state):
-            try:
-                switch_route(aws, config, to_service=True)
-                return "switched"
-            except Exception:  # requests are still served (forwarded); an idle service must still stop
-                _log.error("could not switch the route to a ready task", exc_info=True)
         if not idle:
             return "starting"
         # A wake nobody came back for (its task never became ready, or its client gave up): stop it.
