@@ -1000,6 +1000,10 @@ def test_the_ui_command_wakes_the_service_the_same_way(world: World) -> None:
     world.task_ready()
     assert world.run({"action": "wake"}) == "ready"
     assert world.on_service()
+    # Once the route is on the service, the command only looks: no probe, no switch.
+    world.calls.clear()
+    assert world.run({"action": "wake"}) == "ready"
+    assert "probe" not in world.calls and "update_route" not in world.calls and "get_route" in world.calls
 
 
 def test_an_unknown_event_is_an_error_not_a_silent_success(world: World) -> None:
@@ -1414,6 +1418,53 @@ def test_an_encoded_path_is_forwarded_encoded(world: World) -> None:
     assert world.forwarded[0][0].url == f"{world.config.forward_url}/flows/Hello%20Flow/runs/%C3%BC"
 
 
+HOP_BY_HOP_HEADERS = [
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+]
+"""RFC 2616 section 13.5.1's hop-by-hop headers that a request or an answer may carry."""
+
+
+@pytest.mark.parametrize("header", [*HOP_BY_HOP_HEADERS, "host", "content-length", "expect"])
+def test_headers_of_one_connection_go_no_further_either_way(world: World, header: str) -> None:
+    """Hop-by-hop headers, and those the forward sets itself, never travel with the request; the answer's
+    hop-by-hop headers and length never reach API Gateway (it sets its own)."""
+    world.waking_with_a_ready_task()
+    world.forward_failures.append(waker.Reply(200, ((header.title(), "x"), ("X-Kept", "1")), b"{}"))
+    answer = world.run(world.request(headers={header.title(): "x", "x-kept": "1"}))
+    [(sent, _)] = world.forwarded
+    assert sent.headers == {"x-kept": "1"}
+    returned = {name.lower() for name in answer["headers"]}
+    assert returned == ({"x-kept"} if header in [*HOP_BY_HOP_HEADERS, "content-length"] else {"x-kept", header})
+
+
+def test_a_request_without_a_raw_path_is_forwarded_to_its_context_path(world: World) -> None:
+    world.waking_with_a_ready_task()
+    request = world.request(path="/flows/HelloFlow/runs")
+    del request["rawPath"]
+    world.run(request)
+    assert world.forwarded[0][0].url == f"{world.config.forward_url}/flows/HelloFlow/runs"
+
+
+def test_each_forward_logs_how_long_after_the_request_and_the_task_start_it_came(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What real wakes are held to: with the task started 30 s before the request arrived (2 s before the fake
+    clock), forwarded now."""
+    world.run(HTTP_REQUEST)
+    world.add_task("1").started_at = world.now - datetime.timedelta(seconds=30)
+    world.run(world.request("POST", "/flows/HelloFlow/run"))
+    assert (
+        "forwarded POST /flows/HelloFlow/run: 200, 0.0 s after the request arrived, 30.0 s after the task started"
+        in caplog.text
+    )
+
+
 def test_a_base64_request_body_is_forwarded_as_the_bytes_it_encodes(world: World) -> None:
     world.waking_with_a_ready_task()
     world.run(world.request("POST", body=base64.b64encode(b"\x00\xff").decode(), isBase64Encoded=True))
@@ -1518,6 +1569,9 @@ def test_a_forward_that_fails_answers_what_lets_the_client_retry_only_what_repea
     response = world.run(world.request(method))
     assert response["statusCode"] == status
     assert ("isBase64Encoded" in response) is (isinstance(failure, waker.Reply) and failure.status == status)
+    if not isinstance(failure, waker.Reply):  # the waker's own answer: JSON saying what happened
+        assert response["headers"]["Content-Type"] == "application/json"
+        assert json.loads(response["body"])["message"].startswith("The Metaflow metadata service")
     assert world.on_service()
 
 
@@ -1668,5 +1722,6 @@ def test_an_answer_too_large_to_pass_on_is_not_read_past_the_limit(probed: Any) 
     with mock.patch.object(http.client.HTTPResponse, "read1", counted), pytest.raises(waker.TooLarge):
         waker.send(waker.Outgoing("GET", url, {}), in_seconds(5))
     assert sum(reads) == waker.FORWARD_LIMIT_BYTES + 1
-    probed.body = b"x" * waker.FORWARD_LIMIT_BYTES
-    assert len(waker.send(waker.Outgoing("GET", url, {}), in_seconds(5)).body) == waker.FORWARD_LIMIT_BYTES
+    for chunked in (True, False):  # the largest answer passed on, announced or not
+        probed.chunked, probed.body = chunked, b"x" * waker.FORWARD_LIMIT_BYTES
+        assert len(waker.send(waker.Outgoing("GET", url, {}), in_seconds(5)).body) == waker.FORWARD_LIMIT_BYTES
