@@ -1556,6 +1556,8 @@ def test_a_request_too_late_to_wake_or_forward_within_api_gateways_30_s_gets_a_5
         ("POST", waker.Reply(500, (), b'{"message":"Internal Server Error"}'), 500),  # the service may have had it
         ("GET", waker.NoAnswer(timed_out=True), 503),  # done or not, doing it again changes nothing
         ("GET", waker.NoAnswer(timed_out=False), 503),
+        ("OPTIONS", waker.NoAnswer(timed_out=True), 503),  # changes nothing either
+        ("PATCH", waker.NoAnswer(timed_out=True), 504),
         ("HEAD", RuntimeError("anything else"), 502),
         ("GET", waker.Reply(500, (), b'{"message":"Internal Server Error"}'), 503),  # API Gateway's own
         ("GET", waker.Reply(500, (), b'{"error":"the service\'s own"}'), 500),
