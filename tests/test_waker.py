@@ -1705,6 +1705,60 @@ def test_a_server_trickling_its_answer_cannot_hold_the_waker_past_its_deadline(p
     assert time.monotonic() - began < 1.5
 
 
+class Misbehaving(BaseHTTPRequestHandler):
+    """A server whose answer `server.how` spoils: "headers" sends a header line every 0.2 s for 5 s; "cut"
+    announces 100 bytes, sends 10 and hangs up."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        self.close_connection = True
+        with contextlib.suppress(ConnectionError):
+            self.send_response(200)
+            if server.how == "headers":
+                for n in range(25):
+                    self.send_header(f"X-Slow-{n}", "1")
+                    self.flush_headers()
+                    time.sleep(0.2)
+                self.end_headers()
+            else:
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b"x" * 10)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def misbehaving() -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    server.daemon_threads, server.how = False, "cut"
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_headers_trickled_in_cannot_hold_the_waker_past_its_deadline(misbehaving: Any) -> None:
+    """Each header line comes within any per-read timeout: only shutting the connection at the deadline ends
+    the wait in time (API Gateway would otherwise cut the waker off, its answer unknown)."""
+    misbehaving.how = "headers"
+    began = time.monotonic()
+    with pytest.raises(waker.NoAnswer) as late:
+        waker.send(waker.Outgoing("GET", f"http://127.0.0.1:{misbehaving.server_address[1]}/flows", {}), in_seconds(1))
+    assert late.value.timed_out
+    assert time.monotonic() - began < 1.5
+
+
+def test_an_answer_cut_short_of_its_length_is_no_answer(misbehaving: Any) -> None:
+    """Passed on, a truncated body would reach Metaflow's client as a whole (broken) answer."""
+    with pytest.raises(waker.NoAnswer) as cut:
+        waker.send(waker.Outgoing("GET", f"http://127.0.0.1:{misbehaving.server_address[1]}/flows", {}), in_seconds(5))
+    assert not cut.value.timed_out
+
+
 def test_an_answer_too_large_to_pass_on_is_not_read_past_the_limit(probed: Any) -> None:
     """Announced: refused before its body is read. Not announced (chunked): read up to one byte past the limit
     at most, so the function's 128 MB hold whatever the service answers."""

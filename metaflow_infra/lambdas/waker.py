@@ -43,6 +43,8 @@ import http.client
 import json
 import logging
 import os
+import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -272,8 +274,9 @@ def signed(outgoing: Outgoing) -> Outgoing:
 
 def send(outgoing: Outgoing, deadline: float, clock: Callable[[], float] = time.time) -> Reply:
     """Send a request and read its answer by `deadline` (epoch seconds), whatever the server's pace: the time
-    left bounds each socket operation and is checked before each of them. An answer is read up to
-    FORWARD_LIMIT_BYTES + 1 bytes at most."""
+    left bounds each socket operation, and once it is up the connection is shut, whatever is being read (a
+    status line or headers trickled in). An answer is read up to FORWARD_LIMIT_BYTES + 1 bytes at most, and one
+    cut short of its announced length is no answer."""
 
     def left() -> float:
         remaining = deadline - clock()
@@ -296,6 +299,16 @@ def send(outgoing: Outgoing, deadline: float, clock: Callable[[], float] = time.
         connection.close()
         raise NotDelivered(str(error)) from error
     sock = connection.sock  # the answer is read from it even once http.client lets the connection go
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(0.0, deadline - clock()), expire)
+    timer.daemon = True
+    timer.start()
     try:
         sock.settimeout(left())
         response = connection.getresponse()
@@ -307,14 +320,17 @@ def send(outgoing: Outgoing, deadline: float, clock: Callable[[], float] = time.
             sock.settimeout(left())
             chunk = response.read1(FORWARD_LIMIT_BYTES + 1 - len(body))
             if not chunk:
+                if expired.is_set() or response.length:  # shut at the deadline, or cut short by the server
+                    raise http.client.IncompleteRead(bytes(body), response.length)
                 return Reply(response.status, tuple(response.getheaders()), bytes(body))
             body += chunk
         raise TooLarge(f"more than {FORWARD_LIMIT_BYTES}")
     except TimeoutError as error:
         raise NoAnswer(timed_out=True) from error
-    except (OSError, http.client.HTTPException) as error:  # reset, cut off
-        raise NoAnswer(timed_out=False) from error
+    except (OSError, http.client.HTTPException) as error:  # reset, cut off, or shut at the deadline
+        raise NoAnswer(timed_out=expired.is_set()) from error
     finally:
+        timer.cancel()
         connection.close()
         sock.close()
 
