@@ -70,7 +70,8 @@ CALL_SECONDS = 4.0
 asks) of a 1 s connect and a 2 s read (REQUEST_CALLS), and a second for the address lookup; a probe,
 PROBE_TIMEOUT_SECONDS."""
 FORWARD_BUDGET_SECONDS = 27.0
-"""From a request's arrival, until when its forward may take: a hard deadline, checked before every read."""
+"""From a request's arrival, until when its forward may take: a hard deadline (`send` shuts the connection at
+it)."""
 HOLD_SECONDS = 20.0
 """How long, from its arrival, a request that finds the service starting waits in the waker for a ready task
 before its 503 (its last probe and calls may take up to HOLD_OVERRUN_SECONDS more)."""
@@ -456,8 +457,9 @@ def hold(
     every poll, so that it is forwarded as soon as a task is ready, not at the client's next retry. Its 503 comes
     no earlier than `hold_seconds` after its arrival, whatever the phase of the polls or what failed meanwhile
     (a wake's call, a forward that reached nothing): the model of the client's wait rests on it
-    (wake.worst_first_answer_seconds). The one exception: a task routed to on ECS's health alone (the probe
-    refused), which the client's retry reaches directly."""
+    (wake.worst_first_answer_seconds). The exceptions are answers that holding cannot change: a task routed to
+    on ECS's health alone (the probe refused), which the client's retry reaches directly, and a forward's own
+    503s (a request that cannot be read, or a safe one whose answer is too large for Lambda)."""
     held_until = arrived + config.hold_seconds
     look = True  # the first look wakes the service; later ones once the task answers the probe, or one failed
     while True:
